@@ -1,0 +1,60 @@
+# mosic — the two commands a newcomer needs are `make demo` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+ARCH    := $(shell uname -m)
+# torch wheels that install from the local disk on the project machines (see README)
+ifeq ($(ARCH),aarch64)
+TORCH_PIN ?= torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+endif
+
+DATASET ?= synthetic
+ROOT    ?=
+STORES  ?= stores
+DATA    ?= data/synthetic
+VIDEOS  ?= 24
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo data tracks bench clean help
+
+help:
+	@echo "make setup      create $(VENV) and install mosic with its test tools"
+	@echo "make demo       synthetic data -> tracks (lk, oracle) -> inspect and score, end to end"
+	@echo "make test       install, then run the test suite"
+	@echo "make tracks DATASET=ytvos ROOT=/data/ytvos   precompute tracks for a data set"
+	@echo "make bench      print throughput and size figures"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH_PIN)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+data: setup
+	$(BIN)/mosic-data synthetic --out $(DATA) --videos $(VIDEOS) --seed 0
+
+# e.g. make tracks DATASET=ytvos ROOT=/data/youtube-vos TRACKER=cotracker3 CHECKPOINT=scaled_offline.pth
+TRACKER ?=
+CHECKPOINT ?=
+tracks: setup
+	$(BIN)/mosic-precompute --pipeline $(DATASET) --stores $(STORES) \
+		$(if $(ROOT),--root $(ROOT)) $(if $(TRACKER),--tracker $(TRACKER)) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+demo: setup
+	$(BIN)/python -m mosic.demo --data $(DATA) --stores $(STORES) --videos $(VIDEOS)
+
+bench: setup
+	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_precompute.py
+
+clean:
+	rm -rf $(STORES) data runs .pytest_cache

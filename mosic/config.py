@@ -1,0 +1,177 @@
+"""Typed pipeline configuration, loaded from ``pipelines.yaml``.
+
+A pipeline names a data set, how clips are cut from its videos, the tracker and the stores folder.
+Every field can be overridden from the command line with a dotted key (``tracker.grid=8``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mosic import MosicError
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class ClipSettings(BaseModel):
+    """How clips are cut from a video (all in frames of the source video)."""
+
+    model_config = _FROZEN
+
+    length: int = Field(12, ge=2, description="frames per clip (T)")
+    step: int = Field(6, ge=1, description="take every step-th frame")
+    clips_per_video: int = Field(1, ge=1, description="clips per video, starts spread evenly")
+    stride: int | None = Field(
+        None, ge=1, description="frames between clip starts; when set, overrides clips_per_video"
+    )
+    short_videos: Literal["adapt", "skip"] = Field(
+        "adapt",
+        description="video shorter than one clip at `step`: 'adapt' uses step = frames // length "
+        "(the official recipe), 'skip' records it as a failure",
+    )
+    track_size: tuple[int, int] | None = Field(
+        None, description="(width, height) frames are resized to for tracking; None = as stored"
+    )
+
+    @field_validator("track_size")
+    @classmethod
+    def _positive_size(cls, v):
+        if v is not None and (v[0] < 8 or v[1] < 8):
+            raise ValueError("track_size must be at least 8 x 8 pixels")
+        return v
+
+
+class DatasetSettings(BaseModel):
+    model_config = _FROZEN
+
+    kind: str = Field("synthetic", description="frame source: ytvos | davis | videos | synthetic")
+    root: str = Field("data/synthetic", description="the data set's folder")
+    split: str = Field("train", description="split (ytvos/synthetic: train|valid; davis: 480p)")
+
+
+class TrackerSettings(BaseModel):
+    model_config = _FROZEN
+
+    name: str = Field("lk", description="cotracker3 | lk | oracle")
+    grid: int = Field(16, ge=1, description="G: a G x G grid of query points on the first frame")
+    batch_size: int = Field(8, ge=1, description="clips per tracker call")
+    checkpoint: str | None = Field(None, description="tracker weights file (cotracker3)")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    visibility_threshold: float = Field(0.9, gt=0, lt=1, description="cotracker3 visibility cut")
+
+
+class StoreLayout(BaseModel):
+    model_config = _FROZEN
+
+    clips_per_chunk: int = Field(16, ge=1, description="clips in one Zarr chunk (one file)")
+    compression_level: int = Field(5, ge=1, le=22, description="zstd level")
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "custom"
+    stores: str = Field("stores", description="folder that holds the trajectory stores")
+    dataset: DatasetSettings = DatasetSettings()
+    clips: ClipSettings = ClipSettings()
+    tracker: TrackerSettings = TrackerSettings()
+    store: StoreLayout = StoreLayout()
+    train: dict[str, Any] = Field(default_factory=dict, description="training settings")
+
+
+def find_pipelines_file(path: str | os.PathLike | None = None) -> Path:
+    """The pipelines file: an explicit path, $MOSIC_PIPELINES, ./pipelines.yaml, or the project's."""
+    candidates = []
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise MosicError(f"pipelines file not found: {p}")
+        return p
+    if os.environ.get("MOSIC_PIPELINES"):
+        candidates.append(Path(os.environ["MOSIC_PIPELINES"]))
+    candidates.append(Path.cwd() / "pipelines.yaml")
+    candidates.append(Path(__file__).resolve().parent.parent / "pipelines.yaml")
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise MosicError(
+        "no pipelines.yaml found (looked at: " + ", ".join(str(c) for c in candidates) + "); "
+        "pass --config PATH or set MOSIC_PIPELINES"
+    )
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[p] = nxt
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def read_pipelines(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    p = find_pipelines_file(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise MosicError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data.get("pipelines"), dict) or not data["pipelines"]:
+        raise MosicError(f"{p}: expected a 'pipelines:' mapping with at least one pipeline")
+    return data
+
+
+def pipeline_names(path: str | os.PathLike | None = None) -> list[str]:
+    return sorted(read_pipelines(path)["pipelines"])
+
+
+def load_pipeline(
+    name: str,
+    path: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> PipelineConfig:
+    """Pipeline ``name`` from the pipelines file: its ``defaults`` merged with the pipeline's entry,
+    then ``overrides`` (dotted keys, e.g. ``{"tracker.grid": 8}``; ``None`` values are ignored)."""
+    data = read_pipelines(path)
+    pipes = data["pipelines"]
+    if name not in pipes:
+        raise MosicError(f"unknown pipeline {name!r}; the pipelines file has: {', '.join(sorted(pipes))}")
+    merged = _deep_merge(data.get("defaults") or {}, pipes[name] or {})
+    merged["name"] = name
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            _set_dotted(merged, k, v)
+    try:
+        return PipelineConfig.model_validate(merged)
+    except ValidationError as e:
+        raise MosicError(f"pipeline {name!r} is not valid:\n{e}") from None
+
+
+def with_overrides(cfg: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
+    """A copy of ``cfg`` with dotted-key overrides applied (``None`` values are ignored)."""
+    d = cfg.model_dump()
+    for k, v in overrides.items():
+        if v is not None:
+            _set_dotted(d, k, v)
+    try:
+        return PipelineConfig.model_validate(d)
+    except ValidationError as e:
+        raise MosicError(f"invalid settings:\n{e}") from None

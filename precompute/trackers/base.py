@@ -1,0 +1,128 @@
+"""The tracker interface, the query grid and the tracker registry.
+
+Coordinates everywhere are (x, y) in pixels of the source frame, x along the width, with the
+pixel-centre convention: pixel (col, row) covers [col, col + 1) x [row, row + 1) and its centre is
+(col + 0.5, row + 0.5).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import cv2
+import numpy as np
+
+from mosic import MosicError
+from mosic.registry import Registry
+
+if TYPE_CHECKING:
+    from mosic.config import TrackerSettings
+    from mosic.data.base import ClipRef, FrameSource
+
+
+@dataclass
+class TrackResult:
+    tracks: np.ndarray  # float32 [B, T, N, 2], (x, y) pixels of the frames given to ``run``
+    visibility: np.ndarray  # bool [B, T, N]
+    confidence: np.ndarray | None = None  # float32 [B, T, N] in [0, 1], where the tracker has one
+
+    def check(self, B: int, T: int, N: int) -> "TrackResult":
+        if self.tracks.shape != (B, T, N, 2):
+            raise RuntimeError(f"tracker returned tracks {self.tracks.shape}, expected {(B, T, N, 2)}")
+        if self.visibility.shape != (B, T, N):
+            raise RuntimeError(f"tracker returned visibility {self.visibility.shape}, expected {(B, T, N)}")
+        self.tracks = np.ascontiguousarray(self.tracks, dtype=np.float32)
+        self.visibility = np.ascontiguousarray(self.visibility, dtype=bool)
+        if self.confidence is not None:
+            self.confidence = np.ascontiguousarray(self.confidence, dtype=np.float32)
+        return self
+
+
+def grid_queries(grid: int, width: int, height: int) -> np.ndarray:
+    """A ``grid`` x ``grid`` lattice of query points at the centres of equal cells, row-major
+    (y outer, x inner): float32 [grid * grid, 2] as (x, y)."""
+    if grid < 1:
+        raise MosicError(f"grid must be at least 1, got {grid}")
+    if grid > width or grid > height:
+        raise MosicError(
+            f"grid {grid} x {grid} is larger than the image ({width} x {height} pixels): "
+            "use a smaller --grid"
+        )
+    xs = (np.arange(grid, dtype=np.float64) + 0.5) * (width / grid)
+    ys = (np.arange(grid, dtype=np.float64) + 0.5) * (height / grid)
+    gx, gy = np.meshgrid(xs, ys)  # [grid(y), grid(x)]
+    return np.stack([gx.ravel(), gy.ravel()], axis=-1).astype(np.float32)
+
+
+class Tracker(ABC):
+    """Tracks query points given on the first frame of each clip through the clip."""
+
+    name: ClassVar[str]
+    #: False for trackers that do not look at pixels (the synthetic ground truth)
+    uses_frames: ClassVar[bool] = True
+
+    def __init__(self, batch_size: int = 8):
+        self.batch_size = batch_size
+
+    @property
+    @abstractmethod
+    def version(self) -> str:
+        """Identifies the implementation (library versions, algorithm revision)."""
+
+    def checkpoint_hash(self) -> str | None:
+        """sha256 of the weights file, for trackers with weights."""
+        return None
+
+    def params(self) -> dict[str, Any]:
+        """Settings that change the output, recorded in the store's spec."""
+        return {}
+
+    @abstractmethod
+    def track(
+        self,
+        frames: np.ndarray,
+        queries: np.ndarray,
+        clips: Sequence["ClipRef"] | None = None,
+    ) -> TrackResult:
+        """frames uint8 [B, T, H, W, 3] RGB; queries float32 [N, 2] (x, y) on frame 0 of every clip.
+        Returns tracks in the pixel coordinates of ``frames``."""
+
+    def run(
+        self,
+        frames: np.ndarray,
+        queries: np.ndarray,
+        clips: Sequence["ClipRef"] | None = None,
+        track_size: tuple[int, int] | None = None,
+    ) -> TrackResult:
+        """``track`` with the frames resized to ``track_size`` (width, height) first, and the
+        queries and tracks mapped to and from that size; output in ``frames``' pixels."""
+        B, T, H, W, _ = frames.shape
+        N = len(queries)
+        if track_size is None or not self.uses_frames or tuple(track_size) == (W, H):
+            return self.track(frames, queries, clips).check(B, T, N)
+        tw, th = track_size
+        small = np.stack(
+            [
+                np.stack([cv2.resize(f, (tw, th), interpolation=cv2.INTER_AREA) for f in clip])
+                for clip in frames
+            ]
+        )
+        scale = np.array([tw / W, th / H], dtype=np.float32)
+        res = self.track(small, (queries * scale).astype(np.float32), clips).check(B, T, N)
+        res.tracks = (res.tracks / scale).astype(np.float32)
+        return res
+
+
+TRACKERS: Registry[Tracker] = Registry("tracker")
+
+
+def create_tracker(settings: "TrackerSettings", source: "FrameSource | None" = None) -> Tracker:
+    """Build the tracker named in ``settings``. ``source`` is given to trackers that need it
+    (the synthetic ground truth)."""
+    import precompute.trackers.cotracker  # noqa: F401  (registers cotracker3)
+    import precompute.trackers.lk  # noqa: F401
+    import precompute.trackers.oracle  # noqa: F401
+
+    return TRACKERS.get(settings.name)(settings, source)
