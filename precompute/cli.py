@@ -1,0 +1,100 @@
+"""``mosic-precompute``: track a data set's clips and write them to a trajectory store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mosic.cli_common import friendly_errors, parse_size, setup_logging
+from mosic.config import load_pipeline, pipeline_names
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None)
+
+
+@app.command(
+    name="precompute",
+    help="Track a G x G grid of points from each clip's first frame with a frozen tracker and "
+    "write tracks + visibility to a Zarr trajectory store. Settings come from pipelines.yaml "
+    "(--pipeline) and every option below overrides them. Re-running with the same settings "
+    "resumes: finished clips are skipped, failed ones are retried.\n\n"
+    "Example: mosic-precompute --pipeline ytvos --root /data/youtube-vos --tracker cotracker3 "
+    "--checkpoint scaled_offline.pth --grid 16"
+)
+@friendly_errors
+def run(
+    pipeline: str = typer.Option("synthetic", help="pipeline name in pipelines.yaml"),
+    config: Optional[Path] = typer.Option(None, help="pipelines file (default: ./pipelines.yaml)"),
+    dataset: Optional[str] = typer.Option(None, help="frame source: ytvos | davis | videos | synthetic"),
+    root: Optional[Path] = typer.Option(None, help="the data set's folder"),
+    split: Optional[str] = typer.Option(None, help="split (ytvos/synthetic: train|valid; davis: 480p)"),
+    tracker: Optional[str] = typer.Option(None, help="cotracker3 | lk | oracle"),
+    grid: Optional[int] = typer.Option(None, help="G: track a G x G grid of query points"),
+    checkpoint: Optional[Path] = typer.Option(None, help="tracker weights (cotracker3: scaled_offline.pth)"),
+    batch_size: Optional[int] = typer.Option(None, help="clips per tracker call"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16"),
+    length: Optional[int] = typer.Option(None, "--length", "-T", help="frames per clip"),
+    step: Optional[int] = typer.Option(None, help="take every step-th frame"),
+    clips_per_video: Optional[int] = typer.Option(None, help="clips per video"),
+    stride: Optional[int] = typer.Option(None, help="frames between clip starts (overrides --clips-per-video)"),
+    track_size: Optional[str] = typer.Option(None, help="resize frames to WxH for tracking (e.g. 512x384)"),
+    stores: Optional[Path] = typer.Option(None, help="stores folder; the store's name is derived from its spec"),
+    store: Optional[Path] = typer.Option(None, help="write to this store path instead of a derived name"),
+    clips_per_chunk: Optional[int] = typer.Option(None, help="clips per Zarr chunk"),
+    retry_failed: bool = typer.Option(True, help="retry clips that failed in an earlier run"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    list_pipelines: bool = typer.Option(False, "--list", help="list the pipelines and exit"),
+) -> None:
+    from precompute.runner import precompute
+
+    setup_logging(verbose)
+    if list_pipelines:
+        typer.echo("\n".join(pipeline_names(config)))
+        return
+    cfg = load_pipeline(
+        pipeline,
+        config,
+        {
+            "dataset.kind": dataset,
+            "dataset.root": str(root) if root else None,
+            "dataset.split": split,
+            "tracker.name": tracker,
+            "tracker.grid": grid,
+            "tracker.checkpoint": str(checkpoint) if checkpoint else None,
+            "tracker.batch_size": batch_size,
+            "tracker.device": device,
+            "tracker.precision": precision,
+            "clips.length": length,
+            "clips.step": step,
+            "clips.clips_per_video": clips_per_video,
+            "clips.stride": stride,
+            "clips.track_size": parse_size(track_size) if track_size else None,
+            "stores": str(stores) if stores else None,
+            "store.clips_per_chunk": clips_per_chunk,
+        },
+    )
+    res = precompute(cfg, store=store, retry_failed=retry_failed, progress=progress)
+    fps = res.frames_tracked / res.seconds if res.seconds > 0 else 0.0
+    typer.echo(
+        f"store: {res.store}\n"
+        f"clips: {res.done} done, {res.failed} failed of {res.clips} "
+        f"({res.written_now} written now, {fps:.1f} frames/s); "
+        f"{'complete' if res.complete else 'INCOMPLETE'}"
+    )
+    if res.failures:
+        typer.secho(f"{len(res.failures)} failure(s):", fg=typer.colors.YELLOW, err=True)
+        for f in res.failures:
+            where = f"clip {f.clip} " if f.clip is not None else ""
+            typer.echo(f"  {f.video_id}: {where}{f.reason}", err=True)
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The precompute job: plan clips, track them, write the store. Resumable, failure-tolerant.
+
+A re-run with the same settings opens the same store and only does clips that are not written
+yet (and, by default, clips that failed before). Work is written a chunk of clips at a time, so a
+killed run loses at most the chunk in flight. A clip whose frames cannot be read, or whose
+tracks come back non-finite, is recorded as failed with the reason and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+import mosic
+from mosic import MosicError
+from mosic.config import PipelineConfig
+from mosic.data.base import ClipRef, FrameReadError, FrameSource, create_source, plan_clips
+from precompute.trackers.base import Tracker, create_tracker, grid_queries
+from store_schema import layout as L
+from store_schema.layout import Failure
+from store_schema.spec import DatasetSpec, StoreSpec, TrackerSpec
+from store_schema.writer import StoreWriter
+
+log = logging.getLogger("mosic.precompute")
+
+
+@dataclass
+class PrecomputeResult:
+    store: Path
+    clips: int
+    written_now: int
+    done: int
+    failed: int
+    complete: bool
+    seconds: float
+    frames_tracked: int
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and not self.failures
+
+
+def build_spec(cfg: PipelineConfig, source: FrameSource, tracker: Tracker) -> StoreSpec:
+    return StoreSpec(
+        dataset=DatasetSpec(
+            kind=source.kind, split=source.split, fingerprint=source.fingerprint(),
+            num_videos=len(source.videos()),
+        ),
+        clips=cfg.clips,
+        grid=cfg.tracker.grid,
+        tracker=TrackerSpec(
+            name=tracker.name, version=tracker.version,
+            checkpoint_sha256=tracker.checkpoint_hash(), params=tracker.params(),
+        ),
+    )
+
+
+def store_path_for(cfg: PipelineConfig, spec: StoreSpec) -> Path:
+    return Path(cfg.stores) / spec.store_name()
+
+
+def _grid_failures(clips: list[ClipRef], grid: int, track_size) -> tuple[list[ClipRef], list[Failure]]:
+    keep, bad, seen = [], [], set()
+    for c in clips:
+        w, h = track_size or (c.width, c.height)
+        if grid > min(w, h):
+            if c.video_id not in seen:
+                bad.append(Failure(video_id=c.video_id, reason=f"grid {grid} x {grid} is larger than the "
+                                   f"{w} x {h} image it is tracked at"))
+                seen.add(c.video_id)
+        else:
+            keep.append(c)
+    return keep, bad
+
+
+class _ChunkWork:
+    """Tracks the clips of one chunk and collects their outcomes."""
+
+    def __init__(self, writer: StoreWriter, a: int, b: int, T: int, N: int):
+        self.a, self.b = a, b
+        n = b - a
+        self.tracks = np.zeros((n, T, N, 2), np.float32)
+        self.vis = np.zeros((n, T, N), bool)
+        self.status = np.full(n, L.DONE, np.uint8)
+        self.failures: list[Failure] = []
+        # clips of this chunk that are already written keep their data
+        st = writer.status()[a:b]
+        if np.any(st == L.DONE):
+            g = writer.group
+            self.tracks[:] = g[L.TRACKS][a:b]
+            self.vis[:] = g[L.VISIBILITY][a:b]
+        self.status[:] = np.where(st == L.DONE, L.DONE, L.PENDING)
+
+    def fail(self, i: int, clip: ClipRef, reason: str) -> None:
+        self.status[i - self.a] = L.FAILED
+        self.failures.append(Failure(video_id=clip.video_id, clip=int(i), reason=reason))
+
+
+def precompute(
+    cfg: PipelineConfig,
+    store: str | Path | None = None,
+    retry_failed: bool = True,
+    progress: bool = True,
+    source: FrameSource | None = None,
+    tracker: Tracker | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> PrecomputeResult:
+    """Run the precompute job described by ``cfg``; returns what happened."""
+    t0 = time.perf_counter()
+    source = source or create_source(cfg.dataset.kind, cfg.dataset.root, cfg.dataset.split)
+    videos = source.videos()
+    clips, plan_fail = plan_clips(videos, cfg.clips)
+    plan_failures = [Failure(video_id=f.video_id, reason=f.reason) for f in plan_fail]
+    clips, grid_fail = _grid_failures(clips, cfg.tracker.grid, cfg.clips.track_size)
+    plan_failures += grid_fail
+    if not clips:
+        reasons = "; ".join(f"{f.video_id}: {f.reason}" for f in plan_failures[:5])
+        raise MosicError(f"no clip can be cut from the {len(videos)} videos under {source.root} ({reasons})")
+    tracker = tracker or create_tracker(cfg.tracker, source)
+    spec = build_spec(cfg, source, tracker)
+    path = Path(store) if store else store_path_for(cfg, spec)
+    writer = StoreWriter.open_or_create(
+        path, spec, clips, plan_failures,
+        clips_per_chunk=cfg.store.clips_per_chunk, compression_level=cfg.store.compression_level,
+        made_with={"mosic": mosic.__version__, "root": str(source.root), "pipeline": cfg.name},
+    )
+    todo = writer.todo(retry_failed=retry_failed)
+    total = sum(len(idx) for _, _, idx in todo)
+    T, N = spec.clips.length, spec.num_points
+    written = frames_tracked = 0
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="clip", desc=f"tracking ({tracker.name})", dynamic_ncols=True)
+
+    def read(i: int):
+        try:
+            return i, source.read_clip(clips[i]), None
+        except FrameReadError as e:
+            return i, None, str(e)
+        except Exception as e:  # noqa: BLE001 - a decoder crash on one video must not stop the run
+            return i, None, f"video {clips[i].video_id!r}: {type(e).__name__}: {e}"
+
+    bs = max(1, tracker.batch_size)
+    # Frames for the next batch are decoded in threads while the tracker works on this one.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for a, b, idx in todo:
+            work = _ChunkWork(writer, a, b, T, N)
+            batches = _batches_by_size([clips[i] for i in idx], list(idx), bs)
+            for got in _prefetch(pool, lambda ids: [read(i) for i in ids], batches):
+                ok = []
+                for i, frames, err in got:
+                    if err is not None:
+                        work.fail(i, clips[i], err)
+                    else:
+                        ok.append((i, frames))
+                if ok:
+                    frames_tracked += _track_batch(tracker, cfg, clips, ok, work)
+                if bar is not None:
+                    bar.update(len(got))
+            writer.write_chunk(a, work.tracks, work.vis, work.status, work.failures)
+            written += int((work.status[idx - a] == L.DONE).sum())
+            if on_chunk is not None:
+                on_chunk(a, b)
+    if bar is not None:
+        bar.close()
+    complete = writer.finalize()
+    st = writer.status()
+    failures = list(writer.meta.plan_failures) + list(writer.meta.failures)
+    return PrecomputeResult(
+        store=path, clips=len(clips), written_now=written, done=int((st == L.DONE).sum()),
+        failed=int((st == L.FAILED).sum()), complete=complete,
+        seconds=time.perf_counter() - t0, frames_tracked=frames_tracked, failures=failures,
+    )
+
+
+def _prefetch(pool: ThreadPoolExecutor, fn, items: list, depth: int = 1):
+    """Yield ``fn(item)`` for each item in order, computing up to ``depth`` items ahead."""
+    futures = [pool.submit(fn, it) for it in items[: depth + 1]]
+    for k in range(len(items)):
+        if k + depth + 1 < len(items):
+            futures.append(pool.submit(fn, items[k + depth + 1]))
+        yield futures[k].result()
+        futures[k] = None
+
+
+def _batches_by_size(clips: Sequence[ClipRef], idx: list[int], bs: int) -> list[list[int]]:
+    """Group clip indices into batches of at most ``bs`` clips with equal frame sizes."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for c, i in zip(clips, idx):
+        groups.setdefault((c.width, c.height), []).append(i)
+    out = []
+    for ids in groups.values():
+        out += [ids[k:k + bs] for k in range(0, len(ids), bs)]
+    return out
+
+
+def _track_batch(tracker: Tracker, cfg: PipelineConfig, clips, ok, work: _ChunkWork) -> int:
+    ids = [i for i, _ in ok]
+    frames = np.stack([f for _, f in ok])
+    batch_clips = [clips[i] for i in ids]
+    c0 = batch_clips[0]
+    queries = grid_queries(cfg.tracker.grid, c0.width, c0.height)
+    try:
+        res = tracker.run(frames, queries, batch_clips, cfg.clips.track_size)
+        results = [(i, res.tracks[k], res.visibility[k]) for k, i in enumerate(ids)]
+    except MosicError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if len(ids) == 1:
+            work.fail(ids[0], clips[ids[0]], f"tracker {tracker.name} failed: {type(e).__name__}: {e}")
+            return 0
+        log.warning("tracker failed on a batch of %d clips (%s); retrying them one by one", len(ids), e)
+        return sum(_track_batch(tracker, cfg, clips, [item], work) for item in ok)
+    for i, tr, vis in results:
+        if not np.isfinite(tr).all():
+            work.fail(i, clips[i], f"tracker {tracker.name} returned non-finite coordinates")
+            continue
+        work.tracks[i - work.a] = tr
+        work.vis[i - work.a] = vis
+        work.status[i - work.a] = L.DONE
+    return int(frames.shape[0] * frames.shape[1])

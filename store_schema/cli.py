@@ -1,0 +1,112 @@
+"""``mosic-store``: look into trajectory stores (inspect, show, score)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mosic.cli_common import friendly_errors
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Look into mosic trajectory stores.")
+
+
+def _disk_bytes(path: Path) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+@app.command(help="Print a store's spec, clip counts, visibility rate, size and failures.")
+@friendly_errors
+def inspect(
+    path: Path = typer.Argument(..., help="the store (a .zarr folder)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    from store_schema.reader import StoreReader
+
+    r = StoreReader(path, allow_incomplete=True)
+    info = r.summary()
+    info["visibility_rate"] = r.visibility_rate()
+    info["bytes_on_disk"] = _disk_bytes(path)
+    T, N = r.spec.clips.length, r.spec.num_points
+    info["raw_float32_bytes"] = info["clips"] * T * N * (2 * 4 + 1)
+    info["spec"] = r.spec.model_dump(mode="json")
+    info["codec"] = r.meta.codec
+    info["made_with"] = r.meta.made_with
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    s = r.spec
+    c = s.clips
+    typer.echo(f"store      {path}")
+    typer.echo(f"state      {'complete' if info['complete'] else 'INCOMPLETE'}: {info['done']} done, "
+               f"{info['failed']} failed, {info['pending']} pending of {info['clips']} clips "
+               f"from {info['videos']} videos")
+    typer.echo(f"data       {s.dataset.kind} split={s.dataset.split!r} videos={s.dataset.num_videos} "
+               f"fingerprint={s.dataset.fingerprint} root={r.meta.made_with.get('root')}")
+    typer.echo(f"clips      T={c.length} step={c.step} clips/video={c.clips_per_video} stride={c.stride} "
+               f"short_videos={c.short_videos} track_size={c.track_size}")
+    typer.echo(f"tracker    {s.tracker.name} {s.tracker.version} weights={s.tracker.checkpoint_sha256} "
+               f"params={json.dumps(s.tracker.params, sort_keys=True)}")
+    typer.echo(f"grid       {s.grid} x {s.grid} = {s.num_points} points; coordinates to 1/{s.coord_scale} px")
+    typer.echo(f"visible    {100 * info['visibility_rate']:.1f}% of tracked points")
+    typer.echo(f"size       {info['bytes_on_disk'] / 2**20:.2f} MiB on disk "
+               f"({info['bytes_on_disk'] / max(1, info['raw_float32_bytes']):.3f}x raw float32 + bool), "
+               f"codec {r.meta.codec}, {r.meta.clips_per_chunk} clips per chunk")
+    fails = info["failures"]
+    typer.echo(f"failures   {len(fails)}")
+    for f in fails:
+        where = f"clip {f['clip']} " if f["clip"] is not None else ""
+        typer.echo(f"  {f['video_id']}: {where}{f['reason']}")
+
+
+@app.command(help="Draw one clip's tracks over its frames: --out FILE.png (montage), .gif or .mp4.")
+@friendly_errors
+def show(
+    path: Path = typer.Argument(..., help="the store"),
+    clip: int = typer.Option(0, help="clip index"),
+    out: Path = typer.Option(..., help="output file: .png, .gif or .mp4"),
+    root: Optional[Path] = typer.Option(None, help="the data set's folder, if it moved"),
+    fps: int = typer.Option(4, help="frames per second for .gif/.mp4"),
+) -> None:
+    from precompute.visualize import draw_tracks, save_frames
+    from store_schema.reader import StoreReader, open_frame_source
+
+    r = StoreReader(path, allow_incomplete=True)
+    item = r[clip]
+    source = open_frame_source(r, root, verify=False)
+    frames = source.read_clip(item.clip)
+    save_frames(draw_tracks(frames, item.tracks, item.visibility), out, fps=fps)
+    typer.echo(f"wrote {out} (clip {clip}: {item.clip.video_id} frames {item.clip.frames[0]}..{item.clip.frames[-1]})")
+
+
+@app.command(help="TAP-Vid metrics (delta_avg, OA, AJ in percent) against the synthetic set's ground truth.")
+@friendly_errors
+def score(
+    path: Path = typer.Argument(..., help="a store made from the synthetic data set"),
+    root: Optional[Path] = typer.Option(None, help="the synthetic set's folder, if it moved"),
+    max_clips: Optional[int] = typer.Option(None, help="score only the first N written clips"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    from precompute.scoring import score_store
+    from store_schema.reader import StoreReader, open_frame_source
+
+    r = StoreReader(path, allow_incomplete=True)
+    res = score_store(r, open_frame_source(r, root), max_clips)
+    res["tracker"] = r.spec.tracker.name
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    typer.echo(f"{r.spec.tracker.name}: delta_avg {res['delta_avg']:.1f}  OA {res['occlusion_accuracy']:.1f}  "
+               f"AJ {res['average_jaccard']:.1f}  ({res['clips']} clips, {res['videos']} videos)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

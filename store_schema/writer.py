@@ -1,0 +1,225 @@
+"""Creating a store and writing clips into it.
+
+Rules that keep a store honest:
+- a new store is built under a temporary name and renamed into place, so a half-created store
+  never appears under the real name;
+- a chunk of clips has exactly one writer and is written whole (tracks, visibility, then status:
+  a clip counts as written only once its status is);
+- ``complete`` is set last, and only after a check that no clip is pending.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import zarr
+
+from mosic import MosicError
+from mosic.data.base import ClipRef
+from store_schema import layout as L
+from store_schema.layout import Failure, StoreMeta
+from store_schema.spec import StoreSpec, spec_differences
+
+
+class StoreMismatchError(MosicError):
+    pass
+
+
+def _chunks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+class StoreWriter:
+    def __init__(self, path: Path, group: zarr.Group, meta: StoreMeta):
+        self.path = path
+        self.group = group
+        self.meta = meta
+        self.spec = meta.spec
+
+    # -- creation / reopening -----------------------------------------------------------------
+    @classmethod
+    def open_or_create(
+        cls,
+        path: str | Path,
+        spec: StoreSpec,
+        clips: Sequence[ClipRef],
+        plan_failures: Iterable[Failure] = (),
+        clips_per_chunk: int = 16,
+        codec: str = L.DEFAULT_CODEC,
+        compression_level: int = 5,
+        made_with: dict | None = None,
+    ) -> "StoreWriter":
+        """Open the store at ``path`` for writing, creating it if it does not exist.
+
+        An existing store must have been made with exactly ``spec`` and the same clips."""
+        path = Path(path)
+        if path.exists():
+            w = cls.open(path)
+            diffs = spec_differences(w.spec, spec)
+            if diffs:
+                raise StoreMismatchError(
+                    f"a store at {path} was made with another spec:\n  " + "\n  ".join(diffs)
+                    + "\nuse another --stores folder or --store path, or delete that store"
+                )
+            w._check_clips(clips)
+            return w
+        if not clips:
+            raise MosicError("refusing to create a store with no clips")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:8]}")
+        try:
+            _create(tmp, spec, clips, list(plan_failures), clips_per_chunk, codec, compression_level,
+                    made_with or {})
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                if path.exists():  # another process created it first: use theirs if it fits
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return cls.open_or_create(path, spec, clips, plan_failures, clips_per_chunk,
+                                              codec, compression_level, made_with)
+                raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "StoreWriter":
+        from store_schema.reader import read_meta
+
+        path = Path(path)
+        group, meta = read_meta(path, mode="r+")
+        return cls(path, group, meta)
+
+    def _check_clips(self, clips: Sequence[ClipRef]) -> None:
+        from store_schema.reader import clip_index
+
+        have = clip_index(self.group)
+        if have != list(clips):
+            raise StoreMismatchError(
+                f"the store at {self.path} holds another list of clips ({len(have)} clips) than "
+                f"planned now ({len(clips)}); its data set changed? Delete the store to rebuild it"
+            )
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def num_clips(self) -> int:
+        return self.meta.num_clips
+
+    def status(self) -> np.ndarray:
+        return self.group[L.STATUS][:]
+
+    def chunk_ranges(self) -> list[tuple[int, int]]:
+        return _chunks(self.num_clips, self.meta.clips_per_chunk)
+
+    def todo(self, retry_failed: bool = True) -> list[tuple[int, int, np.ndarray]]:
+        """Chunks that still have work: (start, stop, clip indices to (re)do)."""
+        st = self.status()
+        redo = (st == L.PENDING) | ((st == L.FAILED) if retry_failed else False)
+        out = []
+        for a, b in self.chunk_ranges():
+            idx = np.flatnonzero(redo[a:b]) + a
+            if len(idx):
+                out.append((a, b, idx))
+        return out
+
+    # -- writing ------------------------------------------------------------------------------
+    def write_chunk(
+        self,
+        start: int,
+        tracks: np.ndarray,
+        visibility: np.ndarray,
+        status: np.ndarray,
+        failures: Sequence[Failure] = (),
+    ) -> None:
+        """Write clips ``start .. start + len(tracks)``, a whole chunk. ``status`` gives each clip's
+        outcome (DONE / FAILED); tracks of failed clips are ignored (written as zeros)."""
+        cpc = self.meta.clips_per_chunk
+        n = len(tracks)
+        if start % cpc or (n != cpc and start + n != self.num_clips):
+            raise ValueError(f"write_chunk({start}, n={n}) is not a whole chunk of {cpc} clips")
+        status = np.asarray(status, dtype=np.uint8)
+        if np.any(status == L.PENDING):
+            raise ValueError("write_chunk needs an outcome (done or failed) for every clip")
+        T, N = self.spec.clips.length, self.spec.num_points
+        if tracks.shape != (n, T, N, 2) or visibility.shape != (n, T, N):
+            raise ValueError(f"chunk arrays {tracks.shape} / {visibility.shape} do not fit [n, {T}, {N}, 2]")
+        tracks = np.where((status == L.DONE)[:, None, None, None], tracks, 0).astype(np.float32)
+        if not np.isfinite(tracks).all():
+            raise ValueError("non-finite coordinates in a clip marked done")
+        visibility = visibility & (status == L.DONE)[:, None, None]
+        self.group[L.TRACKS][start:start + n] = tracks
+        self.group[L.VISIBILITY][start:start + n] = visibility
+        # status last: a clip is written once its status says so
+        self.group[L.STATUS][start:start + n] = status
+        self._record_failures(start, start + n, failures)
+
+    def _record_failures(self, a: int, b: int, new: Sequence[Failure]) -> None:
+        kept = [f for f in self.meta.failures if f.clip is None or not (a <= f.clip < b)]
+        if len(kept) == len(self.meta.failures) and not new:
+            return
+        self.meta.failures = kept + list(new)
+        self._save_meta()
+
+    def _save_meta(self) -> None:
+        self.group.attrs[L.ATTR_KEY] = self.meta.model_dump(mode="json")
+
+    def finalize(self) -> bool:
+        """Mark the store complete if no clip is pending. Returns whether it is complete."""
+        st = self.status()
+        if np.any(st == L.PENDING):
+            return False
+        if not self.meta.complete:
+            self.meta.complete = True
+            self.meta.completed = datetime.now(timezone.utc).isoformat()
+            self._save_meta()
+        return True
+
+
+def _create(
+    path: Path,
+    spec: StoreSpec,
+    clips: Sequence[ClipRef],
+    plan_failures: list[Failure],
+    cpc: int,
+    codec: str,
+    level: int,
+    made_with: dict,
+) -> None:
+    from zarr.codecs import ZstdCodec
+
+    C, T, N = len(clips), spec.clips.length, spec.num_points
+    cpc = max(1, min(cpc, C))
+    root = zarr.open_group(path, mode="w-", zarr_format=3)
+    zstd = {"compressors": ZstdCodec(level=level)}
+    root.create_array(
+        L.TRACKS, shape=(C, T, N, 2), chunks=(cpc, T, N, 2), dtype="float32",
+        fill_value=0.0, **L.track_codecs(codec, spec.coord_scale, level),
+    )
+    root.create_array(L.VISIBILITY, shape=(C, T, N), chunks=(cpc, T, N), dtype="bool",
+                      fill_value=False, **zstd)
+    root.create_array(L.STATUS, shape=(C,), chunks=(cpc,), dtype="uint8", fill_value=L.PENDING, **zstd)
+
+    video_ids = sorted({c.video_id for c in clips})
+    vindex = {v: i for i, v in enumerate(video_ids)}
+    frames = np.array([c.frames for c in clips], dtype=np.int32)
+    if frames.shape != (C, T):
+        raise ValueError(f"clips must have {T} frames each")
+    cv = root.create_array(L.CLIP_VIDEO, shape=(C,), chunks=(C,), dtype="int32", **zstd)
+    cv[:] = np.array([vindex[c.video_id] for c in clips], dtype=np.int32)
+    cv.attrs["video_ids"] = video_ids
+    root.create_array(L.CLIP_FRAMES, shape=(C, T), chunks=(C, T), dtype="int32", **zstd)[:] = frames
+    root.create_array(L.CLIP_SIZE, shape=(C, 2), chunks=(C, 2), dtype="int32", **zstd)[:] = np.array(
+        [(c.width, c.height) for c in clips], dtype=np.int32
+    )
+    meta = StoreMeta(
+        spec=spec, num_clips=C, clips_per_chunk=cpc, codec=codec, made_with=made_with,
+        plan_failures=plan_failures,
+    )
+    root.attrs[L.ATTR_KEY] = meta.model_dump(mode="json")
