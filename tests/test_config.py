@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from mosic import MosicError
+from mosic.config import ClipSettings, load_pipeline, pipeline_names, with_overrides
+from mosic.data.base import VideoInfo, plan_clips
+from precompute.trackers.base import grid_queries
+
+
+def test_project_pipelines_load_and_validate():
+    names = pipeline_names()
+    assert {"synthetic", "synthetic-oracle", "ytvos", "davis", "videos"} <= set(names)
+    for n in names:
+        cfg = load_pipeline(n)
+        assert cfg.name == n and cfg.tracker.grid == 16 and cfg.clips.length == 12
+    assert load_pipeline("ytvos").tracker.name == "cotracker3"
+    assert load_pipeline("synthetic").tracker.name == "lk"
+
+
+def test_overrides_and_errors(tmp_path):
+    cfg = load_pipeline("synthetic", overrides={"tracker.grid": 8, "clips.track_size": (64, 48), "stores": None})
+    assert cfg.tracker.grid == 8 and cfg.clips.track_size == (64, 48) and cfg.stores == "stores"
+    assert with_overrides(cfg, {"clips.length": 4}).clips.length == 4
+    with pytest.raises(MosicError, match="unknown pipeline 'nope'"):
+        load_pipeline("nope")
+    with pytest.raises(MosicError, match="grid"):
+        load_pipeline("synthetic", overrides={"tracker.grid": 0})
+    with pytest.raises(MosicError, match="not valid"):
+        load_pipeline("synthetic", overrides={"tracker.gird": 3})
+    bad = tmp_path / "p.yaml"
+    bad.write_text("pipelines: [1, 2\n")
+    with pytest.raises(MosicError, match="not valid YAML"):
+        load_pipeline("x", bad)
+    with pytest.raises(MosicError, match="not found"):
+        load_pipeline("x", tmp_path / "missing.yaml")
+
+
+def test_plan_clips_hand_made():
+    vids = [VideoInfo("long", 40, 32, 24), VideoInfo("short", 20, 32, 24), VideoInfo("tiny", 3, 32, 24)]
+    clips, fails = plan_clips(vids, ClipSettings(length=4, step=6))
+    # long: span 19 frames -> one clip from 0; short (20 >= 19): fits; tiny: < T frames -> failure
+    assert [(c.video_id, c.frames) for c in clips] == [("long", (0, 6, 12, 18)), ("short", (0, 6, 12, 18))]
+    assert [f.video_id for f in fails] == ["tiny"] and "too short" in fails[0].reason
+    # adapt: a 10-frame video with step 6 takes step 10 // 4 = 2 (the official recipe)
+    clips, _ = plan_clips([VideoInfo("v", 10, 8, 8)], ClipSettings(length=4, step=6))
+    assert clips[0].frames == (0, 2, 4, 6)
+    clips, fails = plan_clips([VideoInfo("v", 10, 8, 8)], ClipSettings(length=4, step=6, short_videos="skip"))
+    assert clips == [] and "skip" in fails[0].reason
+    # several clips per video: starts spread evenly over the video
+    clips, _ = plan_clips([VideoInfo("v", 40, 8, 8)], ClipSettings(length=4, step=2, clips_per_video=3))
+    assert [c.frames[0] for c in clips] == [0, 16, 33] and clips[-1].frames[-1] == 39
+    clips, _ = plan_clips([VideoInfo("v", 20, 8, 8)], ClipSettings(length=4, step=2, stride=5))
+    assert [c.frames[0] for c in clips] == [0, 5, 10]
+
+
+def test_grid_queries_are_cell_centres_row_major_xy():
+    q = grid_queries(2, 40, 20)
+    np.testing.assert_allclose(q, [[10, 5], [30, 5], [10, 15], [30, 15]])
+    q = grid_queries(16, 320, 240)
+    assert q.shape == (256, 2) and q.dtype == np.float32
+    assert q[:, 0].min() == 10 and q[:, 0].max() == 310 and q[:, 1].max() == 232.5
+    with pytest.raises(MosicError, match="larger than the image"):
+        grid_queries(32, 64, 24)
