@@ -122,6 +122,7 @@ def _import_builtin_sources() -> None:
     # Registration happens on import; the built-in sources live in these modules.
     import mosic.data.sources  # noqa: F401
     import mosic.data.synthetic  # noqa: F401
+    import mosic.data.video_files  # noqa: F401
 
 
 def clip_starts(num_frames: int, span: int, clips: ClipSettings) -> list[int]:
