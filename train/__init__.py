@@ -1,0 +1,1 @@
+"""Stage 2: the MoSiC student/teacher OT-clustering loop on cached tracks."""

@@ -1,0 +1,338 @@
+"""The maths of MoSiC as small pure functions on tensors.
+
+    sample_at_tracks       patch features at continuous track positions (x, y pixels)
+    sinkhorn               log-domain Sinkhorn-Knopp with (optionally DDP-global) marginals
+    propagation_loss       CE(student at the first frame, teacher label at frame t), visibility-weighted
+    symmetric_loss         CE(student at frame t, teacher label at the first frame)  (optional term)
+    cluster_usage_entropy  normalised entropy of the mean assignment (collapse monitor)
+
+Shapes: B clips, T frames, N tracked points, D feature channels, K prototypes, M points in a
+Sinkhorn problem. Coordinates are (x, y) pixels of the frame the features were computed on, x
+along the width, pixel (col, row) covering [col, col + 1) x [row, row + 1) so its centre is at
+(col + 0.5, row + 0.5).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "sample_at_tracks",
+    "sinkhorn",
+    "propagation_loss",
+    "symmetric_loss",
+    "cluster_usage_entropy",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling features at track positions
+
+
+def sample_at_tracks(
+    feats: Tensor,
+    tracks: Tensor,
+    image_size: tuple[int, int],
+    mode: Literal["bilinear", "nearest"] = "bilinear",
+) -> Tensor:
+    """Sample patch features at continuous pixel positions, directly on the patch grid.
+
+    feats [B, T, D, h, w] are the patch features of frames of image_size = (W, H) pixels, so a
+    patch is p_x = W / w by p_y = H / h pixels (p_x = p_y = 14 for DINOv2 at 224 px). Patch (i, j)
+    (row i, column j) covers pixels [j p_x, (j+1) p_x) x [i p_y, (i+1) p_y) and its feature sits
+    at its centre ((j + 1/2) p_x, (i + 1/2) p_y). A point (x, y) therefore has continuous grid
+    coordinates
+
+        u = x / p_x - 1/2        (column),        v = y / p_y - 1/2        (row),
+
+    i.e. u = j exactly at patch j's centre. "bilinear" interpolates the four surrounding patch
+    centres at (u, v); "nearest" returns the patch whose centre is nearest, which is the patch
+    containing the point, (floor(x / p_x), floor(y / p_y)) (on a boundary x = j p_x the tie goes
+    to round-half-to-even of u; pixel centres never tie when p is an integer).
+
+    Points outside the grid of centres are clamped to it ("border" padding): a point within half
+    a patch of the image edge gets the edge patch's feature (no blending with zeros), and a point
+    outside the image gets the nearest border patch's feature; their loss is masked elsewhere.
+
+    This is F.grid_sample(align_corners=False) with normalised coordinates gx = 2x/W - 1,
+    gy = 2y/H - 1, since that convention maps gx to u = ((gx + 1) w - 1) / 2 = x / p_x - 1/2.
+    It equals the official code's "upsample every feature map to H x W, then index pixel
+    (floor(x), floor(y))" at pixel centres, for the same interpolation mode, at a fraction of the
+    memory (no B*T*D*H*W tensor).
+
+    tracks [B, T, N, 2] as (x, y). Any number of leading dims is accepted as long as feats and
+    tracks share them. Sampling runs in float32 (coordinates would lose half a pixel in bf16);
+    gradients flow into feats. Returns [B, T, N, D] in feats.dtype.
+    """
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}")
+    if feats.dim() < 3 or tracks.shape[-1] != 2:
+        raise ValueError(f"expected feats [..., D, h, w] and tracks [..., N, 2], got {tuple(feats.shape)} and {tuple(tracks.shape)}")
+    lead = feats.shape[:-3]
+    if tracks.shape[:-2] != lead:
+        raise ValueError(f"feats and tracks leading dims differ: {tuple(lead)} vs {tuple(tracks.shape[:-2])}")
+    D, h, w = feats.shape[-3:]
+    N = tracks.shape[-2]
+    W, H = image_size
+
+    x = feats.reshape(-1, D, h, w).float()  # [BT, D, h, w]
+    scale = torch.tensor([2.0 / W, 2.0 / H], device=tracks.device, dtype=torch.float32)
+    grid = tracks.reshape(-1, 1, N, 2).float() * scale - 1.0  # [BT, 1, N, 2], (x, y) in [-1, 1]
+    out = F.grid_sample(x, grid.to(x.device), mode=mode, padding_mode="border", align_corners=False)  # [BT, D, 1, N]
+    out = out.squeeze(2).transpose(1, 2)  # [BT, N, D]
+    return out.reshape(*lead, N, D).to(feats.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sinkhorn-Knopp
+
+
+def _resolve_group(group):
+    """None -> single process; "world" -> the default group if torch.distributed is initialised,
+    else single process; a ProcessGroup -> that group."""
+    if group is None:
+        return None
+    if isinstance(group, str):
+        if group != "world":
+            raise ValueError(f"group must be None, 'world' or a ProcessGroup, got {group!r}")
+        if dist.is_available() and dist.is_initialized():
+            return dist.group.WORLD
+        return None
+    return group
+
+
+def _all_reduce(x: Tensor, op, group) -> Tensor:
+    if group is not None:
+        dist.all_reduce(x, op=op, group=group)
+    return x
+
+
+def _logsumexp_rows(x: Tensor, group) -> Tensor:
+    """log sum_m exp(x[m, k]) over the rows of every rank -> [K].
+
+    Shifted by the global column maximum (all-reduce MAX), then the shifted sums are all-reduced
+    (SUM): exact and overflow-free. A column of only -inf gives -inf (not NaN)."""
+    m = x.max(dim=0).values if x.shape[0] > 0 else x.new_full(x.shape[1:], -math.inf)
+    m = _all_reduce(m.contiguous(), dist.ReduceOp.MAX, group)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    s = _all_reduce(torch.exp(x - m).sum(dim=0), dist.ReduceOp.SUM, group)
+    return torch.log(s) + m
+
+
+@torch.no_grad()
+def sinkhorn(
+    scores: Tensor,
+    eps: float = 0.06,
+    iters: int = 3,
+    weights: Tensor | None = None,
+    group=None,
+) -> Tensor:
+    """Entropic optimal transport of M points onto K prototypes (SwAV-style Sinkhorn-Knopp).
+
+    scores [M, K] are cosine similarities (cost C = -scores). The transport plan
+
+        P = diag(e^f) exp(scores / eps) diag(e^g),     sum_m P[m, k] = 1/K,   sum_k P[m, k] = a_m,
+
+    has uniform prototype marginals b_k = 1/K and point marginals a_m = 1/M_total (uniform) or
+    a_m = w_m / sum(w) (weights [M] >= 0), where M_total and sum(w) are over all ranks. In the
+    log domain, each of `iters` iterations makes the prototype marginal then the point marginal
+    exact:
+
+        g_k <- log(1/K) - logsumexp_m(scores[m, k] / eps + f_m)      (all ranks' rows)
+        f_m <- log(a_m) - logsumexp_k(scores[m, k] / eps + g_k)
+
+    starting from f = 0. That is exactly the standard alternating normalisation (normalise Q to
+    total 1, then rows to 1/K and columns to 1/M per iteration, then scale points to sum 1); the
+    initial global normalisation is a constant that the first prototype step absorbs. The
+    returned assignment is P / a, i.e. each point's row normalised,
+
+        Q[m, k] = softmax_k(scores[m, k] / eps + g_k),
+
+    so with few iterations the prototype marginal is only approximately uniform, as in SwAV.
+    iters = 0 gives softmax(scores / eps).
+
+    Weights: a point with w_m = 0 (invisible, masked) takes no part: it adds nothing to the
+    prototype sums and its row of Q is all zeros (so an argmax of it is meaningless: mask it, and
+    a soft cross-entropy against it is 0). Every participating row sums to 1. If no point on any
+    rank has weight, Q is all zeros.
+
+    DDP: with `group` (a ProcessGroup, or "world" when torch.distributed is initialised) the
+    prototype log-sums and the total point count / weight are all-reduced, so each rank's Q equals
+    its rows' slice of one Sinkhorn on all ranks' scores concatenated. Every rank must call this
+    with the same K, eps and iters (M may differ, also be 0).
+
+    Runs in float32 whatever the input dtype (bf16/fp16 welcome), autocast off, no gradient;
+    scores / eps may reach ~1e3 and beyond without overflow. Returns float32 [M, K].
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [M, K], got {tuple(scores.shape)}")
+    if iters < 0 or eps <= 0:
+        raise ValueError(f"need iters >= 0 and eps > 0, got iters={iters}, eps={eps}")
+    group = _resolve_group(group)
+    M, K = scores.shape
+    with torch.autocast(device_type=scores.device.type, enabled=False):
+        logits = scores.detach().float() / eps  # [M, K]
+
+        if weights is None:
+            total = _all_reduce(torch.tensor(float(M), device=scores.device), dist.ReduceOp.SUM, group)
+            log_a = (-torch.log(total)).expand(M)  # [M]
+            take = None
+        else:
+            if weights.shape != (M,):
+                raise ValueError(f"weights must be [M] = [{M}], got {tuple(weights.shape)}")
+            wts = weights.detach().float().to(scores.device)  # >= 0 (not checked: no device sync)
+            total = _all_reduce(wts.sum(), dist.ReduceOp.SUM, group)
+            take = wts > 0
+            log_a = torch.log(wts) - torch.log(total.clamp_min(torch.finfo(torch.float32).tiny))  # -inf where w = 0
+
+        log_b = -math.log(K)
+        f = torch.zeros(M, device=scores.device)
+        if take is not None:
+            f = torch.where(take, f, torch.full_like(f, -math.inf))
+        g = torch.zeros(K, device=scores.device)
+        for _ in range(iters):
+            lse = _logsumexp_rows(logits + f[:, None], group)  # [K]
+            g = torch.where(torch.isfinite(lse), log_b - lse, torch.zeros_like(lse))
+            f = log_a - torch.logsumexp(logits + g[None, :], dim=1)  # [M]
+
+        q = torch.softmax(logits + g[None, :], dim=1)
+        if take is not None:
+            q = torch.where(take[:, None], q, torch.zeros_like(q))
+    return q
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+
+
+def _weights(visibility: Tensor, valid: Tensor | None) -> Tensor:
+    """w[b, t, n] = visibility[b, t, n] & valid[b, n] (or valid[b, t, n]), as float."""
+    w = visibility.float()
+    if valid is not None:
+        v = valid.float()
+        if v.dim() == w.dim() - 1:
+            v = v.unsqueeze(-2)  # [B, N] -> [B, 1, N]
+        w = w * v
+    return w
+
+
+def _weighted_ce(
+    logits: Tensor,
+    target_q: Tensor,
+    w: Tensor,
+    temperature: float,
+    hard: bool,
+    normalize: str,
+) -> Tensor:
+    """sum_{btn} w_btn CE(softmax(logits_btn / tau), target_btn) / normaliser.
+
+    logits and target_q broadcast to [B, T, N, K]; w [B, T, N]. CE(p, y) = -sum_k y_k log p_k with
+    y = onehot(argmax_k target_q) if hard, else target_q. Terms with w = 0 are exactly 0 (even if
+    their inputs are not finite). normaliser = max(sum w, 1) ("visible") or B*T*N ("all")."""
+    if normalize not in ("visible", "all"):
+        raise ValueError(f"normalize must be 'visible' or 'all', got {normalize!r}")
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    target_q = target_q.detach()
+    shape = torch.broadcast_shapes(logp.shape, target_q.shape)
+    logp = logp.expand(shape)
+    if hard:
+        idx = target_q.argmax(dim=-1, keepdim=True).expand(*shape[:-1], 1)
+        ce = -logp.gather(-1, idx).squeeze(-1)  # [B, T, N]
+    else:
+        ce = -(target_q.float().expand(shape) * logp).sum(dim=-1)
+    if w.shape != ce.shape:
+        raise ValueError(f"weights {tuple(w.shape)} do not match the loss terms {tuple(ce.shape)}")
+    terms = torch.where(w > 0, ce * w, torch.zeros_like(ce))
+    denom = w.sum().clamp_min(1.0) if normalize == "visible" else float(ce.numel())
+    return terms.sum() / denom
+
+
+def propagation_loss(
+    student_first: Tensor,
+    teacher_q: Tensor,
+    visibility: Tensor,
+    valid: Tensor | None = None,
+    temperature: float = 0.1,
+    hard: bool = True,
+    normalize: Literal["visible", "all"] = "visible",
+) -> Tensor:
+    """The MoSiC loss: the student at a trajectory's first point predicts the teacher's cluster
+    of that trajectory in every frame.
+
+        L = sum_{b,t,n} w_btn CE(softmax(s_bn / tau), y_btn) / Z,     w_btn = vis_btn & valid_bn
+
+    student_first [B, N, K]: student cosine scores s at each trajectory's point in frame 0;
+    teacher_q [B, T, N, K]: teacher Sinkhorn assignments at the tracked point in frame t (t = 0
+    included); y = onehot(argmax_k q) if hard else q (soft). visibility [B, T, N] bool; valid
+    [B, N] bool (or [B, T, N]), False for points on masked patches or dropped otherwise.
+    Z = max(sum w, 1) for normalize="visible" (mean over the terms that count), or B*T*N for
+    "all" (the official code's plain mean, invisible terms in the denominator). The teacher side
+    is detached: only student_first receives gradient, d L / d s_bn = sum_t w_btn (p_bn - y_btn)
+    / (tau Z). Returns a float32 scalar.
+    """
+    return _weighted_ce(
+        student_first.unsqueeze(1), teacher_q, _weights(visibility, valid), temperature, hard, normalize
+    )
+
+
+def symmetric_loss(
+    student_t: Tensor,
+    teacher_q_first: Tensor,
+    visibility: Tensor,
+    valid: Tensor | None = None,
+    temperature: float = 0.1,
+    hard: bool = True,
+    normalize: Literal["visible", "all"] = "visible",
+) -> Tensor:
+    """The optional reverse term: the student at frame t predicts the teacher's FIRST-frame
+    cluster of the trajectory.
+
+        L = sum_{b,t,n} w_btn CE(softmax(s_btn / tau), y_bn) / Z
+
+    student_t [B, T, N, K]: student scores at the tracked point in frame t; teacher_q_first
+    [B, N, K]: teacher assignments at frame 0, repeated over t; visibility [B, T, N]; valid [B, N]
+    or [B, T, N] (a point on a masked patch of frame t). Same targets and Z as propagation_loss.
+    """
+    return _weighted_ce(
+        student_t, teacher_q_first.unsqueeze(1), _weights(visibility, valid), temperature, hard, normalize
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# monitoring
+
+
+@torch.no_grad()
+def cluster_usage_entropy(q: Tensor, hard: bool = False, mask: Tensor | None = None) -> float:
+    """Entropy of the mean assignment over points, normalised by log K to [0, 1].
+
+        pbar_k = sum_m q[m, k] / sum_{m,k} q[m, k],     H = -sum_k pbar_k log pbar_k / log K
+
+    1 = every prototype used equally, 0 = everything in one prototype (collapse). q [..., K] are
+    per-point probabilities (Sinkhorn Q, or the student's softmax); hard=True counts argmax
+    labels instead (q -> onehot(argmax q)). Rows that sum to 0 (points left out of Sinkhorn) and
+    rows where mask [...] is False are ignored. NaN if no row is left; 0 when K = 1.
+
+    Note: Sinkhorn's Q has near-uniform prototype marginals by construction, so its soft usage is
+    ~1 whatever happens; hard=True on Q, or the student's softmax, are the informative monitors.
+    """
+    K = q.shape[-1]
+    q = q.detach().reshape(-1, K).float()
+    keep = q.sum(dim=-1) > 0
+    if mask is not None:
+        keep = keep & mask.reshape(-1).to(keep.device).bool()
+    q = q[keep]
+    if q.shape[0] == 0:
+        return float("nan")
+    if hard:
+        q = F.one_hot(q.argmax(dim=-1), K).float()
+    p = q.sum(dim=0)
+    p = p / p.sum()
+    h = -(p * torch.log(p.clamp_min(1e-30))).sum()
+    return float(h / math.log(K)) if K > 1 else 0.0
