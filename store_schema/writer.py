@@ -150,7 +150,9 @@ class StoreWriter:
         T, N = self.spec.clips.length, self.spec.num_points
         if tracks.shape != (n, T, N, 2) or visibility.shape != (n, T, N):
             raise ValueError(f"chunk arrays {tracks.shape} / {visibility.shape} do not fit [n, {T}, {N}, 2]")
-        tracks = np.where((status == L.DONE)[:, None, None, None], tracks, 0).astype(np.float32)
+        tracks = np.where((status == L.DONE)[:, None, None, None], tracks, 0)
+        # every codec keeps the same values: coordinates on the 1/coord_scale pixel grid
+        tracks = L.quantize(tracks, self.spec.coord_scale)
         if not np.isfinite(tracks).all():
             raise ValueError("non-finite coordinates in a clip marked done")
         visibility = visibility & (status == L.DONE)[:, None, None]

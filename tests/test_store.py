@@ -250,3 +250,66 @@ def test_schema_version_mismatch_is_refused(tmp_path):
     w.group.attrs[L.ATTR_KEY] = d
     with pytest.raises(MosicError, match="schema version 999"):
         StoreReader(tmp_path / "s.zarr")
+
+
+def _zarr_path(r: StoreReader) -> StoreReader:
+    """The same reader forced onto the zarr decode path."""
+    r = pickle.loads(pickle.dumps(r))
+    r._scale = None
+    return r
+
+
+@pytest.mark.parametrize("codec", L.TRACK_CODECS)
+def test_direct_chunk_decode_is_bit_identical_to_zarr(tmp_path, codec):
+    spec = make_spec()
+    tracks, vis = fake_tracks(7)  # 7 clips in chunks of 3: the last chunk is an edge chunk
+    w = StoreWriter.open_or_create(tmp_path / "s.zarr", spec, make_clips(7), clips_per_chunk=3, codec=codec)
+    write_all(w, tracks, vis, fail={5})
+    w.finalize()
+    r = StoreReader(tmp_path / "s.zarr")
+    assert (r._scale is not None) == (codec == "fixed-delta-zstd")  # the others read through zarr
+    z = _zarr_path(r)
+    for c in range(3):
+        (t1, v1), (t2, v2) = r._chunk(c), z._chunk(c)
+        assert t1.shape == t2.shape == (min(3, 7 - 3 * c), T, N, 2) and t1.dtype == t2.dtype
+        np.testing.assert_array_equal(t1.view(np.uint32), t2.view(np.uint32))
+        np.testing.assert_array_equal(v1, v2)
+    for i in r.done:  # "zstd" keeps float32 as is
+        want = tracks[i] if codec == "zstd" else L.quantize(tracks[i], spec.coord_scale)
+        np.testing.assert_array_equal(r[i].tracks, want)
+        np.testing.assert_array_equal(r[i].visibility, vis[i])
+
+
+def test_direct_chunk_decode_of_an_unwritten_chunk_is_the_fill_value(tmp_path):
+    spec = make_spec()
+    tracks, vis = fake_tracks(6)
+    w = StoreWriter.open_or_create(tmp_path / "s.zarr", spec, make_clips(6), clips_per_chunk=3)
+    w.write_chunk(0, tracks[:3], vis[:3], np.full(3, DONE))
+    r = StoreReader(tmp_path / "s.zarr", allow_incomplete=True)
+    assert r._scale is not None
+    (t1, v1), (t2, v2) = r._chunk(1), _zarr_path(r)._chunk(1)
+    assert not t1.any() and not v1.any()
+    np.testing.assert_array_equal(t1.view(np.uint32), t2.view(np.uint32))
+    np.testing.assert_array_equal(v1, v2)
+
+
+@pytest.mark.parametrize("array, damage", [
+    ("tracks", lambda b: b"\x00garbage" * 10),
+    ("tracks", lambda b: b[: len(b) // 2]),
+    ("visibility", lambda b: b"\x00garbage" * 10),
+])
+def test_direct_chunk_decode_names_the_clips_of_a_corrupt_chunk(tmp_path, array, damage):
+    spec = make_spec()
+    tracks, vis = fake_tracks(7)
+    w = StoreWriter.open_or_create(tmp_path / "s.zarr", spec, make_clips(7), clips_per_chunk=3)
+    write_all(w, tracks, vis)
+    w.finalize()
+    chunk = tmp_path / "s.zarr" / array / "c" / "2" / "0" / "0"
+    chunk = chunk / "0" if array == "tracks" else chunk
+    chunk.write_bytes(damage(chunk.read_bytes()))
+    r = StoreReader(tmp_path / "s.zarr")
+    assert r._scale is not None
+    for i in range(6):  # the intact chunks read as written
+        np.testing.assert_array_equal(r[i].tracks, L.quantize(tracks[i], spec.coord_scale))
+    with pytest.raises(CorruptStoreError, match=r"clips 6\.\.6"):
+        r[6]
