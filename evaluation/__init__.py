@@ -1,0 +1,1 @@
+"""Evaluation of dense features: what MoSiC training bought."""

@@ -1,0 +1,243 @@
+"""train.data: ClipDataset and its loader on a tiny synthetic set with an oracle store."""
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mosic import MosicError
+from mosic.config import load_pipeline
+from mosic.data.base import FrameReadError
+from mosic.data.synthetic import generate
+from precompute.runner import precompute
+from store_schema.reader import StoreError
+from train.augment import CropBox, apply_crop, map_tracks, to_tensor
+from train.data import ClipDataset, collate_clips, make_loader
+
+S = 64  # output size used here: small and quick
+REQUIRE = {"grid": 4, "clips.length": 4, "tracker.name": "oracle"}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "synthetic"
+    generate(root, videos=3, seed=1, num_frames=24, width=96, height=72)
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(synth, tmp_path_factory):
+    over = {"dataset.root": str(synth), "stores": str(tmp_path_factory.mktemp("stores")),
+            "tracker.name": "oracle", "tracker.grid": 4, "clips.length": 4, "clips.step": 2,
+            "clips.clips_per_video": 2, "store.clips_per_chunk": 2}
+    res = precompute(load_pipeline("synthetic", overrides=over), progress=False)
+    assert res.complete and res.done == 6
+    return res.store
+
+
+@pytest.fixture
+def moved(synth, tmp_path):
+    """A private copy of the data set, to damage."""
+    root = tmp_path / "synthetic"
+    shutil.copytree(synth, root)
+    return root
+
+
+def vids(root):
+    return sorted(p.name for p in (root / "train/JPEGImages").iterdir())
+
+
+def bilinear(img, pts):
+    """Bilinear values of img [H, W, C] at (x, y) points [N, 2], pixel centres at +0.5."""
+    H, W = img.shape[:2]
+    map_x = (pts[:, 0] - 0.5).astype(np.float32)[None]
+    map_y = (pts[:, 1] - 0.5).astype(np.float32)[None]
+    out = cv2.remap(img.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out[0].astype(np.float64)
+
+
+def test_items_have_the_documented_shapes_and_types(store):
+    ds = ClipDataset(store, require=REQUIRE, out_size=S)
+    assert len(ds) == 6
+    it = ds[0]
+    assert set(it) == {"frames", "tracks", "visibility", "index", "video_id"}
+    assert it["frames"].shape == (4, 3, S, S) and it["frames"].dtype == torch.float32
+    assert it["tracks"].shape == (4, 16, 2) and it["tracks"].dtype == torch.float32
+    assert it["visibility"].shape == (4, 16) and it["visibility"].dtype == torch.bool
+    assert isinstance(it["index"], int) and isinstance(it["video_id"], str)
+    assert it["video_id"] == ds.reader.clips[it["index"]].video_id
+    # the visible tracks are inside the crop
+    t, v = it["tracks"][it["visibility"]], it["visibility"]
+    assert v.any() and (t >= 0).all() and (t < S).all()
+    # frames are normalised (not 0..255)
+    assert -3 < float(it["frames"].min()) and float(it["frames"].max()) < 3
+    batch = next(iter(make_loader(ds, batch_size=4, num_workers=0, shuffle=False, drop_last=True)))
+    assert batch["frames"].shape == (4, 4, 3, S, S) and batch["tracks"].shape == (4, 4, 16, 2)
+    assert batch["visibility"].shape == (4, 4, 16) and batch["index"].dtype == torch.int64
+    assert batch["index"].tolist() == [0, 1, 2, 3] and len(batch["video_id"]) == 4
+    assert ClipDataset(store, out_size=S, max_clips=2).indices.tolist() == [0, 1]
+
+
+def test_mapped_tracks_point_at_the_same_content(store):
+    """Oracle tracks are exact: the crop's pixels under the mapped tracks are the source's pixels
+    under the stored tracks; a wrong mapping (y/x swapped, flip ignored) is far off."""
+    ds = ClipDataset(store, out_size=S, scale=(0.5, 1.0))
+    good, wrong = [], []
+    flips = set()
+    for epoch in range(3):
+        for i in range(len(ds)):
+            item, frames = ds.read_clip(i)
+            box = ds.crop(i, epoch)
+            flips.add(box.flip)
+            out = ds[(epoch, i)]
+            tr, vis = map_tracks(item.tracks, item.visibility, box)
+            np.testing.assert_array_equal(out["tracks"].numpy(), tr)
+            np.testing.assert_array_equal(out["visibility"].numpy(), vis)
+            crop = apply_crop(frames, box)
+            torch.testing.assert_close(out["frames"], to_tensor(crop))
+            unflipped = CropBox(box.x0, box.y0, box.w, box.h, not box.flip, S)
+            tr_bad, _ = map_tracks(item.tracks, item.visibility, unflipped)
+            for t in range(len(frames)):
+                v = vis[t]
+                # the same physical blur on both sides (the texture is finer than the resampling)
+                src = bilinear(cv2.GaussianBlur(frames[t], (0, 0), 1.5), item.tracks[t][v])
+                blurred = cv2.GaussianBlur(crop[t], (0, 0), 1.5 * S / box.w, sigmaY=1.5 * S / box.h)
+                dst = bilinear(blurred, tr[t][v])
+                bad = bilinear(blurred, tr_bad[t][v])
+                good.append(np.abs(src - dst).mean(1))
+                wrong.append(np.abs(src - bad).mean(1))
+    good, wrong = np.concatenate(good), np.concatenate(wrong)
+    assert flips == {True, False} and len(good) > 200
+    # grey-level differences (0..255): about 1 when right, about 25 for the flip ignored
+    assert np.median(good) < 1.5 and good.mean() < 2.5, (np.median(good), good.mean())
+    assert wrong.mean() > 5 * good.mean(), (good.mean(), wrong.mean())
+
+
+def _collect(loader, epochs):
+    out = []
+    for e in epochs:
+        loader.set_epoch(e)
+        ep = {}
+        order = []
+        for b in loader:
+            for k, idx in enumerate(b["index"].tolist()):
+                ep[idx] = (b["frames"][k], b["tracks"][k], b["visibility"][k])
+                order.append(idx)
+        out.append((order, ep))
+    return out
+
+
+def test_same_seed_same_crops_with_0_and_2_workers_and_epochs_differ(store):
+    ds = ClipDataset(store, out_size=S, seed=7)
+    a = _collect(make_loader(ds, batch_size=2, num_workers=0, shuffle=True, seed=3, drop_last=False), [0, 1])
+    loader2 = make_loader(ClipDataset(store, out_size=S, seed=7), batch_size=2, num_workers=2,
+                          shuffle=True, seed=3, drop_last=False)
+    assert loader2.persistent_workers
+    b = _collect(loader2, [0, 1])
+    for (oa, ea), (ob, eb) in zip(a, b):
+        assert oa == ob and sorted(oa) == list(range(6))
+        for idx in ea:
+            for x, y in zip(ea[idx], eb[idx]):
+                assert torch.equal(x, y)
+    # epoch 1 differs from epoch 0 (order and crops), in the persistent workers too
+    (o0, e0), (o1, e1) = b
+    assert o0 != o1
+    assert any(not torch.equal(e0[i][1], e1[i][1]) for i in e0)
+    # and what the workers made in epoch 1 is the main process's epoch-1 item
+    for i in range(6):
+        assert torch.equal(e1[i][1], ds[(1, i)]["tracks"])
+    ds.set_epoch(1)
+    assert torch.equal(ds[2]["tracks"], e1[2][1])
+    # a different seed gives different crops
+    other = ClipDataset(store, out_size=S, seed=8)
+    assert any(other.crop(i, 0) != ds.crop(i, 0) for i in range(6))
+
+
+def test_distributed_sampler_shards_and_follows_the_epoch(store):
+    ds = ClipDataset(store, out_size=S)
+    seen = {}
+    for e in (0, 1):
+        shards = []
+        for rank in (0, 1):
+            ld = make_loader(ds, batch_size=1, num_workers=0, shuffle=True, seed=0, drop_last=False,
+                             distributed=True, num_replicas=2, rank=rank)
+            ld.set_epoch(e)
+            assert ds.epoch == e
+            shards.append([(ep, i) for ep, i in ld.sampler])
+        assert all(ep == e for s in shards for ep, _ in s)
+        idx = [i for s in shards for _, i in s]
+        assert sorted(idx) == list(range(6)) and not set(shards[0]) & set(shards[1])
+        seen[e] = idx
+    assert seen[0] != seen[1]
+
+
+def test_store_that_does_not_fit_is_refused(store):
+    with pytest.raises(StoreError, match="grid: store has 4, the experiment asks for 16"):
+        ClipDataset(store, require={"grid": 16, "clips.length": 4})
+    with pytest.raises(StoreError, match="unknown store spec field"):
+        ClipDataset(store, require={"no_such_field": 1})
+
+
+def test_resized_frames_on_disk_are_refused_before_training(store, moved):
+    vid = vids(moved)[1]
+    for p in sorted((moved / "train/JPEGImages" / vid).glob("*.jpg")):
+        img = cv2.imread(str(p))
+        cv2.imwrite(str(p), cv2.resize(img, (80, 60)))
+    with pytest.raises(StoreError) as e:
+        ClipDataset(store, source_root=moved, out_size=S)
+    msg = str(e.value)
+    assert "fingerprint" in msg and vid in msg and "80x60 on disk, 96x72 in the store" in msg
+
+
+@pytest.mark.parametrize("change", ["delete", "add"])
+def test_deleted_or_added_frame_is_refused_naming_the_video(store, moved, change):
+    """Frames are addressed by index: one file less (or more) shifts them, so it must stop training."""
+    vid = vids(moved)[2]
+    folder = moved / "train/JPEGImages" / vid
+    if change == "delete":
+        (folder / "00003.jpg").unlink()
+    else:
+        last = sorted(folder.glob("*.jpg"))[-1]
+        shutil.copy(last, folder / f"{int(last.stem) + 1:05d}.jpg")
+    with pytest.raises(StoreError) as e:
+        ClipDataset(store, source_root=moved, out_size=S)
+    msg = str(e.value)
+    assert "fingerprint" in msg and vid in msg
+    assert ("the store's clips use frame" if change == "delete" else "frame count changed") in msg
+    assert sum(v in msg for v in vids(moved)) == 1  # only that video is named
+
+
+def test_a_replaced_or_corrupt_frame_fails_its_clip_naming_video_and_frame(store, moved):
+    ds = ClipDataset(store, source_root=moved, out_size=S)
+    clip_idx = 3
+    clip = ds.reader.clips[clip_idx]
+    frame = clip.frames[2]
+    path = moved / "train/JPEGImages" / clip.video_id / f"{frame:05d}.jpg"
+    assert path.is_file()
+    good = path.read_bytes()
+    # another size: the first frame still matches, so only reading the clip can tell
+    cv2.imwrite(str(path), np.zeros((50, 70, 3), np.uint8))
+    with pytest.raises(FrameReadError) as e:
+        ds[clip_idx]
+    assert clip.video_id in str(e.value) and f"frame {frame}" in str(e.value)
+    # truncated JPEG
+    path.write_bytes(good[:100])
+    with pytest.raises(MosicError) as e:
+        ds[clip_idx]
+    assert clip.video_id in str(e.value) and f"frame {frame}" in str(e.value)
+    path.write_bytes(good)
+    assert ds[clip_idx]["video_id"] == clip.video_id
+
+
+def test_collate_and_loader_arguments(store):
+    ds = ClipDataset(store, out_size=S)
+    batch = collate_clips([ds[0], ds[1]])
+    assert batch["index"].tolist() == [0, 1] and batch["video_id"] == [ds[0]["video_id"], ds[1]["video_id"]]
+    with pytest.raises(MosicError):
+        make_loader(ds, batch_size=0)
+    with pytest.raises(MosicError):
+        ds.set_epoch(-1)
+    with pytest.raises(IndexError):
+        ds[6]

@@ -1,0 +1,141 @@
+"""The training loop end to end on a tiny synthetic store with a tiny random ViT."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mosic import MosicError
+from mosic.config import load_pipeline
+from mosic.data.synthetic import generate
+from precompute.runner import precompute
+from train.config import train_settings
+from train.train import NonFiniteLossError, train
+
+TINY = {
+    "train.model.img_size": 56,
+    "train.model.kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 3, "init_values": 0.1},
+    "train.model.train_blocks": 1,
+    "train.model.head_hidden": [32],
+    "train.model.head_dim": 16,
+    "train.model.num_prototypes": 8,
+    "train.batch_size": 2,
+    "train.num_workers": 0,
+    "train.max_steps": 4,
+    "train.checkpoint_every": 2,
+    "train.log_every": 1,
+    "train.optim.warmup_steps": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    base = tmp_path_factory.mktemp("train")
+    root = base / "synthetic"
+    generate(root, videos=3, seed=1, num_frames=24, width=96, height=72)
+    cfg = load_pipeline("synthetic-oracle", overrides={
+        "dataset.root": str(root), "stores": str(base / "stores"), "tracker.grid": 4, "clips.length": 4,
+        "clips.step": 2, "clips.clips_per_video": 2})
+    res = precompute(cfg, progress=False)
+    return cfg, res.store
+
+
+def settings(cfg, **over):
+    o = dict(TINY)
+    o.update({f"train.{k}": v for k, v in over.items()})
+    c = load_pipeline("synthetic-oracle", overrides={"dataset.root": cfg.dataset.root, "stores": cfg.stores,
+                                                     "tracker.grid": 4, "clips.length": 4, "clips.step": 2, **o})
+    return c, train_settings(c.train)
+
+
+def test_training_runs_logs_checkpoints_and_exports(store, tmp_path):
+    cfg, path = store
+    c, ts = settings(cfg)
+    res = train(c, ts, tmp_path / "run", progress=False)
+    assert res["steps"] == 4 and Path(res["store"]) == path
+    lines = [json.loads(x) for x in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    for k in ("loss", "lr_backbone", "lr_head", "usage_teacher", "usage_student", "visible", "clips_per_s"):
+        assert all(isinstance(x[k], float) for x in lines), k
+    assert lines[-1]["lr_backbone"] < lines[0]["lr_backbone"]  # cosine decay
+    assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == [
+        "latest.pt", "step_0000002.pt", "step_0000004.pt"]
+    sd = torch.load(tmp_path / "run/backbone.pth")
+    assert "blocks.1.attn.qkv.weight" in sd
+    with pytest.raises(MosicError, match="already holds a run"):
+        train(c, ts, tmp_path / "run", progress=False)
+
+
+def test_resume_continues_exactly(store, tmp_path):
+    cfg, _ = store
+    c, ts = settings(cfg)
+    train(c, ts, tmp_path / "full", progress=False)
+    # a run stopped after step 2: its folder holds the step-2 checkpoint as latest
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "full/checkpoints/step_0000002.pt", part / "checkpoints/latest.pt")
+    train(c, ts, part, resume=True, progress=False)
+    a = torch.load(tmp_path / "full/checkpoints/latest.pt", weights_only=False)
+    b = torch.load(part / "checkpoints/latest.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for key in ("student", "teacher"):
+        for k in a[key]:
+            torch.testing.assert_close(a[key][k], b[key][k], rtol=0, atol=0, msg=f"{key}.{k}")
+    with pytest.raises(MosicError, match="no checkpoint"):
+        train(c, ts, tmp_path / "nothing", resume=True, progress=False)
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(store, tmp_path, monkeypatch):
+    import train.train as T
+
+    cfg, _ = store
+    c, ts = settings(cfg, checkpoint_every=1)
+    real = T.propagation_loss
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    monkeypatch.setattr(T, "propagation_loss", flaky)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 2") as e:
+        train(c, ts, tmp_path / "run", progress=False)
+    assert "step_0000002.pt" not in str(e.value) and "latest.pt" in str(e.value)
+    ck = torch.load(tmp_path / "run/checkpoints/latest.pt", weights_only=False)
+    assert ck["step"] == 2 and all(torch.isfinite(v).all() for v in ck["student"].values() if v.is_floating_point())
+
+
+def test_store_that_does_not_fit_is_refused_before_training(store, tmp_path):
+    cfg, path = store
+    c = load_pipeline("synthetic-oracle", overrides={"stores": cfg.stores, "tracker.grid": 8, "clips.length": 4,
+                                                     "clips.step": 2, **TINY})
+    with pytest.raises(MosicError, match="no complete store .* fits pipeline"):
+        train(c, train_settings(c.train), tmp_path / "run", progress=False)
+    c2 = load_pipeline("synthetic-oracle", overrides={"tracker.grid": 8, "train.store": str(path), **TINY})
+    with pytest.raises(MosicError, match="grid: store has 4"):
+        train(c2, train_settings(c2.train), tmp_path / "run2", progress=False)
+
+
+def test_ddp_two_processes_gloo(store, tmp_path):
+    cfg, path = store
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
+            "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
+            "--set", "model.num_prototypes=8", "--set", "checkpoint_every=2", "--set", "tracker.grid=4",
+            "--set", "clips.length=4", "--set", "clips.step=2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "train.cli", "--pipeline", "synthetic-oracle", "--store", str(path), "--out", str(tmp_path / "ddp"),
+           "--max-steps", "2", "--batch-size", "1", "--workers", "0", "--no-progress", *sets]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    conf = json.loads((tmp_path / "ddp/config.json").read_text())
+    assert conf["world_size"] == 2
+    assert (tmp_path / "ddp/backbone.pth").is_file()
+    ck = torch.load(tmp_path / "ddp/checkpoints/latest.pt", weights_only=False)
+    assert ck["step"] == 2 and len(ck["rng"]) == 2

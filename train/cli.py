@@ -1,0 +1,104 @@
+"""``mosic-train``: MoSiC post-training on a precomputed trajectory store.
+
+Single process: ``mosic-train --pipeline synthetic``.
+DDP: ``torchrun --nproc_per_node 8 -m train.cli --pipeline ytvos`` (NCCL on GPUs, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+import yaml
+
+from mosic import MosicError
+from mosic.cli_common import friendly_errors, setup_logging
+from mosic.config import load_pipeline
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+_PIPELINE_FIELDS = {"dataset", "clips", "tracker", "store", "stores", "train"}
+
+
+def _parse_sets(sets: list[str]) -> dict:
+    out = {}
+    for s in sets:
+        if "=" not in s:
+            raise MosicError(f"--set expects KEY=VALUE (e.g. loss.temperature=0.2), got {s!r}")
+        k, v = s.split("=", 1)
+        k = k.strip()
+        # pipeline fields (dataset., clips., tracker., store., stores) as they are, the rest under train.
+        key = k if k.split(".")[0] in _PIPELINE_FIELDS else "train." + k
+        out[key] = yaml.safe_load(v)
+    return out
+
+
+@app.command(
+    name="train",
+    help="Train a ViT with MoSiC on a trajectory store: an EMA teacher clusters tracked points with "
+    "Sinkhorn-Knopp, the student predicts each trajectory's first-frame cluster all along it. "
+    "Settings come from the pipeline's `train:` section in pipelines.yaml; the options below and "
+    "--set KEY=VALUE (any train field, e.g. --set loss.symmetric=true) override them. The run folder "
+    "gets config.json, log.jsonl, checkpoints/ and backbone.pth (a timm state dict).",
+)
+@friendly_errors
+def run(
+    pipeline: str = typer.Option("synthetic", help="pipeline name in pipelines.yaml"),
+    config: Optional[Path] = typer.Option(None, help="pipelines file (default: ./pipelines.yaml)"),
+    store: Optional[Path] = typer.Option(None, help="store to train on (default: the one in stores/ that fits)"),
+    stores: Optional[Path] = typer.Option(None, help="stores folder to look in"),
+    root: Optional[Path] = typer.Option(None, help="frames folder, if it moved since precompute"),
+    out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<pipeline>)"),
+    max_steps: Optional[int] = typer.Option(None, help="stop after N steps (default: epochs x steps/epoch)"),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None, help="clips per process"),
+    model: Optional[str] = typer.Option(None, help="timm model name"),
+    weights: Optional[Path] = typer.Option(None, help="backbone weights file (timm or official DINOv2)"),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="hub weights or random init"),
+    workers: Optional[int] = typer.Option(None, help="DataLoader workers per process"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16"),
+    seed: Optional[int] = typer.Option(None),
+    resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint"),
+    set_: List[str] = typer.Option([], "--set", help="KEY=VALUE: any train setting (loss.temperature=0.2) or "
+                                   "pipeline field (tracker.grid=8, clips.length=8) the store must have"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    from train.config import train_settings
+    from train.train import train
+
+    setup_logging(verbose)
+    over = {
+        "stores": str(stores) if stores else None,
+        "train.store": str(store) if store else None,
+        "train.source_root": str(root) if root else None,
+        "train.max_steps": max_steps,
+        "train.epochs": epochs,
+        "train.batch_size": batch_size,
+        "train.model.name": model,
+        "train.model.weights": str(weights) if weights else None,
+        "train.model.pretrained": pretrained,
+        "train.num_workers": workers,
+        "train.device": device,
+        "train.precision": precision,
+        "train.seed": seed,
+        **_parse_sets(set_),
+    }
+    cfg = load_pipeline(pipeline, config, over)
+    ts = train_settings(cfg.train)
+    run_dir = out or Path(ts.out) / pipeline
+    res = train(cfg, ts, run_dir, resume=resume, progress=progress)
+    if res.get("backbone"):
+        typer.echo(f"trained {res['steps']} steps on {res['store']}; final loss {res.get('loss', float('nan')):.4f}")
+        typer.echo(f"run folder: {run_dir}  (log.jsonl, checkpoints/, backbone.pth)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

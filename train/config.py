@@ -1,0 +1,96 @@
+"""Typed training settings: the ``train:`` section of a pipeline in ``pipelines.yaml``.
+
+Defaults are the published MoSiC recipe (REFERENCE.md): ViT-S/14 DINOv2, last two blocks,
+K = 100 prototypes, EMA 0.99, temperature 0.1, Sinkhorn eps 0.06 x 3 iterations, AdamW (backbone
+1e-5, head 1e-4, weight decay 0.01), cosine to 0, batch 8 clips per GPU, 8 epochs, 224 px crops.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mosic import MosicError
+
+_STRICT = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSettings(BaseModel):
+    model_config = _STRICT
+
+    name: str = "vit_small_patch14_dinov2.lvd142m"
+    pretrained: bool = True
+    weights: str | None = Field(None, description="local weights: timm state dict or official DINOv2 checkpoint")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model arguments")
+    img_size: int = Field(224, ge=14)
+    train_blocks: int = Field(2, ge=0, description="train the last N blocks")
+    head_hidden: tuple[int, ...] = (1024, 1024, 512)
+    head_dim: int = 256
+    num_prototypes: int = Field(100, ge=2)
+
+
+class LossSettings(BaseModel):
+    model_config = _STRICT
+
+    temperature: float = Field(0.1, gt=0)
+    sinkhorn_eps: float = Field(0.06, gt=0)
+    sinkhorn_iters: int = Field(3, ge=1)
+    hard: bool = Field(True, description="one-hot teacher targets (argmax of Sinkhorn); False: soft")
+    symmetric: bool = Field(False, description="add student(frame t) vs teacher(first frame) term")
+    symmetric_weight: float = 1.0
+    normalize: Literal["visible", "all"] = Field(
+        "visible", description="divide by the visible (and unmasked) terms, or by B*T*N as the official code"
+    )
+    marginals: Literal["visible", "all"] = Field(
+        "visible", description="points in the Sinkhorn marginals: visible only, or all (official)"
+    )
+    teacher_sampling: Literal["bilinear", "nearest"] = "bilinear"
+    student_sampling: Literal["bilinear", "nearest"] = "nearest"
+
+
+class OptimSettings(BaseModel):
+    model_config = _STRICT
+
+    lr_backbone: float = 1e-5
+    lr_head: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    clip_grad: float = Field(0.0, ge=0, description="max gradient norm; 0 = off")
+
+
+class TrainSettings(BaseModel):
+    model_config = _STRICT
+
+    store: str | None = Field(None, description="store path; default: the one in `stores` that fits")
+    source_root: str | None = Field(None, description="frames folder if it moved since precompute")
+    out: str = "runs"
+    model: ModelSettings = ModelSettings()
+    loss: LossSettings = LossSettings()
+    optim: OptimSettings = OptimSettings()
+    batch_size: int = Field(8, ge=1, description="clips per process")
+    epochs: int = Field(8, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    mask_ratio: float = Field(0.1, ge=0, lt=1)
+    ema: float = Field(0.99, ge=0, le=1)
+    crop_scale: tuple[float, float] = (0.4, 1.0)
+    flip_p: float = Field(0.5, ge=0, le=1)
+    num_workers: int = Field(2, ge=0)
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    checkpoint_every: int = Field(200, ge=1)
+    log_every: int = Field(10, ge=1)
+    tensorboard: bool = False
+    export: Literal["teacher", "student"] = Field("teacher", description="which backbone to export")
+
+
+def train_settings(raw: dict[str, Any]) -> TrainSettings:
+    from pydantic import ValidationError
+
+    try:
+        return TrainSettings.model_validate(raw or {})
+    except ValidationError as e:
+        raise MosicError(f"invalid train settings:\n{e}") from None

@@ -1,0 +1,311 @@
+"""The training data: clips of a trajectory store, their frames, one random crop per clip and epoch.
+
+```python
+ds = ClipDataset("stores/ytvos-...zarr", require={"grid": 16, "clips.length": 12})
+loader = make_loader(ds, batch_size=8, num_workers=4, shuffle=True, seed=0, drop_last=True,
+                     distributed=False)
+for epoch in range(epochs):
+    loader.set_epoch(epoch)            # reaches the sampler, the dataset and (through the indices) the workers
+    for batch in loader:               # frames [B,T,3,S,S], tracks [B,T,N,2], visibility [B,T,N], index, video_id
+        ...
+```
+
+Reproducibility: the crop of item ``i`` in epoch ``e`` comes from ``np.random.default_rng([seed, e,
+i])`` and nothing else, so it does not depend on the number of workers, on which worker reads the
+item, or on what was read before. The epoch travels with every index: the loader's sampler yields
+``(epoch, i)`` pairs, because ``dataset.set_epoch`` in the main process never reaches the copies
+held by persistent workers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from mosic import MosicError
+from mosic.data.base import FrameReadError, plan_clips
+from store_schema.reader import StoreError, StoreReader, open_frame_source
+from train.augment import CropBox, apply_crop, map_tracks, sample_crop, to_tensor
+
+
+def _check_epoch(epoch) -> int:
+    if int(epoch) != epoch or epoch < 0:
+        raise MosicError(f"epoch must be a non-negative integer, got {epoch!r}")
+    return int(epoch)
+
+
+class ClipDataset(Dataset):
+    """The DONE clips of a store. Item ``i`` (or ``(epoch, i)``) is a dict: ``frames`` float32
+    [T, 3, S, S] (ImageNet-normalised), ``tracks`` float32 [T, N, 2] in crop pixels, ``visibility``
+    bool [T, N] (false outside the crop), ``index`` (the store's clip index), ``video_id``."""
+
+    def __init__(
+        self,
+        store_path: str | Path,
+        source_root: str | Path | None = None,
+        require: Mapping[str, Any] | None = None,
+        out_size: int = 224,
+        scale: tuple[float, float] = (0.4, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip_p: float = 0.5,
+        seed: int = 0,
+        max_clips: int | None = None,
+        antialias: bool = True,
+    ):
+        if int(seed) != seed or seed < 0:
+            raise MosicError(f"seed must be a non-negative integer, got {seed!r}")
+        if max_clips is not None and max_clips < 1:
+            raise MosicError(f"max_clips must be at least 1, got {max_clips}")
+        self.reader = StoreReader(store_path, require=require)
+        self.source = _open_source(self.reader, source_root)
+        self.out_size = int(out_size)
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+        self.flip_p = float(flip_p)
+        self.seed = int(seed)
+        self.antialias = antialias
+        self.epoch = 0
+        done = np.asarray(self.reader.done, dtype=np.int64)
+        self.indices = done if max_clips is None else done[:max_clips]
+        if len(self.indices) == 0:
+            raise MosicError(f"store {self.reader.path} has no clip with tracks: nothing to train on")
+        sample_crop(np.random.default_rng(0), 2, 2, self.scale, self.ratio, self.flip_p, self.out_size)  # checks
+
+    # -- epochs and crops ---------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch used for plain integer indices (the loader passes ``(epoch, i)`` instead)."""
+        self.epoch = _check_epoch(epoch)
+
+    def crop(self, i: int, epoch: int | None = None) -> CropBox:
+        """The crop box of item ``i`` in ``epoch`` (default: the current epoch), in source pixels."""
+        e = self.epoch if epoch is None else _check_epoch(epoch)
+        clip = self.reader.clips[int(self.indices[i])]
+        rng = np.random.default_rng([self.seed, e, int(i)])
+        return sample_crop(rng, clip.width, clip.height, self.scale, self.ratio, self.flip_p, self.out_size)
+
+    # -- items --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _key(self, key) -> tuple[int, int]:
+        if isinstance(key, (tuple, list)):
+            e, i = key
+        else:
+            e, i = self.epoch, key
+        i = int(i)
+        if not 0 <= i < len(self.indices):
+            raise IndexError(f"item {i} out of range (the dataset has {len(self.indices)} clips)")
+        return _check_epoch(e), i
+
+    def read_clip(self, i: int):
+        """(ClipTracks, frames uint8 [T, H, W, 3]) of item ``i``, with the frames checked against
+        the size the store recorded for the clip."""
+        item = self.reader[int(self.indices[i])]
+        clip = item.clip
+        frames = self.source.read_frames(clip.video_id, clip.frames)  # FrameReadError names video + frame
+        want = (len(clip.frames), clip.height, clip.width, 3)
+        if frames.shape != want or frames.dtype != np.uint8:
+            raise FrameReadError(
+                clip.video_id,
+                f"frames on disk are {frames.dtype} {frames.shape}, the store {self.reader.path.name} "
+                f"recorded {want} uint8 for clip {item.index}: the data set changed after the tracks "
+                "were computed; rebuild the store",
+            )
+        if item.tracks.shape[0] != len(clip.frames):
+            raise StoreError(
+                f"store {self.reader.path}: clip {item.index} has {item.tracks.shape[0]} frames of "
+                f"tracks for {len(clip.frames)} frames"
+            )
+        return item, frames
+
+    def __getitem__(self, key) -> dict[str, Any]:
+        epoch, i = self._key(key)
+        item, frames = self.read_clip(i)
+        box = self.crop(i, epoch)
+        tracks, vis = map_tracks(item.tracks, item.visibility, box)
+        return {
+            "frames": to_tensor(apply_crop(frames, box, antialias=self.antialias)),
+            "tracks": torch.from_numpy(tracks),
+            "visibility": torch.from_numpy(vis),
+            "index": int(item.index),
+            "video_id": item.clip.video_id,
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# opening the frames, with a diagnosis when they are not the store's
+# ------------------------------------------------------------------------------------------------
+def _open_source(reader: StoreReader, root):
+    """The store's frame source, verified; on a fingerprint mismatch the error names the videos."""
+    try:
+        return open_frame_source(reader, root, verify=True)
+    except StoreError as e:
+        try:
+            source = open_frame_source(reader, root, verify=False)
+            if source.fingerprint() == reader.spec.dataset.fingerprint:
+                raise e from None  # not a mismatch: the original error as it is
+            lines = explain_mismatch(reader, source)
+        except StoreError:
+            raise e from None
+        except MosicError as e2:
+            lines = [f"(the frames could not be listed: {e2})"]
+        detail = "\n  ".join(lines) if lines else (
+            "(no video can be named: the store keeps only a hash of the frame counts, so a count "
+            "that changed without changing any clip, or an added video, shows only there; restore "
+            "the frames or rebuild the store)"
+        )
+        raise StoreError(f"{e}\n  {detail}") from None
+
+
+def explain_mismatch(reader: StoreReader, source) -> list[str]:
+    """Which of the store's videos differ on disk: missing, other frame size, too few frames, or a
+    frame count that cuts other clips than the store holds (the store keeps only a hash of the
+    frame counts, so a changed count is found only where it changes the clips)."""
+    infos = {v.video_id: v for v in source.videos()}
+    by_video: dict[str, list] = defaultdict(list)
+    for c in reader.clips:
+        by_video[c.video_id].append(c)
+    lines: list[str] = []
+    unsure = []
+    for vid, clips in by_video.items():
+        v = infos.get(vid)
+        c = clips[0]
+        if v is None:
+            lines.append(f"video {vid!r}: not on disk")
+        elif (v.width, v.height) != (c.width, c.height):
+            lines.append(f"video {vid!r}: frames are {v.width}x{v.height} on disk, {c.width}x{c.height} in the store")
+        elif v.num_frames <= max(max(k.frames) for k in clips):
+            lines.append(f"video {vid!r}: {v.num_frames} frames on disk, the store's clips use frame "
+                         f"{max(max(k.frames) for k in clips)}")
+        else:
+            unsure.append(vid)
+    if unsure:
+        planned, _ = plan_clips([infos[v] for v in unsure], reader.spec.clips)
+        got: dict[str, set] = defaultdict(set)
+        for c in planned:
+            got[c.video_id].add(c.frames)
+        for vid in unsure:
+            if got[vid] != {c.frames for c in by_video[vid]}:
+                lines.append(f"video {vid!r}: its frame count changed ({infos[vid].num_frames} frames on "
+                             "disk cut other clips than the store holds): a frame was added or deleted?")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------
+# loading
+# ------------------------------------------------------------------------------------------------
+def collate_clips(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack a list of items: frames [B, T, 3, S, S], tracks [B, T, N, 2], visibility [B, T, N],
+    index int64 [B], video_id list[str]."""
+    if not batch:
+        raise ValueError("empty batch")
+    return {
+        "frames": torch.stack([b["frames"] for b in batch]),
+        "tracks": torch.stack([b["tracks"] for b in batch]),
+        "visibility": torch.stack([b["visibility"] for b in batch]),
+        "index": torch.tensor([b["index"] for b in batch], dtype=torch.int64),
+        "video_id": [b["video_id"] for b in batch],
+    }
+
+
+def _seed_from(*ints: int) -> int:
+    """A 63-bit torch seed from non-negative integers (no collisions like seed + epoch has)."""
+    return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, i)`` pairs so the epoch reaches persistent workers with every index.
+    Order: a permutation from a torch.Generator seeded by (seed, epoch) — the same in every run and
+    for any number of workers — or, when distributed, this rank's share from a DistributedSampler."""
+
+    def __init__(
+        self,
+        dataset: ClipDataset,
+        shuffle: bool = True,
+        seed: int = 0,
+        distributed: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+    ):
+        self.dataset = dataset
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+        self.inner = (
+            DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                               seed=self.seed, drop_last=drop_last)
+            if distributed else None
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = _check_epoch(epoch)
+        if self.inner is not None:
+            self.inner.set_epoch(self.epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+
+    def order(self) -> list[int]:
+        if self.inner is not None:
+            return [int(i) for i in self.inner]
+        n = len(self.dataset)
+        if not self.shuffle:
+            return list(range(n))
+        g = torch.Generator()
+        g.manual_seed(_seed_from(self.seed, self.epoch, 0))
+        return torch.randperm(n, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        e = self.epoch  # fixed when the epoch's iterator is made, whatever happens later
+        return iter([(e, i) for i in self.order()])
+
+    def __len__(self) -> int:
+        return len(self.inner) if self.inner is not None else len(self.dataset)
+
+
+class ClipLoader(DataLoader):
+    """A DataLoader with ``set_epoch`` (forwarded to its :class:`EpochSampler`)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+def make_loader(
+    dataset: ClipDataset,
+    batch_size: int,
+    num_workers: int = 0,
+    shuffle: bool = True,
+    seed: int = 0,
+    drop_last: bool = True,
+    distributed: bool = False,
+    *,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+    pin_memory: bool = False,
+    prefetch_factor: int | None = None,
+) -> ClipLoader:
+    """A loader over ``dataset``; call ``loader.set_epoch(e)`` before each epoch. ``distributed``
+    shards with a DistributedSampler (ranks from torch.distributed unless ``num_replicas``/``rank``
+    are given); workers persist between epochs when ``num_workers > 0``."""
+    if batch_size < 1:
+        raise MosicError(f"batch_size must be at least 1, got {batch_size}")
+    sampler = EpochSampler(dataset, shuffle=shuffle, seed=seed, distributed=distributed,
+                           num_replicas=num_replicas, rank=rank, drop_last=drop_last)
+    g = torch.Generator()
+    g.manual_seed(_seed_from(seed, 0, 1))  # only seeds the workers' base_seed; crops do not use it
+    kw: dict[str, Any] = {}
+    if num_workers > 0:
+        # no cv2.setNumThreads in workers: in a forked child it deadlocks once the parent's cv2
+        # pool has gone idle (it destroys a condition variable the parent's threads waited on)
+        kw["persistent_workers"] = True
+        if prefetch_factor is not None:
+            kw["prefetch_factor"] = prefetch_factor
+    return ClipLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        collate_fn=collate_clips, drop_last=drop_last, pin_memory=pin_memory, generator=g, **kw,
+    )

@@ -1,0 +1,185 @@
+"""The MoSiC model: a timm ViT backbone (last blocks trainable), an MLP head and L2-normalised
+prototypes. The teacher is an EMA copy of all three.
+
+Only the last ``train_blocks`` blocks train (selected by index from the end, so ViT-S/B/L all
+train their top blocks; the official code's substring match picks middle blocks of ViT-L). The
+frozen blocks run under ``torch.no_grad``: no activations are kept for them.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mosic import MosicError
+
+
+def create_backbone(
+    name: str,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    img_size: int = 224,
+    **kwargs: Any,
+) -> nn.Module:
+    """A timm ViT by name. Weights: a local file (``weights``: a timm state dict or an official
+    DINOv2 checkpoint, converted by timm), the hub (``pretrained``), or random init."""
+    import timm
+
+    if weights is not None:
+        weights = Path(weights)
+        if not weights.is_file():
+            raise MosicError(f"weights file not found: {weights}")
+    try:
+        model = timm.create_model(
+            name,
+            pretrained=pretrained or weights is not None,
+            pretrained_cfg_overlay=dict(file=str(weights)) if weights is not None else None,
+            img_size=img_size,
+            num_classes=0,
+            **kwargs,
+        )
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise MosicError(f"timm has no model named {name!r}") from None
+        if weights is not None and ("size mismatch" in str(e) or "Missing key" in str(e) or "Unexpected key" in str(e)):
+            first = str(e).strip().splitlines()
+            raise MosicError(
+                f"weights {weights} do not fit model {name!r} ({first[0][:200]} ...): "
+                "give the timm name of the architecture the weights were trained for"
+            ) from None
+        raise
+    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
+        if pretrained and weights is None and _looks_like_network_error(e):
+            raise MosicError(
+                f"could not download pretrained weights for {name!r} ({type(e).__name__}: {str(e)[:200]}). "
+                "Pass a local file with --weights PATH, or --no-pretrained for a random init"
+            ) from None
+        raise
+    if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
+        raise MosicError(f"{name!r} is not a ViT with .blocks and .patch_embed: mosic needs a timm VisionTransformer")
+    return model
+
+
+def _looks_like_network_error(e: Exception) -> bool:
+    text = f"{type(e).__name__} {e}".lower()
+    return any(w in text for w in ("connection", "resolve", "network", "offline", "timed out", "urlopen",
+                                    "huggingface", "hub", "http", "localentrynotfound"))
+
+
+class Head(nn.Module):
+    """MLP D -> 1024 -> 1024 -> 512 -> 256 with GELU between; output L2-normalised."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (1024, 1024, 512), out_dim: int = 256):
+        super().__init__()
+        dims = [in_dim, *hidden, out_dim]
+        layers: list[nn.Module] = []
+        for i in range(len(dims) - 1):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(x), dim=-1)
+
+
+class MoSiCModel(nn.Module):
+    """Backbone + head + prototypes. ``scores(z)`` are cosine similarities to the prototypes."""
+
+    def __init__(self, backbone: nn.Module, num_prototypes: int = 100,
+                 head_hidden: Sequence[int] = (1024, 1024, 512), head_dim: int = 256, train_blocks: int = 2):
+        super().__init__()
+        self.backbone = backbone
+        self.head = Head(backbone.embed_dim, head_hidden, head_dim)
+        self.prototypes = nn.Parameter(torch.randn(num_prototypes, head_dim))
+        n = len(backbone.blocks)
+        if not 0 <= train_blocks <= n:
+            raise MosicError(f"train_blocks={train_blocks}, but the backbone has {n} blocks")
+        self.train_blocks = train_blocks
+        self.first_trainable = n - train_blocks
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        for blk in backbone.blocks[self.first_trainable:]:
+            for p in blk.parameters():
+                p.requires_grad_(True)
+        # the final norm stays frozen, as in the published recipe
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.backbone.patch_embed.patch_size[0])
+
+    @torch.no_grad()
+    def normalize_prototypes(self) -> None:
+        self.prototypes.copy_(F.normalize(self.prototypes, dim=-1))
+
+    def patch_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, 3, H, W] -> patch tokens [B, D, h, w] after the final norm.
+
+        ``keep`` [B, L] bool (L = h * w): tokens to keep; dropped tokens never enter the
+        transformer (MAE-style, no mask token) and come back as zeros."""
+        bb = self.backbone
+        B, _, H, W = x.shape
+        p = self.patch_size
+        h, w = H // p, W // p
+        npre = bb.num_prefix_tokens
+        frozen = self.first_trainable
+        with torch.no_grad():  # patch and position embeddings are frozen
+            t = bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(x))))
+        if keep is not None:
+            n_keep = int(keep[0].sum())
+            if not bool((keep.sum(1) == n_keep).all()):
+                raise ValueError("every sample must keep the same number of tokens")
+            idx = keep.nonzero()[:, 1].view(B, n_keep)
+            patches = torch.gather(t[:, npre:], 1, idx[..., None].expand(-1, -1, t.shape[-1]))
+            t = torch.cat([t[:, :npre], patches], dim=1)
+        with torch.no_grad():
+            for blk in bb.blocks[:frozen]:
+                t = blk(t)
+        for blk in bb.blocks[frozen:]:
+            t = blk(t)
+        t = bb.norm(t)[:, npre:]
+        D = t.shape[-1]
+        if keep is not None:
+            full = t.new_zeros(B, h * w, D)
+            full = full.scatter(1, idx[..., None].expand(-1, -1, D), t)
+            t = full
+        return t.transpose(1, 2).reshape(B, D, h, w)
+
+    def forward(self, x: torch.Tensor, tracks: torch.Tensor, keep: torch.Tensor | None = None,
+                mode: str = "nearest") -> torch.Tensor:
+        """Scores of the points ``tracks`` [B, N, 2] ((x, y) pixels of ``x`` [B, 3, H, W]) against
+        the prototypes: [B, N, K]. Points on dropped tokens get the scores of a zero feature."""
+        from train.ops import sample_at_tracks
+
+        f = self.patch_features(x, keep)
+        z = self.head(sample_at_tracks(f[:, None], tracks[:, None], (x.shape[-1], x.shape[-2]), mode=mode)[:, 0])
+        return self.scores(z)
+
+    def scores(self, z: torch.Tensor) -> torch.Tensor:
+        """z [..., head_dim] L2-normalised -> cosine scores [..., K] against normalised prototypes."""
+        return z @ F.normalize(self.prototypes, dim=-1).t()
+
+
+def make_teacher(student: MoSiCModel) -> MoSiCModel:
+    teacher = copy.deepcopy(student)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+def random_keep_mask(batch: int, num_tokens: int, ratio: float, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """[B, L] bool keeping round((1 - ratio) * L) random tokens per sample; None when ratio == 0."""
+    n_drop = int(round(ratio * num_tokens))
+    if n_drop <= 0:
+        return None
+    noise = torch.rand(batch, num_tokens, generator=generator).to(device)
+    drop = noise.argsort(dim=1)[:, :n_drop]
+    keep = torch.ones(batch, num_tokens, dtype=torch.bool, device=device)
+    keep.scatter_(1, drop, False)
+    return keep

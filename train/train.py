@@ -1,0 +1,442 @@
+"""The MoSiC training loop, top to bottom.
+
+One step on a batch of B clips of T frames with N tracked points each:
+
+1. teacher (EMA, no grad) encodes all T frames; its patch features are sampled at every tracked
+   point (bilinear on the patch grid), projected by the head and scored against the prototypes;
+2. Sinkhorn-Knopp turns the teacher's scores of all points in the (global) batch into balanced
+   cluster assignments Q;
+3. the student encodes only the FIRST frame, with 10% of its patch tokens dropped, and is sampled
+   at each trajectory's first-frame point (nearest);
+4. loss: cross-entropy between the student's first-frame scores (temperature 0.1) and the
+   teacher's assignment at frame t, for every t where the point is visible — the first frame's
+   cluster is carried along the track;
+5. AdamW step, then the teacher follows the student by EMA.
+
+Run it with ``mosic-train`` (single process) or ``torchrun --nproc_per_node K -m train.cli`` (DDP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from mosic import MosicError
+from mosic.config import PipelineConfig
+from train.config import TrainSettings
+from train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
+from train.ops import cluster_usage_entropy, propagation_loss, sample_at_tracks, sinkhorn, symmetric_loss
+
+log = logging.getLogger("mosic.train")
+
+
+class NonFiniteLossError(MosicError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# finding the store a pipeline trains on
+
+
+def store_requirements(cfg: PipelineConfig) -> dict[str, Any]:
+    """What a pipeline asks of its store (dotted StoreSpec fields)."""
+    return {
+        "dataset.kind": cfg.dataset.kind,
+        "dataset.split": cfg.dataset.split,
+        "tracker.name": cfg.tracker.name,
+        "grid": cfg.tracker.grid,
+        "clips.length": cfg.clips.length,
+        "clips.step": cfg.clips.step,
+    }
+
+
+def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Path:
+    """The store given explicitly, or the single complete store in ``cfg.stores`` that fits."""
+    if ts.store:
+        return Path(ts.store)
+    from store_schema.reader import StoreError, StoreReader
+
+    stores = Path(cfg.stores)
+    req = store_requirements(cfg)
+    fits, others = [], []
+    for p in sorted(stores.glob("*.zarr")) if stores.is_dir() else []:
+        try:
+            StoreReader(p, require=req)
+            fits.append(p)
+        except StoreError:
+            others.append(p.name)
+    if len(fits) == 1:
+        return fits[0]
+    want = ", ".join(f"{k}={v}" for k, v in req.items())
+    if not fits:
+        raise MosicError(
+            f"no complete store in {stores}/ fits pipeline {cfg.name!r} ({want}); run "
+            f"`mosic-precompute --pipeline {cfg.name}` first, or pass --store PATH"
+            + (f". Stores there: {', '.join(others)}" if others else "")
+        )
+    raise MosicError(f"several stores in {stores}/ fit pipeline {cfg.name!r}: "
+                     f"{', '.join(p.name for p in fits)}; choose one with --store PATH")
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed / device helpers
+
+
+@dataclass
+class Dist:
+    enabled: bool = False
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_pref: str) -> tuple[Dist, torch.device]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        cuda = torch.cuda.is_available() and device_pref != "cpu"
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        d = Dist(True, dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        if cuda:
+            torch.cuda.set_device(d.local_rank)
+            return d, torch.device("cuda", d.local_rank)
+        return d, torch.device("cpu")
+    if device_pref == "auto":
+        return Dist(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device_pref.startswith("cuda") and not torch.cuda.is_available():
+        raise MosicError(f"--device {device_pref}: CUDA is not available on this machine")
+    return Dist(), torch.device(device_pref)
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp32":
+        return nullcontext(), precision
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype), precision
+
+
+# ---------------------------------------------------------------------------------------------
+# optimiser and schedule
+
+
+def param_groups(model: MoSiCModel, opt) -> list[dict]:
+    """AdamW groups: backbone / head+prototypes, each with and without weight decay (none on
+    biases and other 1-D parameters)."""
+    groups = {k: [] for k in ("bb_decay", "bb_no", "head_decay", "head_no")}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = "bb" if name.startswith("backbone.") else "head"
+        groups[f"{part}_{'no' if p.ndim <= 1 else 'decay'}"].append(p)
+    out = []
+    for k, ps in groups.items():
+        if ps:
+            out.append({
+                "params": ps, "name": k,
+                "lr": opt.lr_backbone if k.startswith("bb") else opt.lr_head,
+                "weight_decay": opt.weight_decay if k.endswith("decay") else 0.0,
+            })
+    return out
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warmup then cosine from 1 to ``min_ratio`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------------------------
+# one step
+
+
+def student_valid(tracks0: torch.Tensor, vis0: torch.Tensor, keep: torch.Tensor | None, size: int,
+                  patch: int) -> torch.Tensor:
+    """[B, N] bool: the point is inside the crop on the first frame and its patch was not dropped."""
+    if keep is None:
+        return vis0
+    h = size // patch
+    col = (tracks0[..., 0] / patch).floor().long().clamp(0, h - 1)
+    row = (tracks0[..., 1] / patch).floor().long().clamp(0, h - 1)
+    return vis0 & keep.gather(1, row * h + col)
+
+
+def mosic_step(student, teacher: MoSiCModel, batch: dict, ts: TrainSettings, step: int, rank: int,
+               group=None) -> tuple[torch.Tensor, dict]:
+    """Forward pass of one MoSiC step; returns the loss and monitors. ``student`` may be the DDP
+    wrapper of a MoSiCModel: its forward gives first-frame scores."""
+    frames, tracks, vis = batch["frames"], batch["tracks"], batch["visibility"]
+    B, T, _, S, _ = frames.shape
+    N = tracks.shape[2]
+    L = ts.loss
+    core: MoSiCModel = getattr(student, "module", student)
+    p = core.patch_size
+
+    with torch.no_grad():
+        ft = teacher.patch_features(frames.flatten(0, 1))
+        ft = ft.view(B, T, *ft.shape[1:])
+        zt = teacher.head(sample_at_tracks(ft, tracks, (S, S), mode=L.teacher_sampling))
+        st = teacher.scores(zt)  # [B, T, N, K]
+        weights = vis.flatten().float() if L.marginals == "visible" else None
+        q = sinkhorn(st.flatten(0, 2).float(), eps=L.sinkhorn_eps, iters=L.sinkhorn_iters,
+                     weights=weights, group=group).view(B, T, N, -1)
+
+    g = torch.Generator().manual_seed(hash((ts.seed, step, rank)) & 0x7FFFFFFF)
+    keep = random_keep_mask(B, (S // p) ** 2, ts.mask_ratio, generator=g, device=frames.device)
+    ss = student(frames[:, 0], tracks[:, 0], keep, L.student_sampling)  # [B, N, K]
+    valid = student_valid(tracks[:, 0], vis[:, 0], keep, S, p)
+    loss = propagation_loss(ss, q, vis, valid, temperature=L.temperature, hard=L.hard, normalize=L.normalize)
+    if L.symmetric:
+        sa = student(frames.flatten(0, 1), tracks.flatten(0, 1), None, L.student_sampling).view(B, T, N, -1)
+        # the teacher's first-frame label exists where the point is inside the first crop
+        loss = loss + L.symmetric_weight * symmetric_loss(sa, q[:, 0], vis, vis[:, 0], temperature=L.temperature,
+                                                          hard=L.hard, normalize=L.normalize)
+    mon = {  # cluster usage (1 = even, 0 = collapse) of the teacher's labels and the student's argmax
+        "usage_teacher": cluster_usage_entropy(q, hard=True, mask=vis),
+        "usage_student": cluster_usage_entropy(ss, hard=True, mask=valid),
+        "visible": float(vis.float().mean()),
+        "valid_first": float(valid.float().mean()),
+    }
+    return loss, mon
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints and export
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def export_backbone(model: MoSiCModel, path: Path) -> Path:
+    """A plain timm state dict of the backbone: load it with
+    ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))``."""
+    sd = {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(sd, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool = False,
+          progress: bool = True) -> dict:
+    from torch_ema import ExponentialMovingAverage
+
+    from train.data import ClipDataset, make_loader
+
+    ddp, device = setup_distributed(ts.device)
+    try:
+        return _train(cfg, ts, out, resume, progress, ddp, device, ExponentialMovingAverage,
+                      ClipDataset, make_loader)
+    finally:
+        if ddp.enabled:
+            dist.destroy_process_group()
+
+
+def _train(cfg, ts, out, resume, progress, ddp, device, EMA, ClipDataset, make_loader) -> dict:
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    latest = ckpt_dir / "latest.pt"
+    if ddp.main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and latest.exists():
+            raise MosicError(f"{out} already holds a run (checkpoints/latest.pt): pass --resume to continue "
+                             "it, or choose another --out")
+    if resume and not latest.exists():
+        raise MosicError(f"--resume: no checkpoint at {latest}")
+    random.seed(ts.seed + ddp.rank)
+    np.random.seed(ts.seed + ddp.rank)
+    torch.manual_seed(ts.seed)  # same initial weights on every rank
+
+    # -- data ---------------------------------------------------------------------------------
+    store = resolve_store(cfg, ts)
+    req = store_requirements(cfg)
+    dataset = ClipDataset(store, source_root=ts.source_root, require=req, out_size=ts.model.img_size,
+                          scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed)
+    if len(dataset) < ts.batch_size * ddp.world:
+        raise MosicError(f"the store has {len(dataset)} usable clips, fewer than one global batch "
+                         f"({ts.batch_size} x {ddp.world} processes)")
+    loader = make_loader(dataset, batch_size=ts.batch_size, num_workers=ts.num_workers, shuffle=True,
+                         seed=ts.seed, drop_last=True, distributed=ddp.enabled)
+    steps_per_epoch = len(loader)
+    total = ts.max_steps or ts.epochs * steps_per_epoch
+
+    # -- model --------------------------------------------------------------------------------
+    m = ts.model
+    backbone = create_backbone(m.name, pretrained=m.pretrained, weights=m.weights, img_size=m.img_size, **m.kwargs)
+    if m.img_size % backbone.patch_embed.patch_size[0]:
+        raise MosicError(f"img_size {m.img_size} is not a multiple of the patch size {backbone.patch_embed.patch_size[0]}")
+    student = MoSiCModel(backbone, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks).to(device)
+    student.normalize_prototypes()
+    teacher = make_teacher(student)
+    trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+    t_params = dict(teacher.named_parameters())
+    teacher_trainable = [t_params[n] for n, _ in trainable]
+    ema = EMA([p for _, p in trainable], decay=ts.ema, use_num_updates=False)
+    model = student
+    if ddp.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None)
+    optim = torch.optim.AdamW(param_groups(student, ts.optim), betas=ts.optim.betas)
+    base_lrs = [g["lr"] for g in optim.param_groups]
+    amp, precision = autocast_for(device, ts.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    group = dist.group.WORLD if ddp.enabled else None
+
+    step = 0
+    if resume:
+        ck = torch.load(latest, map_location="cpu", weights_only=False)
+        student.load_state_dict(ck["student"])
+        teacher.load_state_dict(ck["teacher"])
+        ema.load_state_dict(ck["ema"])
+        optim.load_state_dict(ck["optimizer"])
+        scaler.load_state_dict(ck["scaler"])
+        step = ck["step"]
+        set_rng_state(ck["rng"][ddp.rank] if isinstance(ck["rng"], list) else ck["rng"])
+        if ddp.main:
+            print(f"resumed from {latest} at step {step}")
+
+    if ddp.main:
+        (out / "config.json").write_text(json.dumps(
+            {"pipeline": cfg.model_dump(mode="json"), "train": ts.model_dump(mode="json"), "store": str(store),
+             "world_size": ddp.world, "precision": precision, "device": str(device)}, indent=2))
+    logf = open(out / "log.jsonl", "a") if ddp.main else None
+    tb = None
+    if ts.tensorboard and ddp.main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(out / "tb")
+        except ImportError:
+            log.warning("tensorboard is not installed; logging to log.jsonl only")
+
+    def save(step_now: int) -> None:
+        rng = rng_state()
+        if ddp.enabled:
+            gathered = [None] * ddp.world
+            dist.all_gather_object(gathered, rng)
+            rng = gathered
+        if ddp.main:
+            ck = {"student": student.state_dict(), "teacher": teacher.state_dict(), "ema": ema.state_dict(),
+                  "optimizer": optim.state_dict(), "scaler": scaler.state_dict(), "step": step_now,
+                  "rng": rng, "train": ts.model_dump(mode="json"), "store": str(store)}
+            _atomic_save(ck, ckpt_dir / f"step_{step_now:07d}.pt")
+            _atomic_save(ck, latest)
+
+    bar = None
+    if progress and ddp.main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, unit="step", desc="train", dynamic_ncols=True)
+
+    student.train()
+    last = {}
+    t_log = time.perf_counter()
+    clips_since = 0
+    data_wait = 0.0
+    while step < total:
+        epoch, skip = divmod(step, steps_per_epoch)
+        loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else None
+        it = iter(loader)
+        for _ in range(skip):  # resume mid-epoch: the same batches in the same order
+            next(it)
+        t_wait = time.perf_counter()
+        for batch in it:
+            data_wait += time.perf_counter() - t_wait
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            f = lr_factor(step, total, ts.optim.warmup_steps, ts.optim.min_lr_ratio)
+            for g_, lr0 in zip(optim.param_groups, base_lrs):
+                g_["lr"] = lr0 * f
+            student.normalize_prototypes()
+            with amp:
+                loss, mon = mosic_step(model, teacher, batch, ts, step, ddp.rank, group)
+            if not torch.isfinite(loss):
+                if bar is not None:
+                    bar.close()
+                raise NonFiniteLossError(
+                    f"loss is {loss.item()} at step {step} (clips {batch['index'].tolist()}); stopped "
+                    f"before the optimiser step. The last good checkpoint is {latest if latest.exists() else 'none'}. "
+                    "Try a lower learning rate, fp32 (--precision fp32) or a larger Sinkhorn eps")
+            optim.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if ts.optim.clip_grad > 0:
+                scaler.unscale_(optim)
+                torch.nn.utils.clip_grad_norm_([p for _, p in trainable], ts.optim.clip_grad)
+            scaler.step(optim)
+            scaler.update()
+            ema.update()
+            ema.copy_to(teacher_trainable)
+            teacher.normalize_prototypes()
+            step += 1
+            clips_since += batch["frames"].shape[0] * ddp.world
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % ts.log_every == 0 or step == total:
+                now = time.perf_counter()
+                last = {"step": step, "epoch": epoch, "loss": float(loss.item()),
+                        "lr_backbone": optim.param_groups[0]["lr"], "lr_head": optim.param_groups[-1]["lr"],
+                        **mon, "clips_per_s": clips_since / (now - t_log), "data_wait_s": data_wait}
+                if logf:
+                    logf.write(json.dumps(last) + "\n")
+                    logf.flush()
+                if tb:
+                    for k, v in last.items():
+                        if isinstance(v, float):
+                            tb.add_scalar(k, v, step)
+                t_log, clips_since, data_wait = now, 0, 0.0
+            if step % ts.checkpoint_every == 0 or step == total:
+                save(step)
+            if step >= total:
+                break
+            t_wait = time.perf_counter()
+    if bar is not None:
+        bar.close()
+    result = {"steps": step, "store": str(store), "out": str(out), **last}
+    if ddp.main:
+        exported = export_backbone(teacher if ts.export == "teacher" else student, out / "backbone.pth")
+        result["backbone"] = str(exported)
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+    if logf:
+        logf.close()
+    if tb:
+        tb.close()
+    return result
