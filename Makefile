@@ -18,13 +18,14 @@ DATA    ?= data/synthetic
 VIDEOS  ?= 24
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo data tracks bench clean help
+.PHONY: setup test demo data tracks train bench clean help
 
 help:
 	@echo "make setup      create $(VENV) and install mosic with its test tools"
 	@echo "make demo       synthetic data -> tracks (lk, oracle) -> inspect and score, end to end"
 	@echo "make test       install, then run the test suite"
 	@echo "make tracks DATASET=ytvos ROOT=/data/ytvos   precompute tracks for a data set"
+	@echo "make train      train on the default pipeline (synthetic, small random ViT on CPU)"
 	@echo "make bench      print throughput and size figures"
 
 setup: $(STAMP)
@@ -49,12 +50,24 @@ tracks: setup
 		$(if $(ROOT),--root $(ROOT)) $(if $(TRACKER),--tracker $(TRACKER)) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
+# make train: the default pipeline. On a GPU machine with data: make train PIPELINE=ytvos
+PIPELINE ?= synthetic
+RUN      ?= runs/$(PIPELINE)-$(shell date +%Y%m%d-%H%M%S)
+TRAIN_ARGS ?=
+train: setup
+ifeq ($(PIPELINE),synthetic)
+	$(BIN)/mosic-data synthetic --out $(DATA) --videos $(VIDEOS) --seed 0 -q
+	$(BIN)/mosic-precompute --pipeline synthetic --root $(DATA) --stores $(STORES)
+endif
+	$(BIN)/mosic-train --pipeline $(PIPELINE) --stores $(STORES) --out $(RUN) $(TRAIN_ARGS)
+
 demo: setup
 	$(BIN)/python -m mosic.demo --data $(DATA) --stores $(STORES) --videos $(VIDEOS)
 
 bench: setup
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_precompute.py
+	$(BIN)/python bench/bench_train.py
 
 clean:
 	rm -rf $(STORES) data runs .pytest_cache

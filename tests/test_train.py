@@ -31,6 +31,7 @@ TINY = {
     "train.log_every": 1,
     "train.optim.warmup_steps": 0,
 }
+CLIPS = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "clips.clips_per_video": 2}
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,8 @@ def store(tmp_path_factory):
     base = tmp_path_factory.mktemp("train")
     root = base / "synthetic"
     generate(root, videos=3, seed=1, num_frames=24, width=96, height=72)
-    cfg = load_pipeline("synthetic-oracle", overrides={
-        "dataset.root": str(root), "stores": str(base / "stores"), "tracker.grid": 4, "clips.length": 4,
-        "clips.step": 2, "clips.clips_per_video": 2})
+    cfg = load_pipeline("synthetic-oracle", overrides={"dataset.root": str(root), "stores": str(base / "stores"),
+                                                       **CLIPS})
     res = precompute(cfg, progress=False)
     return cfg, res.store
 
@@ -49,7 +49,7 @@ def settings(cfg, **over):
     o = dict(TINY)
     o.update({f"train.{k}": v for k, v in over.items()})
     c = load_pipeline("synthetic-oracle", overrides={"dataset.root": cfg.dataset.root, "stores": cfg.stores,
-                                                     "tracker.grid": 4, "clips.length": 4, "clips.step": 2, **o})
+                                                     **CLIPS, **o})
     return c, train_settings(c.train)
 
 
@@ -66,7 +66,10 @@ def test_training_runs_logs_checkpoints_and_exports(store, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == [
         "latest.pt", "step_0000002.pt", "step_0000004.pt"]
     sd = torch.load(tmp_path / "run/backbone.pth")
-    assert "blocks.1.attn.qkv.weight" in sd
+    init = torch.load(tmp_path / "run/backbone_init.pth")
+    assert "blocks.1.attn.qkv.weight" in sd and sd.keys() == init.keys()
+    assert not torch.equal(sd["blocks.1.attn.qkv.weight"], init["blocks.1.attn.qkv.weight"])  # trained
+    torch.testing.assert_close(sd["blocks.0.attn.qkv.weight"], init["blocks.0.attn.qkv.weight"])  # frozen
     with pytest.raises(MosicError, match="already holds a run"):
         train(c, ts, tmp_path / "run", progress=False)
 
@@ -113,11 +116,10 @@ def test_nan_loss_stops_with_last_good_checkpoint(store, tmp_path, monkeypatch):
 
 def test_store_that_does_not_fit_is_refused_before_training(store, tmp_path):
     cfg, path = store
-    c = load_pipeline("synthetic-oracle", overrides={"stores": cfg.stores, "tracker.grid": 8, "clips.length": 4,
-                                                     "clips.step": 2, **TINY})
+    c = load_pipeline("synthetic-oracle", overrides={"stores": cfg.stores, **CLIPS, "tracker.grid": 8, **TINY})
     with pytest.raises(MosicError, match="no complete store .* fits pipeline"):
         train(c, train_settings(c.train), tmp_path / "run", progress=False)
-    c2 = load_pipeline("synthetic-oracle", overrides={"tracker.grid": 8, "train.store": str(path), **TINY})
+    c2 = load_pipeline("synthetic-oracle", overrides={**CLIPS, "tracker.grid": 8, "train.store": str(path), **TINY})
     with pytest.raises(MosicError, match="grid: store has 4"):
         train(c2, train_settings(c2.train), tmp_path / "run2", progress=False)
 
@@ -128,7 +130,7 @@ def test_ddp_two_processes_gloo(store, tmp_path):
     sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
             "--set", "model.num_prototypes=8", "--set", "checkpoint_every=2", "--set", "tracker.grid=4",
-            "--set", "clips.length=4", "--set", "clips.step=2"]
+            "--set", "clips.length=4", "--set", "clips.step=2", "--set", "clips.clips_per_video=2"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            "-m", "train.cli", "--pipeline", "synthetic-oracle", "--store", str(path), "--out", str(tmp_path / "ddp"),
            "--max-steps", "2", "--batch-size", "1", "--workers", "0", "--no-progress", *sets]

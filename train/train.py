@@ -53,14 +53,14 @@ class NonFiniteLossError(MosicError):
 
 def store_requirements(cfg: PipelineConfig) -> dict[str, Any]:
     """What a pipeline asks of its store (dotted StoreSpec fields)."""
-    return {
+    req = {
         "dataset.kind": cfg.dataset.kind,
         "dataset.split": cfg.dataset.split,
         "tracker.name": cfg.tracker.name,
         "grid": cfg.tracker.grid,
-        "clips.length": cfg.clips.length,
-        "clips.step": cfg.clips.step,
     }
+    req.update({f"clips.{k}": v for k, v in cfg.clips.model_dump(mode="json").items()})
+    return req
 
 
 def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Path:
@@ -193,11 +193,19 @@ def mosic_step(student, teacher: MoSiCModel, batch: dict, ts: TrainSettings, ste
     with torch.no_grad():
         ft = teacher.patch_features(frames.flatten(0, 1))
         ft = ft.view(B, T, *ft.shape[1:])
-        zt = teacher.head(sample_at_tracks(ft, tracks, (S, S), mode=L.teacher_sampling))
-        st = teacher.scores(zt)  # [B, T, N, K]
-        weights = vis.flatten().float() if L.marginals == "visible" else None
-        q = sinkhorn(st.flatten(0, 2).float(), eps=L.sinkhorn_eps, iters=L.sinkhorn_iters,
-                     weights=weights, group=group).view(B, T, N, -1)
+        feats = sample_at_tracks(ft, tracks, (S, S), mode=L.teacher_sampling).flatten(0, 2)  # [B*T*N, D]
+        if L.marginals == "visible":
+            # Invisible points take no part in the marginals and get no label: skip their head
+            # pass (about half the points after cropping), their rows of Q stay zero.
+            sel = vis.flatten()
+            q_sel = sinkhorn(teacher.scores(teacher.head(feats[sel])).float(), eps=L.sinkhorn_eps,
+                             iters=L.sinkhorn_iters, group=group)
+            q = q_sel.new_zeros(B * T * N, q_sel.shape[-1])
+            q[sel] = q_sel
+        else:  # the official recipe: every tracked point in the marginals
+            q = sinkhorn(teacher.scores(teacher.head(feats)).float(), eps=L.sinkhorn_eps,
+                         iters=L.sinkhorn_iters, group=group)
+        q = q.view(B, T, N, -1)
 
     g = torch.Generator().manual_seed(hash((ts.seed, step, rank)) & 0x7FFFFFFF)
     keep = random_keep_mask(B, (S // p) ** 2, ts.mask_ratio, generator=g, device=frames.device)
@@ -334,6 +342,8 @@ def _train(cfg, ts, out, resume, progress, ddp, device, EMA, ClipDataset, make_l
         if ddp.main:
             print(f"resumed from {latest} at step {step}")
 
+    if ddp.main and not resume:  # the starting point, for before/after comparisons
+        export_backbone(student, out / "backbone_init.pth")
     if ddp.main:
         (out / "config.json").write_text(json.dumps(
             {"pipeline": cfg.model_dump(mode="json"), "train": ts.model_dump(mode="json"), "store": str(store),
