@@ -68,6 +68,7 @@ bench: setup
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_precompute.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_learning.py
 
 clean:
 	rm -rf $(STORES) data runs .pytest_cache

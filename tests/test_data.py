@@ -241,3 +241,19 @@ def test_collate_and_loader_arguments(store):
         ds.set_epoch(-1)
     with pytest.raises(IndexError):
         ds[6]
+
+
+def test_epoch_sampler_skip_resumes_the_same_order():
+    from train.data import EpochSampler
+
+    class Ten:
+        def __len__(self):
+            return 10
+
+    s = EpochSampler(Ten(), shuffle=True, seed=3)
+    s.set_epoch(2)
+    full = list(s)
+    s.set_epoch(2, skip=4)
+    assert list(s) == full[4:] and len(s) == 6
+    s.set_epoch(3)
+    assert list(s) != full and len(s) == 10

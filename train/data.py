@@ -237,14 +237,16 @@ class EpochSampler(Sampler):
         self.shuffle = shuffle
         self.seed = int(seed)
         self.epoch = 0
+        self.skip = 0  # samples of this epoch already consumed (a run resumed mid-epoch)
         self.inner = (
             DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                                seed=self.seed, drop_last=drop_last)
             if distributed else None
         )
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch = _check_epoch(epoch)
+        self.skip = int(skip)
         if self.inner is not None:
             self.inner.set_epoch(self.epoch)
         if hasattr(self.dataset, "set_epoch"):
@@ -262,17 +264,18 @@ class EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         e = self.epoch  # fixed when the epoch's iterator is made, whatever happens later
-        return iter([(e, i) for i in self.order()])
+        return iter([(e, i) for i in self.order()[self.skip:]])
 
     def __len__(self) -> int:
-        return len(self.inner) if self.inner is not None else len(self.dataset)
+        return (len(self.inner) if self.inner is not None else len(self.dataset)) - self.skip
 
 
 class ClipLoader(DataLoader):
     """A DataLoader with ``set_epoch`` (forwarded to its :class:`EpochSampler`)."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Start epoch ``epoch``, leaving out its first ``skip_batches`` batches (for a resume)."""
+        self.sampler.set_epoch(epoch, skip_batches * self.batch_size)
 
 
 def make_loader(

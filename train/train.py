@@ -384,12 +384,9 @@ def _train(cfg, ts, out, resume, progress, ddp, device, EMA, ClipDataset, make_l
     data_wait = 0.0
     while step < total:
         epoch, skip = divmod(step, steps_per_epoch)
-        loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else None
-        it = iter(loader)
-        for _ in range(skip):  # resume mid-epoch: the same batches in the same order
-            next(it)
+        loader.set_epoch(epoch, skip_batches=skip)  # resumed mid-epoch: the rest of the same batches
         t_wait = time.perf_counter()
-        for batch in it:
+        for batch in loader:
             data_wait += time.perf_counter() - t_wait
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             f = lr_factor(step, total, ts.optim.warmup_steps, ts.optim.min_lr_ratio)
