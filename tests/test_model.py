@@ -104,3 +104,13 @@ def test_param_groups_and_schedule():
     assert lr_factor(0, 100, 0, 0.0) == 1.0 and lr_factor(100, 100, 0, 0.0) == pytest.approx(0.0)
     assert lr_factor(50, 100, 0, 0.0) == pytest.approx(0.5)
     assert lr_factor(0, 100, 10, 0.0) == pytest.approx(0.1) and lr_factor(9, 100, 10, 0.0) == 1.0
+
+
+def test_official_dinov2_style_checkpoint_loads(tmp_path):
+    """Official DINOv2 files carry a mask_token (and no head); timm's filter converts them."""
+    src = tiny_model().backbone
+    sd = {k: v.clone() for k, v in src.state_dict().items()}
+    sd["mask_token"] = torch.zeros(1, 48)
+    torch.save(sd, tmp_path / "dinov2_official.pth")
+    bb = create_backbone(NAME, weights=tmp_path / "dinov2_official.pth", img_size=56, **TINY)
+    torch.testing.assert_close(bb.blocks[1].attn.qkv.weight, src.blocks[1].attn.qkv.weight)
