@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from torch_ema import ExponentialMovingAverage
 
 from mosic import MosicError
 from mosic.config import PipelineConfig
 from train.config import TrainSettings
+from train.data import ClipDataset, make_loader
 from train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
 from train.ops import cluster_usage_entropy, propagation_loss, sample_at_tracks, sinkhorn, symmetric_loss
 
@@ -266,20 +267,16 @@ def export_backbone(model: MoSiCModel, path: Path) -> Path:
 
 def train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool = False,
           progress: bool = True) -> dict:
-    from torch_ema import ExponentialMovingAverage
-
-    from train.data import ClipDataset, make_loader
-
     ddp, device = setup_distributed(ts.device)
     try:
-        return _train(cfg, ts, out, resume, progress, ddp, device, ExponentialMovingAverage,
-                      ClipDataset, make_loader)
+        return _train(cfg, ts, out, resume, progress, ddp, device)
     finally:
         if ddp.enabled:
             dist.destroy_process_group()
 
 
-def _train(cfg, ts, out, resume, progress, ddp, device, EMA, ClipDataset, make_loader) -> dict:
+def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, progress: bool, ddp: Dist,
+           device: torch.device) -> dict:
     out = Path(out)
     ckpt_dir = out / "checkpoints"
     latest = ckpt_dir / "latest.pt"
@@ -318,7 +315,7 @@ def _train(cfg, ts, out, resume, progress, ddp, device, EMA, ClipDataset, make_l
     trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
     t_params = dict(teacher.named_parameters())
     teacher_trainable = [t_params[n] for n, _ in trainable]
-    ema = EMA([p for _, p in trainable], decay=ts.ema, use_num_updates=False)
+    ema = ExponentialMovingAverage([p for _, p in trainable], decay=ts.ema, use_num_updates=False)
     model = student
     if ddp.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
