@@ -77,6 +77,36 @@ def synthetic(
     )
 
 
+@app.command()
+def voc(
+    synthetic_dir: Path = typer.Option(..., "--synthetic", help="a synthetic set made with `mosic-data synthetic` (its --out folder)"),
+    out: Path = typer.Option(..., "--out", help="folder to write the VOC-layout set into (new, empty, or an earlier export)"),
+    every: int = typer.Option(4, "--every", min=1, help="take every n-th frame of each video"),
+    split: list[str] | None = typer.Option(
+        None, "--split", help="synthetic split(s) to export (repeatable); default: train and valid, those present"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """Export the synthetic set as a Pascal-VOC-layout semantic segmentation set.
+
+    Writes JPEGImages/, SegmentationClass/ (palette PNGs, VOC colour map, value = class),
+    ImageSets/Segmentation/{train,val,trainval}.txt (valid -> val) and classes.txt, so that the
+    image evaluation protocols read it with the plain "voc" reader."""
+    from evaluation.datasets import export_synthetic_voc
+
+    splits = list(split) if split else [s for s in ("train", "valid") if (synthetic_dir / s).is_dir()]
+    if not splits:
+        _fail(f"{synthetic_dir} has neither a train nor a valid split (make one with: mosic-data synthetic --out {synthetic_dir} --videos N)")
+    t0 = time.perf_counter()
+    try:
+        counts = export_synthetic_voc(synthetic_dir, out, splits=splits, every=every, progress=not quiet)
+    except MosicError as e:
+        _fail(str(e))
+    dt = time.perf_counter() - t0
+    parts = ", ".join(f"{n} {name}" for name, n in counts.items())
+    typer.echo(f"wrote {parts} images (one frame in {every}) to {out} in {dt:.1f} s; read it with the voc reader")
+
+
 def main() -> None:
     try:
         app()
