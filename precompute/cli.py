@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from mosic import MosicError
 from mosic.cli_common import friendly_errors, parse_size, setup_logging
 from mosic.config import load_pipeline, pipeline_names
 
@@ -44,6 +45,9 @@ def run(
     store: Optional[Path] = typer.Option(None, help="write to this store path instead of a derived name"),
     clips_per_chunk: Optional[int] = typer.Option(None, help="clips per Zarr chunk"),
     retry_failed: bool = typer.Option(True, help="retry clips that failed in an earlier run"),
+    shard: Optional[str] = typer.Option(
+        None, help="i/N: write only this process's share (chunks k with k % N == i), e.g. "
+        "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; the last shard to finish completes the store"),
     progress: bool = typer.Option(True, help="show a progress bar"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     list_pipelines: bool = typer.Option(False, "--list", help="list the pipelines and exit"),
@@ -76,13 +80,15 @@ def run(
             "store.clips_per_chunk": clips_per_chunk,
         },
     )
-    res = precompute(cfg, store=store, retry_failed=retry_failed, progress=progress)
+    res = precompute(cfg, store=store, retry_failed=retry_failed, progress=progress, shard=_parse_shard(shard))
     fps = res.frames_tracked / res.seconds if res.seconds > 0 else 0.0
     typer.echo(
         f"store: {res.store}\n"
         f"clips: {res.done} done, {res.failed} failed of {res.clips} "
         f"({res.written_now} written now, {fps:.1f} frames/s); "
         f"{'complete' if res.complete else 'INCOMPLETE'}"
+        + ("" if res.complete or shard is None else " (other shards still running or failed: re-run them, "
+           "or `mosic-store finalize` once they are done)")
     )
     if res.failures:
         typer.secho(f"{len(res.failures)} failure(s):", fg=typer.colors.YELLOW, err=True)
@@ -90,6 +96,18 @@ def run(
             where = f"clip {f.clip} " if f.clip is not None else ""
             typer.echo(f"  {f.video_id}: {where}{f.reason}", err=True)
         raise typer.Exit(1)
+
+
+def _parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return (0, 1)
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise MosicError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise MosicError(f"--shard {text}: need 0 <= I < N")
+    return i, n
 
 
 def main() -> None:

@@ -111,8 +111,11 @@ def precompute(
     source: FrameSource | None = None,
     tracker: Tracker | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> PrecomputeResult:
-    """Run the precompute job described by ``cfg``; returns what happened."""
+    """Run the precompute job described by ``cfg``; returns what happened. ``shard=(i, n)``: this
+    process writes only its share of the chunks; n processes (Slurm array tasks, torchrun ranks)
+    fill one store together, and whichever finishes last marks it complete."""
     t0 = time.perf_counter()
     source = source or create_source(cfg.dataset.kind, cfg.dataset.root, cfg.dataset.split)
     videos = source.videos()
@@ -131,7 +134,7 @@ def precompute(
         clips_per_chunk=cfg.store.clips_per_chunk, compression_level=cfg.store.compression_level,
         made_with={"mosic": mosic.__version__, "root": str(source.root), "pipeline": cfg.name},
     )
-    todo = writer.todo(retry_failed=retry_failed)
+    todo = writer.todo(retry_failed=retry_failed, shard=shard)
     total = sum(len(idx) for _, _, idx in todo)
     T, N = spec.clips.length, spec.num_points
     written = frames_tracked = 0
@@ -175,7 +178,7 @@ def precompute(
         bar.close()
     complete = writer.finalize()
     st = writer.status()
-    failures = list(writer.meta.plan_failures) + list(writer.meta.failures)
+    failures = writer.failures()
     return PrecomputeResult(
         store=path, clips=len(clips), written_now=written, done=int((st == L.DONE).sum()),
         failed=int((st == L.FAILED).sum()), complete=complete,

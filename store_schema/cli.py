@@ -104,6 +104,23 @@ def score(
                f"AJ {res['average_jaccard']:.1f}  ({res['clips']} clips, {res['videos']} videos)")
 
 
+@app.command(help="Mark a store complete if every clip has been written (after sharded runs).")
+@friendly_errors
+def finalize(path: Path = typer.Argument(..., help="the store")) -> None:
+    from store_schema import layout as L
+    from store_schema.writer import StoreWriter
+
+    w = StoreWriter.open(path)
+    if w.finalize():
+        st = w.status()
+        typer.echo(f"{path}: complete ({int((st == L.DONE).sum())} done, {int((st == L.FAILED).sum())} failed)")
+        return
+    pending = int((w.status() == L.PENDING).sum())
+    typer.secho(f"{path}: {pending} of {w.num_clips} clips are not written yet: run the missing shards "
+                "(the same mosic-precompute command) first", err=True, fg=typer.colors.YELLOW)
+    raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

@@ -8,6 +8,7 @@
   clip_video  int32   [C]           index into attrs["video_ids"] of this array
   clip_frames int32   [C, T]        frame indices in the source video
   clip_size   int32   [C, 2]        (width, height) of the source frames
+  failures/c<k>                     group per chunk k with failed clips: attrs["failures"]
 ```
 All per-clip arrays are chunked along clips with the same number of clips per chunk, so one
 chunk index names one file of each array and a chunk has exactly one writer.
@@ -34,6 +35,7 @@ CLIP_VIDEO = "clip_video"
 CLIP_FRAMES = "clip_frames"
 CLIP_SIZE = "clip_size"
 PER_CLIP_ARRAYS = (TRACKS, VISIBILITY, STATUS, CLIP_VIDEO, CLIP_FRAMES, CLIP_SIZE)
+FAILURES = "failures"  # one child group per chunk, written by that chunk's only writer
 
 PENDING, DONE, FAILED = 0, 1, 2
 ATTR_KEY = "mosic"
@@ -60,8 +62,20 @@ class StoreMeta(BaseModel):
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     completed: str | None = None
     made_with: dict[str, Any] = Field(default_factory=dict)
-    plan_failures: list[Failure] = Field(default_factory=list)
-    failures: list[Failure] = Field(default_factory=list)
+    plan_failures: list[Failure] = Field(default_factory=list)  # videos that gave no clip
+
+
+def chunk_failures_key(chunk: int) -> str:
+    return f"c{chunk}"
+
+
+def read_failures(group, meta: StoreMeta) -> list[Failure]:
+    """Whole-video failures from planning, then failed clips in clip order."""
+    clip_failures: list[Failure] = []
+    if FAILURES in group:
+        for _, child in group[FAILURES].groups():
+            clip_failures += [Failure.model_validate(f) for f in child.attrs.get("failures", [])]
+    return list(meta.plan_failures) + sorted(clip_failures, key=lambda f: f.clip)
 
 
 def _numcodecs():

@@ -277,7 +277,7 @@ class StoreReader:
             "failed": int((st == L.FAILED).sum()),
             "pending": int((st == L.PENDING).sum()),
             "videos": len({c.video_id for c in self.clips}),
-            "failures": [f.model_dump() for f in self.meta.plan_failures + self.meta.failures],
+            "failures": [f.model_dump() for f in L.read_failures(self._zgroup(), self.meta)],
         }
 
     def visibility_rate(self, max_clips: int | None = None) -> float:

@@ -118,12 +118,16 @@ class StoreWriter:
     def chunk_ranges(self) -> list[tuple[int, int]]:
         return _chunks(self.num_clips, self.meta.clips_per_chunk)
 
-    def todo(self, retry_failed: bool = True) -> list[tuple[int, int, np.ndarray]]:
-        """Chunks that still have work: (start, stop, clip indices to (re)do)."""
+    def todo(self, retry_failed: bool = True, shard: tuple[int, int] = (0, 1)) -> list[tuple[int, int, np.ndarray]]:
+        """Chunks that still have work: (start, stop, clip indices to (re)do). With ``shard=(i, n)``
+        only chunks k with k % n == i: n processes given i = 0..n-1 write disjoint chunks."""
+        i, n = shard
+        if not 0 <= i < n:
+            raise MosicError(f"shard {i}/{n}: the index must be in 0..{n - 1}")
         st = self.status()
         redo = (st == L.PENDING) | ((st == L.FAILED) if retry_failed else False)
         out = []
-        for a, b in self.chunk_ranges():
+        for a, b in self.chunk_ranges()[i::n]:
             idx = np.flatnonzero(redo[a:b]) + a
             if len(idx):
                 out.append((a, b, idx))
@@ -163,11 +167,17 @@ class StoreWriter:
         self._record_failures(start, start + n, failures)
 
     def _record_failures(self, a: int, b: int, new: Sequence[Failure]) -> None:
-        kept = [f for f in self.meta.failures if f.clip is None or not (a <= f.clip < b)]
-        if len(kept) == len(self.meta.failures) and not new:
-            return
-        self.meta.failures = kept + list(new)
-        self._save_meta()
+        # failures live in a group of their own per chunk, so concurrent writers of other chunks
+        # never rewrite them
+        key = L.chunk_failures_key(a // self.meta.clips_per_chunk)
+        fails = self.group[L.FAILURES]
+        if new:
+            fails.require_group(key).attrs["failures"] = [f.model_dump(mode="json") for f in new]
+        elif key in fails:
+            fails[key].attrs["failures"] = []
+
+    def failures(self) -> list[Failure]:
+        return L.read_failures(self.group, self.meta)
 
     def _save_meta(self) -> None:
         self.group.attrs[L.ATTR_KEY] = self.meta.model_dump(mode="json")
@@ -212,6 +222,7 @@ def _create(
     root.create_array(L.VISIBILITY, shape=(C, T, N), chunks=(cpc, T, N), dtype="bool",
                       fill_value=False, **zstd)
     root.create_array(L.STATUS, shape=(C,), chunks=(cpc,), dtype="uint8", fill_value=L.PENDING, **zstd)
+    root.create_group(L.FAILURES)
 
     video_ids = sorted({c.video_id for c in clips})
     vindex = {v: i for i, v in enumerate(video_ids)}
