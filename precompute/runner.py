@@ -8,6 +8,7 @@ tracks come back non-finite, is recorded as failed with the reason and the run g
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -170,7 +171,7 @@ def precompute(
                     frames_tracked += _track_batch(tracker, cfg, clips, ok, work)
                 if bar is not None:
                     bar.update(len(got))
-            writer.write_chunk(a, work.tracks, work.vis, work.status, work.failures)
+            _write(writer, a, b, work)
             written += int((work.status[idx - a] == L.DONE).sum())
             if on_chunk is not None:
                 on_chunk(a, b)
@@ -184,6 +185,22 @@ def precompute(
         failed=int((st == L.FAILED).sum()), complete=complete,
         seconds=time.perf_counter() - t0, frames_tracked=frames_tracked, failures=failures,
     )
+
+
+def _write(writer: StoreWriter, a: int, b: int, work: "_ChunkWork") -> None:
+    """Write one chunk; a full disk or a read-only store stops the run with a clear error, and the
+    chunks written before stay valid (each chunk file is replaced atomically, status last)."""
+    try:
+        writer.write_chunk(a, work.tracks, work.vis, work.status, work.failures)
+    except OSError as e:
+        what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                errno.EROFS: "the file system is read-only"}.get(e.errno, f"{type(e).__name__}: {e}")
+        done = int((writer.status() == L.DONE).sum())
+        raise MosicError(
+            f"cannot write clips {a}..{b - 1} to {writer.path}: {what} ({e.filename or e}). "
+            f"The {done} clips written before are intact; fix this and re-run the same command to go on"
+        ) from None
 
 
 def _prefetch(pool: ThreadPoolExecutor, fn, items: list, depth: int = 1):
