@@ -246,8 +246,10 @@ def test_mapped_points_land_on_the_same_content(W, H, S, seed, antialias, scale_
     stages = 2 if antialias and max(fx, fy) > 1 else 1
     tol = 0.5 + 0.5 * stages + 0.01 + np.array([LEVELS / W, LEVELS / H]) * max(fx, fy, 1) / 32
     assert (np.abs(err) <= tol).all(), (box, np.abs(err).max(0), tol)
-    # no systematic shift: a half-pixel error would move the mean by > 0.5 * LEVELS / 96 levels
-    assert (np.abs(err.mean(0)) < 0.5).all(), (box, err.mean(0))
+    # no systematic shift: a half-pixel error moves the mean by 0.5 * LEVELS / W levels; allow a
+    # quarter pixel, but never less than 0.75 levels (two uint8 roundings can bias the mean a little)
+    limit = np.maximum(0.25 * LEVELS / np.array([W, H]), 0.75)
+    assert (np.abs(err.mean(0)) < limit).all(), (box, err.mean(0), limit)
 
 
 @HYP
