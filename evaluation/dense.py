@@ -13,9 +13,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @torch.no_grad()
 def patch_features(backbone: torch.nn.Module, frames: np.ndarray, img_size: int, batch: int = 32,
-                   device: str | torch.device = "cpu") -> torch.Tensor:
+                   device: str | torch.device = "cpu", normalize: bool = True) -> torch.Tensor:
     """uint8 frames [B, H, W, 3] -> L2-normalised patch tokens [B, h, w, D] of a timm ViT, frames
-    resized to img_size x img_size."""
+    resized to img_size x img_size. ``normalize=False``: the tokens as the backbone returns them."""
     backbone = backbone.eval().to(device)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
@@ -26,7 +26,8 @@ def patch_features(backbone: torch.nn.Module, frames: np.ndarray, img_size: int,
         x = torch.from_numpy(np.ascontiguousarray(frames[s:s + batch])).to(device).permute(0, 3, 1, 2).float() / 255
         x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False, antialias=True)
         tok = backbone.forward_features((x - mean) / std)[:, backbone.num_prefix_tokens:]
-        out.append(F.normalize(tok.float(), dim=-1).view(len(x), h, h, -1).cpu())
+        tok = F.normalize(tok.float(), dim=-1) if normalize else tok.float()
+        out.append(tok.reshape(len(x), h, h, -1).cpu())
     return torch.cat(out)
 
 
@@ -68,3 +69,114 @@ def hungarian_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int, k: int | 
     per_class[cols] = iou[rows, cols]
     present = area_g.ravel() > 0
     return float(per_class[present].mean()), per_class
+
+
+# --- helpers of the image protocols (evaluation/protocols) ------------------------------------
+
+
+def nearest_index(src: int, dst: int) -> np.ndarray:
+    """Source index of each of ``dst`` output positions, nearest to the output pixel's centre."""
+    return np.minimum(((np.arange(dst) + 0.5) * src / dst).astype(np.int64), src - 1)
+
+
+def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Nearest (pixel-centre) resize of a label map [H, W] to size x size or (h, w); dtype kept."""
+    h, w = (size, size) if isinstance(size, int) else size
+    return labels[nearest_index(labels.shape[0], h)[:, None], nearest_index(labels.shape[1], w)[None, :]]
+
+
+def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Bilinear (antialiased) resize of a uint8 RGB image [H, W, 3] to size x size or (h, w)."""
+    from PIL import Image
+
+    h, w = (size, size) if isinstance(size, int) else size
+    if image.shape[:2] == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+
+
+def check_sample(sample, num_classes: int, ignore_index: int) -> None:
+    """Raise MosicError naming the sample when its image or label map is malformed."""
+    from mosic import MosicError
+
+    img, lab = sample.image, sample.label
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise MosicError(f"sample {sample.id!r}: image must be uint8 [H, W, 3], got {img.dtype} {img.shape}")
+    if lab.shape != img.shape[:2]:
+        raise MosicError(f"sample {sample.id!r}: label map {lab.shape} does not match image {img.shape[:2]}")
+    bad = (lab != ignore_index) & ((lab < 0) | (lab >= num_classes))
+    if bad.any():
+        raise MosicError(f"sample {sample.id!r}: label value {int(lab[bad][0])} is outside 0..{num_classes - 1} "
+                         f"and is not the ignore index {ignore_index}")
+
+
+def dataset_features(backbone: torch.nn.Module, ds, indices, img_size: int, batch: int = 32,
+                     device: str | torch.device = "cpu", normalize: bool = True, progress: str | None = None):
+    """Yield (patch tokens [B, h, w, D], label maps at their own size) over ``ds[indices]`` in
+    batches; images square-resized to img_size (bilinear), tokens by :func:`patch_features`.
+    ``progress``: a tqdm bar with this description."""
+    indices = list(indices)
+    starts = range(0, len(indices), batch)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=progress, unit="batch", dynamic_ncols=True, leave=False)
+    for s in starts:
+        samples = [ds[i] for i in indices[s:s + batch]]
+        for smp in samples:
+            check_sample(smp, ds.num_classes, ds.ignore_index)
+        images = np.stack([resize_image(smp.image, img_size) for smp in samples])
+        tokens = patch_features(backbone, images, img_size, batch, device, normalize=normalize)
+        yield tokens, [smp.label for smp in samples]
+
+
+def confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int = 255,
+              num_pred: int | None = None) -> np.ndarray:
+    """Confusion matrix [num_classes, num_pred] (rows: ground truth, columns: prediction, int64)
+    over the pixels whose ground truth is not ``ignore_index``. ``num_pred`` (default num_classes)
+    allows cluster ids as predictions."""
+    from mosic import MosicError
+
+    num_pred = num_classes if num_pred is None else num_pred
+    gt = np.asarray(gt).ravel().astype(np.int64)
+    pred = np.asarray(pred).ravel().astype(np.int64)
+    if gt.shape != pred.shape:
+        raise ValueError(f"pred and gt differ in size: {pred.size} vs {gt.size}")
+    keep = gt != ignore_index
+    gt, pred = gt[keep], pred[keep]
+    if gt.size and (gt.min() < 0 or gt.max() >= num_classes):
+        raise MosicError(f"ground-truth label {int(gt[(gt < 0) | (gt >= num_classes)][0])} is outside "
+                         f"0..{num_classes - 1} and is not the ignore index {ignore_index}")
+    if pred.size and (pred.min() < 0 or pred.max() >= num_pred):
+        raise ValueError(f"prediction outside 0..{num_pred - 1}")
+    return np.bincount(gt * num_pred + pred, minlength=num_classes * num_pred).reshape(num_classes, num_pred)
+
+
+def miou_from_confusion(conf: np.ndarray, ignore_index: int | None = None) -> tuple[float, np.ndarray]:
+    """(mIoU, per-class IoU) from a confusion matrix [C, C'] (C' >= C; columns past C are
+    predictions that count for no class, e.g. unmatched clusters). IoU_c = TP / (GT + P - TP); a
+    class is scored when its union is non-empty (so predicting an absent class costs) and it is
+    not ``ignore_index`` (a data set may ignore a class, e.g. 0); unscored classes are NaN in the
+    per-class IoU. mIoU is a fraction in [0, 1] (NaN if no class is scored)."""
+    C = conf.shape[0]
+    conf = conf.astype(np.float64)
+    tp = np.diag(conf[:, :C])
+    union = conf.sum(1) + conf[:, :C].sum(0) - tp
+    iou = np.full(C, np.nan)
+    scored = union > 0
+    if ignore_index is not None and 0 <= ignore_index < C:
+        scored[ignore_index] = False
+    iou[scored] = tp[scored] / union[scored]
+    return (float(iou[scored].mean()) if scored.any() else float("nan")), iou
+
+
+def confusion_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int,
+                   ignore_index: int = 255) -> tuple[float, np.ndarray]:
+    """mIoU of class predictions ``pred`` against ``gt`` (same shape), pixels with gt ==
+    ignore_index not counted: see :func:`confusion` and :func:`miou_from_confusion`."""
+    return miou_from_confusion(confusion(pred, gt, num_classes, ignore_index), ignore_index)
+
+
+def iou_list(per_class: np.ndarray) -> list:
+    """Per-class IoU as JSON-safe percentages (None for unscored classes)."""
+    return [None if np.isnan(v) else round(100 * float(v), 2) for v in per_class]

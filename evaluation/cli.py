@@ -1,0 +1,483 @@
+"""``mosic-eval``: score a backbone's dense features with the protocols of this line of work and
+keep the figures in a results table.
+
+    mosic-eval run --model vit_small_patch14_dinov2 --pretrained --dataset voc --root data/voc \\
+        --video-dataset davis --video-root data/davis --protocols linear,clustering,incontext,video \\
+        --name dinov2-s14 --out results
+    mosic-eval compare base.json mosic.json --plot gains.png
+    mosic-eval show --model vit_small_patch14_dinov2 --weights runs/x/backbone.pth \\
+        --video-dataset davis --video-root data/davis --out clusters.gif
+
+Every protocol runs with the published settings (the protocol functions' defaults, see
+``../shared/REFERENCE.md``) unless overridden by an option or ``--set PROTOCOL.KEY=VALUE``;
+``--quick`` scales them down (small inputs, few epochs and iterations) for CPU demos.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import numpy as np
+import typer
+import yaml
+
+from mosic import MosicError
+from mosic.cli_common import friendly_errors, setup_logging
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
+                  help="Evaluate dense features: linear / clustering / in-context segmentation on images, "
+                       "unsupervised video segmentation, trajectory consistency; results tables and comparisons.")
+
+PROTOCOLS = ("linear", "clustering", "incontext", "video", "consistency")
+IMAGE_KINDS = ("voc", "ade20k", "synthetic")
+VIDEO_KINDS = ("davis", "ytvos", "synthetic")
+
+# where each protocol lives: (module, function)
+_FUNCS = {
+    "linear": ("evaluation.protocols.linear", "linear_segmentation"),
+    "clustering": ("evaluation.protocols.clustering", "frozen_clustering"),
+    "incontext": ("evaluation.protocols.incontext", "incontext_segmentation"),
+    "video": ("evaluation.protocols.video", "video_segmentation"),
+    "consistency": ("evaluation.protocols.video", "temporal_consistency"),
+}
+
+# --quick: settings scaled down for a CPU demo (unknown keys are dropped per protocol signature)
+QUICK = {
+    "linear": dict(img_size=112, feat_size=28, epochs=3, step_at=2, batch_size=16),
+    "clustering": dict(img_size=112, niter=10, nredo=1),
+    "incontext": dict(img_size=112, memory_size=10_240, augment_passes=1),
+    "video": dict(img_size=112, eval_size=56, niter=10, nredo=1),
+    "consistency": dict(img_size=112, max_videos=6),
+}
+
+# default splits of each data set kind: (train, val)
+IMAGE_SPLITS = {"voc": ("trainaug", "val"), "ade20k": ("training", "validation"), "synthetic": ("train", "valid")}
+# (YouTube-VOS: the challenge's valid/test meta.json hide the categories, so its train split is scored)
+VIDEO_SPLITS = {"davis": "val", "ytvos": "train", "synthetic": "valid"}
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------------
+def _split_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def parse_protocols(text: str) -> list[str]:
+    out = []
+    for p in _split_list(text):
+        p = {"in-context": "incontext", "hummingbird": "incontext", "tc": "consistency"}.get(p.lower(), p.lower())
+        if p not in PROTOCOLS:
+            raise MosicError(f"--protocols: unknown protocol {p!r} (choose from {', '.join(PROTOCOLS)})")
+        if p not in out:
+            out.append(p)
+    if not out:
+        raise MosicError("--protocols: give at least one of " + ", ".join(PROTOCOLS))
+    return out
+
+
+def parse_fractions(text: str) -> list[tuple[str, float]]:
+    """'1/128,1' -> [('1/128', 0.0078125), ('1', 1.0)]."""
+    out = []
+    for t in _split_list(text):
+        try:
+            f = Fraction(t)
+        except (ValueError, ZeroDivisionError):
+            raise MosicError(f"--fractions: {t!r} is not a fraction (e.g. 1/128)") from None
+        if not 0 < f <= 1:
+            raise MosicError(f"--fractions: {t} is not in (0, 1]")
+        out.append((str(f), float(f)))
+    if not out:
+        raise MosicError("--fractions: give at least one fraction, e.g. 1/128,1")
+    return out
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    try:
+        v = [int(t) for t in _split_list(text)]
+    except ValueError:
+        raise MosicError(f"{what}: expected comma-separated integers, got {text!r}") from None
+    if not v or min(v) < 1:
+        raise MosicError(f"{what}: expected positive integers, got {text!r}")
+    return v
+
+
+def parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
+    """['video.nredo=1', 'linear.epochs=5'] -> {'video': {'nredo': 1}, 'linear': {'epochs': 5}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for s in sets:
+        key, sep, val = s.partition("=")
+        proto, dot, name = key.strip().partition(".")
+        proto = proto.lower()
+        if not sep or not dot or not name:
+            raise MosicError(f"--set expects PROTOCOL.KEY=VALUE (e.g. linear.epochs=5), got {s!r}")
+        if proto not in PROTOCOLS:
+            raise MosicError(f"--set {s!r}: unknown protocol {proto!r} (choose from {', '.join(PROTOCOLS)})")
+        out.setdefault(proto, {})[name.strip()] = yaml.safe_load(val)
+    return out
+
+
+def parse_model_kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        kw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MosicError(f"--model-kwargs must be a JSON object, e.g. '{{\"depth\": 2}}' ({e})") from None
+    if not isinstance(kw, dict):
+        raise MosicError(f"--model-kwargs must be a JSON object, got {text!r}")
+    return kw
+
+
+def protocol_function(protocol: str) -> Callable:
+    mod, fn = _FUNCS[protocol]
+    try:
+        return getattr(importlib.import_module(mod), fn)
+    except ModuleNotFoundError as e:
+        if e.name == mod:
+            raise MosicError(f"protocol {protocol!r} is not available in this installation ({mod} is missing)") from None
+        raise
+
+
+def call_settings(fn: Callable, protocol: str, quick: bool, user: dict, fixed: dict) -> dict:
+    """Keyword arguments for a protocol: its defaults (the paper's), then --quick, then the
+    options of this CLI (``fixed``), then --set; unknown --set keys are errors, unknown --quick
+    keys are dropped."""
+    params = inspect.signature(fn).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    names = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    unknown = [k for k in user if k not in names and not accepts_any]
+    if unknown:
+        settable = sorted(n for n in names if params[n].default is not inspect.Parameter.empty)
+        raise MosicError(f"--set {protocol}.{unknown[0]}: {fn.__name__} has no setting {unknown[0]!r} "
+                         f"(settings: {', '.join(settable)})")
+    kw = {k: v for k, v in (QUICK[protocol] if quick else {}).items() if k in names or accepts_any}
+    kw.update({k: v for k, v in fixed.items() if (k in names or accepts_any) and v is not None})
+    kw.update(user)
+    return kw
+
+
+def effective_settings(fn: Callable, kw: dict) -> dict:
+    """The settings a call ran with: the function's defaults updated with ``kw`` (JSON-able)."""
+    out = {}
+    for n, p in inspect.signature(fn).parameters.items():
+        if p.default is not inspect.Parameter.empty and n not in ("device", "progress"):
+            out[n] = p.default
+    out.update({k: v for k, v in kw.items() if k not in ("device", "progress")})
+    return json.loads(json.dumps(out, default=str))
+
+
+def weights_label(weights: Path | None, pretrained: bool, random: bool) -> str:
+    if weights is not None:
+        return str(weights)
+    return "random" if random else "pretrained"
+
+
+class Backbones:
+    """The backbone, created for each protocol's input size (timm resamples the position embeddings
+    once, at creation), or once for all with --img-size; one kept at a time."""
+
+    def __init__(self, model: str, weights: Path | None, pretrained: bool, kwargs: dict, img_size: int | None,
+                 device: str):
+        self.model, self.weights, self.pretrained, self.kwargs = model, weights, pretrained, kwargs
+        self.img_size, self.device = img_size, device
+        self._cache: dict[int, Any] = {}
+
+    def get(self, size: int):
+        from train.model import create_backbone
+
+        size = self.img_size or size
+        if size not in self._cache:
+            self._cache.clear()
+            torch_seed()
+            self._cache[size] = create_backbone(self.model, pretrained=self.pretrained, weights=self.weights,
+                                                img_size=size, **self.kwargs).eval().to(self.device)
+        return self._cache[size]
+
+
+def torch_seed(seed: int = 0) -> None:
+    import torch
+
+    torch.manual_seed(seed)  # a --random backbone is the same for every size and run
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _open_image(kind: str, root: Path, split: str):
+    from evaluation.datasets import open_seg_dataset
+
+    return open_seg_dataset(kind, root, split)
+
+
+def _open_video(kind: str, root: Path, split: str, frames: int, seed: int):
+    from evaluation.datasets import open_video_dataset
+
+    return open_video_dataset(kind, root, split, frames=frames, seed=seed)
+
+
+def _kvalue(res: dict, k: int) -> float | None:
+    """mIoU for K from frozen_clustering's result ({'k': {K: {...}}} or {str(K): {...}})."""
+    table = res.get("k", res)
+    for key in (k, str(k)):
+        if key in table and isinstance(table[key], dict):
+            return table[key].get("miou")
+    return None
+
+
+def _compact(d: Any, depth: int = 0) -> Any:
+    """Protocol outputs for the JSON details, without per-clip tables and with very long lists
+    summarised."""
+    if isinstance(d, dict):
+        return {k: _compact(v, depth + 1) for k, v in d.items() if k not in ("per_clip",)}
+    if isinstance(d, (list, tuple)) and len(d) > 200:
+        return f"<{len(d)} values>"
+    return d
+
+
+# ------------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------------
+@app.command("run", help="Evaluate one backbone with the chosen protocols and add (or replace) its row in the "
+                         "results table OUT.json / OUT.md. Image protocols use --dataset/--root, video ones "
+                         "--video-dataset/--video-root; 'consistency' needs a synthetic set (either one).")
+@friendly_errors
+def run(
+    model: str = typer.Option(..., "--model", help="timm model name, e.g. vit_small_patch14_dinov2"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="backbone weights file (timm state dict, mosic "
+                                           "backbone.pth, or official DINOv2 checkpoint)"),
+    pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (the default without --weights/--random)"),
+    random_init: bool = typer.Option(False, "--random", help="random initialisation (a baseline)"),
+    model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON object of extra timm create_model "
+                                               "arguments, e.g. '{\"depth\": 2, \"embed_dim\": 48, \"num_heads\": 3}'"),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=14, help="input size for every protocol "
+                                           "(default: each protocol's published size)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="image data set: voc | ade20k | synthetic"),
+    root: Optional[Path] = typer.Option(None, "--root", help="image data set folder"),
+    train_split: Optional[str] = typer.Option(None, "--train-split", help="default: trainaug (voc), training (ade20k), train (synthetic)"),
+    val_split: Optional[str] = typer.Option(None, "--val-split", help="default: val (voc), validation (ade20k), valid (synthetic)"),
+    video_dataset: Optional[str] = typer.Option(None, "--video-dataset", help="video data set: davis | ytvos | synthetic"),
+    video_root: Optional[Path] = typer.Option(None, "--video-root", help="video data set folder"),
+    video_split: Optional[str] = typer.Option(None, "--video-split", help="default: val (davis), train (ytvos: the "
+                                              "only split with categories), valid (synthetic)"),
+    video_frames: int = typer.Option(4, "--video-frames", min=1, help="sorted random frames per clip (TimeTuning: 4)"),
+    protocols: str = typer.Option("linear,clustering,incontext,video", "--protocols",
+                                  help="comma-separated: " + ", ".join(PROTOCOLS)),
+    fractions: str = typer.Option("1/128,1", "--fractions", help="in-context: fractions of the train split"),
+    fraction_seeds: Optional[int] = typer.Option(None, "--fraction-seeds", min=1, help="in-context: seeded draws "
+                                                 "averaged for each fraction below 1 (default 5; --quick 1)"),
+    ks: Optional[str] = typer.Option(None, "--ks", help="clustering: K values (default: number of classes, 100, 300, 500)"),
+    video_modes: str = typer.Option("frame", "--video-modes", help="video: frame (F-clustering), clip, dataset; comma-separated"),
+    sets: List[str] = typer.Option([], "--set", help="PROTOCOL.KEY=VALUE: any protocol setting, e.g. linear.epochs=5 (repeatable)"),
+    quick: bool = typer.Option(False, "--quick", help="scaled-down settings for a CPU demo (small inputs, few epochs)"),
+    name: Optional[str] = typer.Option(None, "--name", help="row name (default: model + weights)"),
+    out: Path = typer.Option(Path("results"), "--out", help="results table: writes OUT.json and OUT.md"),
+    merge: bool = typer.Option(False, "--merge", help="keep the row's figures that this run does not recompute"),
+    seed: int = typer.Option(0, "--seed", help="seed for subsets, clip frames, K-means"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    setup_logging(verbose)
+    from evaluation.results import load_or_empty, make_row, markdown_table, save_results, upsert
+
+    if sum([weights is not None, pretrained, random_init]) > 1:
+        raise MosicError("give only one of --weights PATH, --pretrained, --random")
+    if weights is not None and not Path(weights).is_file():
+        raise MosicError(f"weights file not found: {weights}")
+    protos = parse_protocols(protocols)
+    user = parse_sets(sets)
+    mkw = parse_model_kwargs(model_kwargs)
+    fracs = parse_fractions(fractions) if "incontext" in protos else []
+    modes = _split_list(video_modes)
+    for m in modes:
+        if m not in ("frame", "clip", "dataset"):
+            raise MosicError(f"--video-modes: unknown mode {m!r} (frame, clip, dataset)")
+    image_protos = [p for p in protos if p in ("linear", "clustering", "incontext")]
+    if image_protos:
+        if dataset is None or root is None:
+            raise MosicError(f"protocols {', '.join(image_protos)} need --dataset and --root")
+        if dataset not in IMAGE_KINDS:
+            raise MosicError(f"--dataset must be one of {', '.join(IMAGE_KINDS)}, got {dataset!r}")
+    if "video" in protos:
+        if video_dataset is None or video_root is None:
+            raise MosicError("protocol video needs --video-dataset and --video-root")
+        if video_dataset not in VIDEO_KINDS:
+            raise MosicError(f"--video-dataset must be one of {', '.join(VIDEO_KINDS)}, got {video_dataset!r}")
+    syn_root = syn_split = None
+    if "consistency" in protos:
+        if video_dataset == "synthetic" and video_root is not None:
+            syn_root, syn_split = video_root, video_split or VIDEO_SPLITS["synthetic"]
+        elif dataset == "synthetic" and root is not None:
+            syn_root, syn_split = root, val_split or IMAGE_SPLITS["synthetic"][1]
+        else:
+            raise MosicError("protocol consistency needs a synthetic set: --video-dataset synthetic --video-root DIR "
+                             "(or --dataset synthetic --root DIR)")
+    for p in protos:  # fail before any work if a protocol module is missing or a --set key is unknown
+        call_settings(protocol_function(p), p, quick, user.get(p, {}), {})
+
+    device = device or _default_device()
+    wlabel = weights_label(weights, pretrained, random_init)
+    row_name = name or f"{model} ({wlabel})"
+    nets = Backbones(model, weights, not random_init and weights is None, mkw, img_size, device)
+    figures: dict[str, float] = {}
+    settings: dict[str, dict] = {}
+    details: dict[str, Any] = {}
+    common = dict(device=device, seed=seed, progress=True)
+
+    def log(msg: str) -> None:
+        typer.echo(msg, err=True)
+
+    n_seeds = fraction_seeds or (1 if quick else 5)
+    total = (("linear" in protos) + ("clustering" in protos) + ("consistency" in protos)
+             + ("video" in protos) * len(modes) + sum(n_seeds if f < 1 else 1 for _, f in fracs))
+    step = [0]
+
+    def go(protocol: str, label: str, fixed: dict, *args) -> dict:
+        fn = protocol_function(protocol)
+        step[0] += 1
+        kw = call_settings(fn, protocol, quick, user.get(protocol, {}), {**common, **fixed})
+        if img_size and "img_size" not in user.get(protocol, {}):
+            kw["img_size"] = img_size
+        p = inspect.signature(fn).parameters.get("img_size")
+        size = kw.get("img_size") or (p.default if p is not None else 224)
+        t = time.perf_counter()
+        log(f"[{step[0]}/{total}] {label} ...")
+        res = fn(nets.get(int(size)), *args, **kw)
+        fig = res.get("miou", res.get("consistency"))
+        log(f"[{step[0]}/{total}] {label} done in {time.perf_counter() - t:.0f}s"
+            + (f": {fig:.1f}" if isinstance(fig, (int, float)) else ""))
+        settings[label] = effective_settings(fn, kw)
+        details[label] = _compact(res)
+        return res
+
+    train_ds = val_ds = None
+    if image_protos:
+        tr, va = IMAGE_SPLITS[dataset]
+        val_ds = _open_image(dataset, root, val_split or va)
+        if "linear" in protos or "incontext" in protos:
+            train_ds = _open_image(dataset, root, train_split or tr)
+    if "linear" in protos:
+        res = go("linear", f"{dataset}/linear", {}, train_ds, val_ds)
+        figures[f"{dataset}/linear"] = res["miou"]
+    if "clustering" in protos:
+        C = val_ds.num_classes
+        kk = parse_ints(ks, "--ks") if ks else ([C, 3 * C] if quick else [C, 100, 300, 500])
+        fixed = {"ks": kk, "seeds": [seed]} if seed else {"ks": kk}
+        res = go("clustering", f"{dataset}/clustering", fixed, val_ds)
+        for k in kk:
+            figures[f"{dataset}/clustering K={k}"] = _kvalue(res, k)
+    if "incontext" in protos:
+        for text, frac in fracs:
+            label = f"{dataset}/in-context {text}"
+            draws = list(range(seed, seed + (n_seeds if frac < 1 else 1)))  # the paper averages 5 draws of a fraction
+            runs = [go("incontext", label if len(draws) == 1 else f"{label} seed {sd}", {"fraction": frac, "seed": sd},
+                       train_ds, val_ds) for sd in draws]
+            figures[label] = float(np.mean([r["miou"] for r in runs]))
+    if "video" in protos:
+        vds = _open_video(video_dataset, video_root, video_split or VIDEO_SPLITS[video_dataset], video_frames, seed)
+        for m in modes:
+            res = go("video", f"{video_dataset}/video {m}", {"mode": m}, vds)
+            figures[f"{video_dataset}/video {m}"] = res["miou"]
+    if "consistency" in protos:
+        res = go("consistency", "synthetic/consistency", {"split": syn_split}, syn_root)
+        figures["synthetic/consistency"] = res["consistency"]
+        figures["synthetic/correspondence"] = res["correspondence"]
+
+    row = make_row(row_name, model, wlabel, figures, settings=settings,
+                   details={**details, "model_kwargs": mkw, "img_size": img_size, "quick": quick, "device": device,
+                            "seed": seed})
+    rows = upsert(load_or_empty(out), row, merge=merge)
+    js, md = save_results(rows, out)
+    typer.echo(markdown_table([r for r in rows if r["name"] == row_name]))
+    typer.echo(f"wrote {js} and {md}")
+
+
+@app.command("compare", help="Compare two results tables: every figure of A and B side by side with the gain "
+                             "B - A (Markdown on stdout). Rows pair up by name; a single-row A is compared "
+                             "with every row of B; otherwise name them with --a-row/--b-row.")
+@friendly_errors
+def compare_cmd(
+    a: Path = typer.Argument(..., help="results A (the baseline), .json"),
+    b: Path = typer.Argument(..., help="results B, .json"),
+    a_row: Optional[str] = typer.Option(None, "--a-row", help="row of A to compare"),
+    b_row: Optional[str] = typer.Option(None, "--b-row", help="row of B to compare"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the gains as a bar chart (.png)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also write the Markdown to this file"),
+) -> None:
+    from evaluation.results import compare, plot_gains
+
+    text = compare(a, b, a_row, b_row)
+    typer.echo(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    if plot is not None:
+        typer.echo(f"wrote {plot_gains(a, b, plot, a_row, b_row)}", err=True)
+
+
+@app.command("show", help="Draw a clip's K-means clusters (TimeTuning's clustering, K = labels present) over its "
+                          "frames: OUT .gif (animation) or .png (frames above overlays). Clusters are matched to "
+                          "the labels so a class keeps its colour (--raw: cluster ids as found).")
+@friendly_errors
+def show(
+    model: str = typer.Option(..., "--model", help="timm model name"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="backbone weights file"),
+    pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (default without --weights/--random)"),
+    random_init: bool = typer.Option(False, "--random", help="random initialisation"),
+    model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON object of extra timm arguments"),
+    video_dataset: str = typer.Option(..., "--video-dataset", help="davis | ytvos | synthetic"),
+    video_root: Path = typer.Option(..., "--video-root", help="video data set folder"),
+    video_split: Optional[str] = typer.Option(None, "--video-split"),
+    video_frames: int = typer.Option(4, "--video-frames", min=1, help="frames of the clip"),
+    clip: int = typer.Option(0, "--clip", min=0, help="which clip (video index)"),
+    mode: str = typer.Option("clip", "--mode", help="clip (one K-means over the clip) or frame"),
+    k: Optional[int] = typer.Option(None, "--k", min=1, help="clusters (default: labels present)"),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=14, help="input size (default 224; --quick 112)"),
+    eval_size: Optional[int] = typer.Option(None, "--eval-size", min=1, help="clustering resolution (default: input size)"),
+    raw: bool = typer.Option(False, "--raw", help="raw cluster ids instead of label-matched colours"),
+    quick: bool = typer.Option(False, "--quick", help="small input, few K-means iterations"),
+    out: Path = typer.Option(Path("clusters.gif"), "--out", help=".gif or .png"),
+    seed: int = typer.Option(0, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    from evaluation.protocols.video import PAPER, show_clusters
+    from evaluation.results import cluster_visualisation
+
+    if sum([weights is not None, pretrained, random_init]) > 1:
+        raise MosicError("give only one of --weights PATH, --pretrained, --random")
+    if video_dataset not in VIDEO_KINDS:
+        raise MosicError(f"--video-dataset must be one of {', '.join(VIDEO_KINDS)}, got {video_dataset!r}")
+    if out.suffix.lower() not in (".gif", ".png"):
+        raise MosicError(f"--out must end in .gif or .png, got {out}")
+    device = device or _default_device()
+    q = QUICK["video"] if quick else {}
+    size = img_size or q.get("img_size", PAPER["img_size"])
+    vds = _open_video(video_dataset, video_root, video_split or VIDEO_SPLITS[video_dataset], video_frames, seed)
+    if clip >= len(vds):
+        raise MosicError(f"--clip {clip}: {video_dataset} has {len(vds)} clips")
+    sample = vds[clip]
+    net = Backbones(model, weights, not random_init and weights is None, parse_model_kwargs(model_kwargs), None,
+                    device).get(size)
+    maps, miou = show_clusters(net, sample, mode=mode, img_size=size, eval_size=eval_size or q.get("eval_size"), k=k,
+                               niter=q.get("niter", PAPER["niter"]), nredo=q.get("nredo", PAPER["nredo"]), seed=seed,
+                               device=device, matched=not raw)
+    path = cluster_visualisation(sample.frames, maps, out)
+    typer.echo(f"clip {sample.video_id} frames {list(sample.frame_indices)}: {mode} clustering mIoU {miou:.1f}; wrote {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

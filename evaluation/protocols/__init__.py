@@ -1,0 +1,1 @@
+"""Evaluation protocols: each a function (backbone, data, settings) -> dict of figures."""

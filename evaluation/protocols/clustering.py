@@ -1,0 +1,106 @@
+"""Frozen clustering: K-means on the patch tokens of a whole data set, matched to the classes.
+
+Tokens (L2-normalised, from :func:`evaluation.dense.patch_features`) of all images are
+standardised per dimension, projected on their top ``pca_dim`` principal components and clustered
+with faiss K-means. Each pixel takes its patch's cluster (nearest upsampling to the mask size), so
+the cluster-by-class overlap counts come from per-patch class histograms that are computed once.
+Clusters are matched to classes over the whole data set:
+
+- K <= number of classes: one-to-one (Hungarian, maximal total IoU); a class without a cluster
+  scores 0.
+- K > number of classes (overclustering): many-to-one, each cluster takes the class it overlaps
+  most (the "precision-based" greedy matching of NeCo/Leopart: precision = overlap / cluster size).
+
+mIoU from the matched confusion matrix (ignore pixels never counted), averaged over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from evaluation.dense import dataset_features, iou_list, kmeans, miou_from_confusion, nearest_index
+from mosic import MosicError
+
+
+def match_clusters(cont: np.ndarray, many_to_one: bool, ignore_index: int | None = None) -> np.ndarray:
+    """Class of each cluster from the overlap counts ``cont`` [K, C]; -1 for an unmatched cluster.
+    An ignore index inside 0..C-1 (a data set that ignores a class, e.g. 0) gets no cluster."""
+    K, C = cont.shape
+    classes = np.array([c for c in range(C) if c != ignore_index])
+    cont = cont[:, classes].astype(np.float64)
+    if many_to_one:
+        return classes[cont.argmax(1)]
+    from scipy.optimize import linear_sum_assignment
+
+    iou = cont / np.maximum(cont.sum(1, keepdims=True) + cont.sum(0, keepdims=True) - cont, 1)
+    rows, cols = linear_sum_assignment(-iou)
+    mapping = np.full(K, -1)
+    mapping[rows] = classes[cols]
+    return mapping
+
+
+def matched_miou(cont: np.ndarray, mapping: np.ndarray, ignore_index: int | None = None) -> tuple[float, np.ndarray]:
+    """(mIoU, per-class IoU) of clusters relabelled by ``mapping``, over the classes present in the
+    ground truth (a cluster matched to an absent class is simply wrong); pixels of unmatched
+    clusters (-1) are errors for their true class and count for no other."""
+    K, C = cont.shape
+    conf = np.zeros((C, C + 1), np.int64)
+    for c in range(K):
+        conf[:, mapping[c] if mapping[c] >= 0 else C] += cont[c]
+    _, iou = miou_from_confusion(conf, ignore_index)
+    iou[conf.sum(1) == 0] = np.nan
+    scored = ~np.isnan(iou)
+    return (float(iou[scored].mean()) if scored.any() else float("nan")), iou
+
+
+def frozen_clustering(backbone: torch.nn.Module, ds, ks: Sequence[int] | None = None, img_size: int = 448,
+                      pca_dim: int | None = 50, niter: int = 20, nredo: int = 1, seeds: Sequence[int] = (0,),
+                      batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = False) -> dict:
+    """K-means of the frozen patch tokens of ``ds`` for each K in ``ks`` (default: the number of
+    scored classes, 21 for VOC), each with every seed. Returns ``{str(K): {"miou", "miou_std",
+    "miou_per_seed", "per_class_iou", "matching"}}``: percentages, mIoU averaged over the seeds,
+    over the classes present in ``ds``."""
+    if len(ds) == 0:
+        raise MosicError(f"data set {ds.name!r} is empty")
+    C, ignore = ds.num_classes, ds.ignore_index
+    scored = C - int(0 <= ignore < C)  # an ignore index inside the class range is no class
+    ks = tuple(ks) if ks is not None else (scored,)
+    feats, hists = [], []
+    for tok, labels in dataset_features(backbone, ds, range(len(ds)), img_size, batch_size, device,
+                                        progress="clustering: features" if progress else None):
+        _, h, w, D = tok.shape
+        feats.append(tok.reshape(-1, D))
+        for lab in labels:  # class histogram of the pixels each patch covers (nearest upsampling)
+            H, W = lab.shape
+            patch = nearest_index(h, H)[:, None] * w + nearest_index(w, W)[None, :]
+            lab = lab.astype(np.int64)
+            keep = lab != ignore
+            counts = np.bincount(patch[keep] * C + lab[keep], minlength=h * w * C)
+            hists.append(counts.reshape(h * w, C).astype(np.int32))
+    x = torch.cat(feats)
+    hist = torch.from_numpy(np.concatenate(hists))
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    if pca_dim and pca_dim < x.shape[1]:
+        _, vecs = torch.linalg.eigh((x.T @ x).double() / len(x))  # ascending eigenvalues
+        x = x @ vecs[:, -pca_dim:].flip(1).float()
+    x = x.numpy()
+
+    out = {}
+    for k in ks:
+        if k > len(x):
+            raise MosicError(f"K = {k} clusters but only {len(x)} patches in {ds.name!r}")
+        many = k > scored
+        mious, per_class = [], []
+        for seed in seeds:
+            assign = kmeans(x, k, seed=seed, niter=niter, nredo=nredo)
+            cont = torch.zeros(k, C, dtype=torch.int64).index_add_(0, torch.from_numpy(assign), hist.long()).numpy()
+            miou, iou = matched_miou(cont, match_clusters(cont, many, ignore), ignore)
+            mious.append(100 * miou)
+            per_class.append(iou)
+        out[str(k)] = {"miou": float(np.mean(mious)), "miou_std": float(np.std(mious)), "miou_per_seed": mious,
+                       "per_class_iou": iou_list(np.mean(per_class, 0)),
+                       "matching": "many_to_one" if many else "hungarian"}
+    return out

@@ -1,0 +1,284 @@
+"""Unsupervised video semantic segmentation (the TimeTuning protocol) and trajectory consistency.
+
+Video segmentation, per clip of F sorted frames (the data set picks them):
+
+1. frozen patch tokens of every frame resized to ``img_size`` (224 px by default);
+2. standardise each dimension and project onto the first ``pca_dim`` (50) principal components,
+   fitted on the patches of the clip (``mode="dataset"``: of all clips; the official code fits on
+   each loader batch);
+3. upsample the projected feature maps bilinearly to ``eval_size`` x ``eval_size`` pixels (the
+   input resolution by default) and resize the labels to it (nearest);
+4. pixel-level K-means (faiss, 50 iterations, 5 restarts) with K = the number of ground-truth
+   labels present (ignore pixels excepted) in the unit that is clustered: each frame
+   (``mode="frame"``, F-clustering), each clip (``"clip"``) or the whole data set (``"dataset"``);
+5. Hungarian matching of clusters to labels on 1 - IoU; clusters left unmatched become background
+   (label 0); IoU of every label present in the unit, background included, averaged;
+6. the figure is the mean of that mIoU over frames (``frame``), over clips (``clip``), or the single
+   data-set value (``dataset``); ignore pixels (255) are not scored.
+
+Figures are percentages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evaluation.dense import kmeans, patch_features
+from mosic import MosicError
+
+MODES = ("frame", "clip", "dataset")
+IGNORE = 255
+
+# TimeTuning's settings (the defaults of :func:`video_segmentation`)
+PAPER = dict(frames=4, img_size=224, pca_dim=50, niter=50, nredo=5, mode="frame")
+
+
+# ------------------------------------------------------------------------------------------------
+# the maths, on arrays
+# ------------------------------------------------------------------------------------------------
+def standardise_pca(x: torch.Tensor | np.ndarray, dim: int = 50) -> torch.Tensor:
+    """Rows x [N, D] -> each column standardised (zero mean, unit variance), projected on the first
+    ``dim`` principal components [N, min(dim, D, N)] (float32)."""
+    x = torch.as_tensor(x).double().reshape(len(x), -1)
+    x = (x - x.mean(0)) / (x.std(0, unbiased=False) + 1e-6)
+    d = min(dim, x.shape[1], len(x))
+    if d >= x.shape[1]:
+        return x.float()
+    cov = x.T @ x / max(1, len(x) - 1)
+    evals, evecs = torch.linalg.eigh(cov)  # ascending
+    comps = evecs[:, torch.argsort(evals, descending=True)[:d]]
+    return (x @ comps).float()
+
+
+def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Feature maps [B, h, w, D] -> bilinear (align_corners=False) [B, H, W, D]."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(maps.shape[1:3]) == size:
+        return maps
+    x = F.interpolate(maps.permute(0, 3, 1, 2).float(), size=size, mode="bilinear", align_corners=False)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Label maps [B, H, W] -> nearest resize [B, size, size] (int64)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    labels = np.asarray(labels)
+    if tuple(labels.shape[1:]) == size:
+        return labels.astype(np.int64)
+    t = torch.from_numpy(labels.astype(np.int64))[:, None].float()
+    return F.interpolate(t, size=size, mode="nearest")[:, 0].long().numpy()
+
+
+def present_labels(labels: np.ndarray, ignore_index: int = IGNORE) -> np.ndarray:
+    """The labels that occur in ``labels``, ``ignore_index`` excepted (sorted)."""
+    u = np.unique(labels)
+    return u[u != ignore_index]
+
+
+def match_and_score(pred: np.ndarray, gt: np.ndarray, ignore_index: int = IGNORE,
+                    background: int = 0) -> tuple[float, dict[int, float], np.ndarray]:
+    """TimeTuning's scoring of one unit (frame, clip or data set).
+
+    Clusters ``pred`` and labels ``gt`` (same shape) are matched one to one by the Hungarian
+    algorithm on 1 - IoU (over the clusters and labels present, ignore pixels left out); a cluster
+    left unmatched (more clusters than labels) is relabelled ``background``. Returns (mIoU over the
+    labels present in gt, background included, as a fraction; {label: IoU}; pred relabelled
+    to label ids, ``ignore_index`` where gt is ignored)."""
+    from scipy.optimize import linear_sum_assignment
+
+    pred = np.asarray(pred).astype(np.int64)
+    gt = np.asarray(gt).astype(np.int64)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and labels {gt.shape} differ in shape")
+    valid = gt != ignore_index
+    p, g = pred[valid], gt[valid]
+    out = np.full(pred.shape, ignore_index, np.int64)
+    if g.size == 0:
+        return float("nan"), {}, out
+    clusters, p_idx = np.unique(p, return_inverse=True)
+    labels, g_idx = np.unique(g, return_inverse=True)
+    inter = np.zeros((len(clusters), len(labels)))
+    np.add.at(inter, (p_idx, g_idx), 1)
+    union = inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter
+    iou = inter / np.maximum(union, 1)
+    rows, cols = linear_sum_assignment(1 - iou)
+    lut = np.full(len(clusters), background, np.int64)  # unmatched clusters -> background
+    lut[rows] = labels[cols]
+    mapped = lut[p_idx]
+    out[valid] = mapped
+    per = {}
+    for lab in labels:
+        is_g, is_p = g == lab, mapped == lab
+        tp = np.count_nonzero(is_g & is_p)
+        per[int(lab)] = tp / max(1, np.count_nonzero(is_g | is_p))
+    return float(np.mean(list(per.values()))), per, out
+
+
+def cluster_pixels(x: torch.Tensor | np.ndarray, k: int, seed: int = 0, niter: int = 50, nredo: int = 5) -> np.ndarray:
+    """K-means (faiss) of pixel features [M, d] -> cluster index per row; K = 1 (or fewer rows
+    than K) short-cut without faiss."""
+    x = np.ascontiguousarray(torch.as_tensor(x).float().numpy())
+    if k <= 1:
+        return np.zeros(len(x), np.int64)
+    if len(x) <= k:
+        return np.arange(len(x), dtype=np.int64)
+    return kmeans(x, k, seed=seed, niter=niter, nredo=nredo).astype(np.int64)
+
+
+def cluster_clip(features: torch.Tensor, labels: np.ndarray, mode: str = "frame", eval_size: int = 224,
+                 pca_dim: int = 50, niter: int = 50, nredo: int = 5, seed: int = 0, k: int | None = None,
+                 ignore_index: int = IGNORE) -> tuple[np.ndarray, list[float], np.ndarray]:
+    """One clip's patch features [F, h, w, D] and labels [F, H, W] -> (raw cluster maps [F, S, S],
+    mIoU per scored unit (one per frame for ``frame``, one for ``clip``; fractions), labels
+    relabelled by the matching [F, S, S]), S = eval_size. ``k`` overrides K = labels present."""
+    if mode not in ("frame", "clip"):
+        raise MosicError(f"cluster_clip: mode must be 'frame' or 'clip', got {mode!r}")
+    Fn, h, w, D = features.shape
+    x = standardise_pca(features.reshape(Fn * h * w, D), pca_dim).view(Fn, h, w, -1)
+    up = upsample(x, eval_size)  # [F, S, S, d]
+    gt = resize_labels(labels, eval_size)
+    clusters = np.zeros(gt.shape, np.int64)
+    matched = np.full(gt.shape, ignore_index, np.int64)
+    scores: list[float] = []
+    units = [[f] for f in range(Fn)] if mode == "frame" else [list(range(Fn))]
+    for u in units:
+        g = gt[u]
+        kk = k or max(1, len(present_labels(g, ignore_index)))
+        c = cluster_pixels(up[u].reshape(-1, up.shape[-1]), kk, seed=seed, niter=niter, nredo=nredo).reshape(g.shape)
+        clusters[u] = c
+        miou, _, m = match_and_score(c, g, ignore_index)
+        matched[u] = m
+        if not np.isnan(miou):
+            scores.append(miou)
+    return clusters, scores, matched
+
+
+# ------------------------------------------------------------------------------------------------
+# the protocol
+# ------------------------------------------------------------------------------------------------
+def _check(mode: str, img_size: int, eval_size: int | None, pca_dim: int, niter: int, nredo: int) -> None:
+    if mode not in MODES:
+        raise MosicError(f"video segmentation: mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if img_size < 14:
+        raise MosicError(f"video segmentation: img_size must be at least one patch, got {img_size}")
+    if eval_size is not None and eval_size < 1:
+        raise MosicError(f"video segmentation: eval_size must be positive, got {eval_size}")
+    if pca_dim < 1 or niter < 1 or nredo < 1:
+        raise MosicError(f"video segmentation: pca_dim, niter and nredo must be positive (got {pca_dim}, {niter}, {nredo})")
+
+
+def _clips(ds, max_clips: int | None) -> Iterable[int]:
+    n = len(ds) if max_clips is None else min(len(ds), max_clips)
+    if n == 0:
+        raise MosicError(f"video segmentation: data set {getattr(ds, 'name', '?')!r} has no clips")
+    return range(n)
+
+
+def _bar(it, total: int, desc: str, progress: bool):
+    if not progress:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="clip", dynamic_ncols=True, leave=False)
+
+
+def video_segmentation(backbone: torch.nn.Module, ds, mode: str = "frame", img_size: int = 224,
+                       eval_size: int | None = None, pca_dim: int = 50, niter: int = 50, nredo: int = 5,
+                       seed: int = 0, batch: int = 32, device: str | torch.device = "cpu",
+                       max_clips: int | None = None, ignore_index: int = IGNORE, progress: bool = False) -> dict:
+    """Unsupervised video semantic segmentation of a ``VideoSegDataset`` (see the module doc).
+
+    Returns {"miou": percent, "mode", "units": frames/clips/1 scored, "clips", "per_clip":
+    {video_id: percent}} (``per_clip`` is empty for ``dataset``)."""
+    _check(mode, img_size, eval_size, pca_dim, niter, nredo)
+    eval_size = eval_size or img_size
+    idx = _clips(ds, max_clips)
+    if mode == "dataset":
+        return _dataset_wise(backbone, ds, idx, img_size, eval_size, pca_dim, niter, nredo, seed, batch, device,
+                             ignore_index, progress)
+    scores: list[float] = []
+    per_clip: dict[str, float] = {}
+    for i in _bar(idx, len(idx), f"video {mode}-clustering", progress):
+        s = ds[i]
+        feats = patch_features(backbone, s.frames, img_size, batch=batch, device=device)
+        _, sc, _ = cluster_clip(feats, s.labels, mode, eval_size, pca_dim, niter, nredo, seed, ignore_index=ignore_index)
+        scores += sc
+        if sc:
+            per_clip[str(s.video_id)] = 100 * float(np.mean(sc))
+    if not scores:
+        raise MosicError("video segmentation: no clip has a scored (non-ignored) pixel")
+    return {"miou": 100 * float(np.mean(scores)), "mode": mode, "units": len(scores), "clips": len(idx),
+            "per_clip": per_clip}
+
+
+def _dataset_wise(backbone, ds, idx, img_size, eval_size, pca_dim, niter, nredo, seed, batch, device, ignore_index,
+                  progress) -> dict:
+    """All clips' pixels clustered together (memory: clips x F x eval_size^2 x pca_dim floats)."""
+    feats, labels = [], []
+    for i in _bar(idx, len(idx), "video dataset-clustering", progress):
+        s = ds[i]
+        feats.append(patch_features(backbone, s.frames, img_size, batch=batch, device=device))
+        labels.append(resize_labels(s.labels, eval_size))
+    f = torch.cat(feats)
+    N, h, w, D = f.shape
+    x = upsample(standardise_pca(f.reshape(-1, D), pca_dim).view(N, h, w, -1), eval_size)
+    gt = np.concatenate(labels)
+    k = max(1, len(present_labels(gt, ignore_index)))
+    pred = cluster_pixels(x.reshape(-1, x.shape[-1]), k, seed=seed, niter=niter, nredo=nredo).reshape(gt.shape)
+    miou, _, _ = match_and_score(pred, gt, ignore_index)
+    if np.isnan(miou):
+        raise MosicError("video segmentation: no clip has a scored (non-ignored) pixel")
+    return {"miou": 100 * miou, "mode": "dataset", "units": 1, "clips": len(idx), "per_clip": {}}
+
+
+def show_clusters(backbone: torch.nn.Module, sample, mode: str = "clip", img_size: int = 224,
+                  eval_size: int | None = None, k: int | None = None, pca_dim: int = 50, niter: int = 50,
+                  nredo: int = 5, seed: int = 0, device: str | torch.device = "cpu",
+                  matched: bool = True) -> tuple[np.ndarray, float]:
+    """Cluster maps of one ``VideoClipSample`` for drawing: [F, S, S] (matched to the labels, so a
+    class keeps its colour across frames, when ``matched``; raw cluster ids otherwise) and the
+    clip's mIoU (percent)."""
+    _check(mode, img_size, eval_size, pca_dim, niter, nredo)
+    if mode == "dataset":
+        raise MosicError("show: mode must be 'frame' or 'clip'")
+    feats = patch_features(backbone, sample.frames, img_size, device=device)
+    clusters, scores, relabelled = cluster_clip(feats, sample.labels, mode, eval_size or img_size, pca_dim, niter,
+                                                nredo, seed, k=k)
+    maps = relabelled if matched else clusters
+    return maps, 100 * float(np.mean(scores)) if scores else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------
+# trajectory consistency (synthetic set, exact ground-truth tracks)
+# ------------------------------------------------------------------------------------------------
+def temporal_consistency(backbone: torch.nn.Module, synthetic_root: str | Path, split: str = "valid",
+                         img_size: int = 112, frames_per_video: int = 4, step: int = 6,
+                         max_videos: int | None = None, clusters: int = 24, seed: int = 0) -> dict:
+    """How often a ground-truth trajectory's patch keeps its K-means cluster (``clusters``
+    clusters over all frames' patch features) from a clip's first frame to its later frames, on
+    the synthetic set (visible points only). Wraps :func:`evaluation.synthetic_probe.probe`, so the
+    figure equals the training demo's ``track_consistency``; its ``correspondence`` (nearest
+    first-frame point on the same layer) comes along. Percentages."""
+    from evaluation.synthetic_probe import probe
+    from mosic.data.synthetic import SyntheticSource
+
+    root = Path(synthetic_root)
+    try:
+        SyntheticSource(root, split=split).videos()
+    except MosicError as e:
+        raise MosicError(f"trajectory consistency needs a synthetic set: {e}") from None
+    r = probe(backbone, root, split=split, img_size=img_size, frames_per_video=frames_per_video, step=step,
+              max_videos=max_videos, overcluster=clusters, seed=seed)
+    return {"consistency": r["track_consistency"], "correspondence": r["correspondence"], "videos": r["videos"],
+            "frames": r["frames"]}
+
+
+__all__: Sequence[str] = (
+    "MODES", "PAPER", "cluster_clip", "cluster_pixels", "match_and_score", "present_labels", "resize_labels",
+    "show_clusters", "standardise_pca", "temporal_consistency", "upsample", "video_segmentation",
+)

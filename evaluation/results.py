@@ -1,0 +1,323 @@
+"""Results tables: one row per evaluated model, one column per data set / protocol / setting.
+
+A row is a plain dict::
+
+    {"name": "dinov2-s14", "model": "vit_small_patch14_dinov2", "weights": "pretrained",
+     "figures": {"voc/linear": 78.9, "voc/clustering K=21": 40.1, "davis/video frame": 57.4, ...},
+     "settings": {...}, "details": {...}, "date": "2026-01-01T12:00:00"}
+
+``figures`` holds the numbers (percentages) shown in tables and comparisons; ``settings`` the
+protocol settings used and ``details`` the protocols' other outputs (JSON only).
+:func:`save_results` writes ``<stem>.json`` (the rows) and ``<stem>.md`` (the table).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from mosic import MosicError
+
+FORMAT_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------------
+# rows, files
+# ------------------------------------------------------------------------------------------------
+def make_row(name: str, model: str, weights: str, figures: dict[str, float], settings: dict | None = None,
+             details: dict | None = None) -> dict:
+    from datetime import datetime
+
+    return {"name": name, "model": model, "weights": weights,
+            "figures": {k: _num(v) for k, v in figures.items()},
+            "settings": settings or {}, "details": details or {},
+            "date": datetime.now().isoformat(timespec="seconds")}
+
+
+def _num(v) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def upsert(rows: list[dict], row: dict, merge: bool = False) -> list[dict]:
+    """``rows`` with ``row`` replacing the row of the same name (kept in its place) or appended.
+    With ``merge``, figures (and settings, details) of the old row that the new one lacks are kept."""
+    out = []
+    done = False
+    for r in rows:
+        if r.get("name") == row["name"] and not done:
+            if merge:
+                row = {**row, "figures": {**r.get("figures", {}), **row["figures"]},
+                       "settings": {**r.get("settings", {}), **row.get("settings", {})},
+                       "details": {**r.get("details", {}), **row.get("details", {})}}
+            out.append(row)
+            done = True
+        elif r.get("name") != row["name"]:
+            out.append(r)
+    if not done:
+        out.append(row)
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if math.isnan(float(o)) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _stem(out_stem: str | Path) -> Path:
+    p = Path(out_stem)
+    return p.with_suffix("") if p.suffix in (".json", ".md") else p
+
+
+def save_results(rows: Sequence[dict], out_stem: str | Path) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md``; returns both paths."""
+    stem = _stem(out_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        if not r.get("name"):
+            raise MosicError("every results row needs a name")
+    js, md = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
+    tmp = js.with_name(js.name + ".tmp")
+    tmp.write_text(json.dumps({"version": FORMAT_VERSION, "rows": list(rows)}, indent=1, default=_json_default))
+    tmp.replace(js)
+    md.write_text(markdown_table(rows) + "\n")
+    return js, md
+
+
+def load_results(path: str | Path) -> list[dict]:
+    """The rows of a results file written by :func:`save_results` (``.json``; a ``.md`` path or a
+    stem is read from the ``.json`` beside it). A missing file is an error."""
+    p = Path(path)
+    if p.suffix != ".json":
+        p = _stem(p).with_name(_stem(p).name + ".json")
+    if not p.is_file():
+        raise MosicError(f"results file not found: {p}")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MosicError(f"{p} is not a results file (bad JSON: {e})") from None
+    rows = data.get("rows") if isinstance(data, dict) else data
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r and "figures" in r for r in rows):
+        raise MosicError(f"{p} is not a results file: expected {{'rows': [{{'name', 'figures', ...}}]}}")
+    return rows
+
+
+def load_or_empty(path: str | Path) -> list[dict]:
+    p = Path(path)
+    js = p if p.suffix == ".json" else _stem(p).with_name(_stem(p).name + ".json")
+    return load_results(js) if js.exists() else []
+
+
+# ------------------------------------------------------------------------------------------------
+# tables
+# ------------------------------------------------------------------------------------------------
+def columns(rows: Iterable[dict]) -> list[str]:
+    """Figure names in order of first appearance."""
+    seen: dict[str, None] = {}
+    for r in rows:
+        for k in r.get("figures", {}):
+            seen.setdefault(k, None)
+    return list(seen)
+
+
+def _fmt(v, signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:+.1f}" if signed else f"{v:.1f}"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """One row per model (name, model, weights), one column per figure (mIoU etc., percent)."""
+    cols = columns(rows)
+    head = ["model", "backbone", "weights", *cols]
+    lines = ["| " + " | ".join(_cell(h) for h in head) + " |",
+             "|" + "|".join(["---"] * 3 + ["---:"] * len(cols)) + "|"]
+    for r in rows:
+        figs = r.get("figures", {})
+        cells = [r.get("name", ""), r.get("model", ""), r.get("weights", "")] + [_fmt(figs.get(c)) for c in cols]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _as_rows(x) -> list[dict]:
+    if isinstance(x, (str, Path)):
+        return load_results(x)
+    if isinstance(x, dict):
+        return [x]
+    return list(x)
+
+
+def pairs(a, b, a_row: str | None = None, b_row: str | None = None) -> list[tuple[dict, dict]]:
+    """Rows of A and B to compare: the named ones; else rows of the same name; else the only row
+    of A against every row of B (a baseline file); else an error asking for names."""
+    A, B = _as_rows(a), _as_rows(b)
+    if not A or not B:
+        raise MosicError("compare: a results file has no rows")
+
+    def pick(rows, name, which):
+        for r in rows:
+            if r["name"] == name:
+                return r
+        raise MosicError(f"compare: no row named {name!r} in {which} (rows: {', '.join(r['name'] for r in rows)})")
+
+    if a_row or b_row:
+        ra = [pick(A, a_row, "A")] if a_row else (A if len(A) == 1 else None)
+        rb = [pick(B, b_row, "B")] if b_row else B
+        if ra is None:
+            raise MosicError("compare: A has several rows; name one with --a-row")
+        return [(ra[0], r) for r in rb]
+    names_a = {r["name"]: r for r in A}
+    common = [(names_a[r["name"]], r) for r in B if r["name"] in names_a]
+    if common:
+        return common
+    if len(A) == 1:
+        return [(A[0], r) for r in B]
+    raise MosicError(
+        f"compare: cannot tell which rows to compare (A: {', '.join(names_a)}; B: {', '.join(r['name'] for r in B)}); "
+        "give --a-row and --b-row")
+
+
+def gains(a_row: dict, b_row: dict) -> dict[str, tuple[float | None, float | None, float | None]]:
+    """{figure: (A, B, B - A)} over the figures of either row (A's order first)."""
+    fa, fb = a_row.get("figures", {}), b_row.get("figures", {})
+    out = {}
+    for k in columns([a_row, b_row]):
+        va, vb = fa.get(k), fb.get(k)
+        out[k] = (va, vb, None if va is None or vb is None else vb - va)
+    return out
+
+
+def compare(a_json, b_json, a_row: str | None = None, b_row: str | None = None) -> str:
+    """Markdown: for each pair of rows (see :func:`pairs`), every figure of A and B side by side
+    and the gain B - A."""
+    blocks = []
+    for ra, rb in pairs(a_json, b_json, a_row, b_row):
+        lines = [f"**{_cell(rb['name'])}** vs **{_cell(ra['name'])}**", "",
+                 f"| figure | A: {_cell(ra['name'])} | B: {_cell(rb['name'])} | B − A |",
+                 "|---|---:|---:|---:|"]
+        for k, (va, vb, d) in gains(ra, rb).items():
+            lines.append(f"| {_cell(k)} | {_fmt(va)} | {_fmt(vb)} | {_fmt(d, signed=True)} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def plot_gains(a, b, png: str | Path, a_row: str | None = None, b_row: str | None = None) -> Path:
+    """Horizontal bar chart of B - A per figure (one bar group per compared pair)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ps = pairs(a, b, a_row, b_row)
+    keys = columns([r for p in ps for r in p])
+    keys = [k for k in keys if any(gains(ra, rb).get(k, (None,) * 3)[2] is not None for ra, rb in ps)]
+    if not keys:
+        raise MosicError("plot: the compared rows share no figure")
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(keys) * max(1, len(ps)) + 1.2))
+    h = 0.8 / len(ps)
+    y = np.arange(len(keys))
+    for i, (ra, rb) in enumerate(ps):
+        g = gains(ra, rb)
+        vals = [(g.get(k, (None, None, None))[2] or 0.0) for k in keys]
+        colour = ["tab:green" if v >= 0 else "tab:red" for v in vals] if len(ps) == 1 else None
+        bars = ax.barh(y + (i - (len(ps) - 1) / 2) * h, vals, height=h, label=f"{rb['name']} − {ra['name']}",
+                       color=colour)
+        for bar, v in zip(bars, vals):
+            ax.annotate(f"{v:+.1f}", (v, bar.get_y() + bar.get_height() / 2), xytext=(3 if v >= 0 else -3, 0),
+                        textcoords="offset points", ha="left" if v >= 0 else "right", va="center", fontsize=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, keys)
+    ax.invert_yaxis()
+    ax.set_xlabel("gain (points)")
+    ax.set_title("B − A" if len(ps) > 1 else f"{ps[0][1]['name']} − {ps[0][0]['name']}")
+    if len(ps) > 1:
+        ax.legend(fontsize=8)
+    lo, hi = ax.get_xlim()
+    pad = 0.15 * (hi - lo)
+    ax.set_xlim(lo - pad, hi + pad)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+# ------------------------------------------------------------------------------------------------
+# cluster pictures
+# ------------------------------------------------------------------------------------------------
+def palette(n: int, seed: int = 3) -> np.ndarray:
+    """n distinct-ish RGB colours [n, 3] uint8 (a fixed start, then seeded random)."""
+    base = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
+                     [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
+                     [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128]], np.uint8)
+    if n <= len(base):
+        return base[:n]
+    rng = np.random.default_rng(seed)
+    return np.concatenate([base, rng.integers(0, 256, (n - len(base), 3), dtype=np.uint8)])
+
+
+def overlay(frame: np.ndarray, cluster_map: np.ndarray, alpha: float = 0.5, skip: Sequence[int] = (255,),
+            colours: np.ndarray | None = None) -> np.ndarray:
+    """One frame [H, W, 3] uint8 with cluster colours blended in (map resized nearest to the frame;
+    ids in ``skip`` left uncoloured)."""
+    from PIL import Image
+
+    frame = np.asarray(frame, np.uint8)
+    H, W = frame.shape[:2]
+    cm = np.asarray(cluster_map).astype(np.int64)
+    if cm.shape != (H, W):
+        cm = np.asarray(Image.fromarray(cm.astype(np.int32)).resize((W, H), Image.NEAREST)).astype(np.int64)
+    colours = palette(int(cm.max()) + 1) if colours is None else colours
+    out = frame.astype(np.float32)
+    mask = ~np.isin(cm, list(skip)) & (cm >= 0)
+    col = colours[np.clip(cm, 0, len(colours) - 1)].astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * col[mask]
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def cluster_visualisation(frames: np.ndarray, cluster_maps: np.ndarray, out: str | Path, alpha: float = 0.5,
+                          skip: Sequence[int] = (255,), duration_ms: int = 500) -> Path:
+    """Cluster colours over frames: ``out`` .png = frames on top, overlays below; .gif = an
+    animation of [frame | overlay]. frames [F, H, W, 3] uint8, cluster_maps [F, h, w] ints."""
+    from PIL import Image
+
+    frames = np.asarray(frames)
+    maps = np.asarray(cluster_maps)
+    if frames.ndim == 3:
+        frames, maps = frames[None], maps[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or maps.ndim != 3 or len(maps) != len(frames):
+        raise MosicError(f"cluster_visualisation: need frames [F, H, W, 3] and maps [F, h, w], got "
+                         f"{frames.shape} and {maps.shape}")
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".gif"):
+        raise MosicError(f"cluster_visualisation: output must end in .png or .gif, got {out.name}")
+    valid = maps[~np.isin(maps, list(skip))]
+    colours = palette(int(valid.max()) + 1 if valid.size else 1)
+    overlays = [overlay(f, m, alpha, skip, colours) for f, m in zip(frames, maps)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".png":
+        img = np.concatenate([np.concatenate(list(frames), 1), np.concatenate(overlays, 1)], 0)
+        Image.fromarray(img.astype(np.uint8)).save(out)
+    else:
+        pics = [Image.fromarray(np.concatenate([f, o], 1).astype(np.uint8)) for f, o in zip(frames, overlays)]
+        pics[0].save(out, save_all=True, append_images=pics[1:], duration=duration_ms, loop=0)
+    return out

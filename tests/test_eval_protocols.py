@@ -1,0 +1,312 @@
+"""The image protocols (linear segmentation, frozen clustering, in-context segmentation) and the
+dense.py helpers they share: hand-made cases for the maths, and end-to-end runs on in-memory data
+whose class is the hue of each band, with a fake backbone that reads hue (near 100 mIoU) against a
+random tiny ViT (clearly lower)."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from evaluation.datasets import SegDataset, SegSample
+from evaluation.dense import (IMAGENET_MEAN, IMAGENET_STD, confusion, confusion_miou, dataset_features,
+                              miou_from_confusion, resize_labels)
+from evaluation.protocols.clustering import frozen_clustering, match_clusters, matched_miou
+from evaluation.protocols.incontext import (augment, build_memory, incontext_segmentation, knn_labels,
+                                            sample_patches, soft_patch_labels)
+from evaluation.protocols.linear import linear_segmentation
+from mosic import MosicError
+
+# --------------------------------------------------------------------------------------------
+# data: 4 horizontal bands per image, class = hue of the band (4 hues 90 degrees apart around the
+# ImageNet mean colour), strong pixel noise; 2-px ignore strips at class changes (as VOC's object
+# borders). Val sets also have one band labelled ignore and painted in a WRONG class's hue.
+# --------------------------------------------------------------------------------------------
+GRAY_W = np.array([0.299, 0.587, 0.114])
+_u = np.array([1.0, 0, 0]) - GRAY_W[0]
+_u /= np.linalg.norm(_u)
+_v = np.array([0, 1.0, 0]) - GRAY_W[1]
+_v -= (_v @ _u) * _u
+_v /= np.linalg.norm(_v)
+_ang = np.arange(4) * np.pi / 2
+COLOURS = np.array([124, 116, 104.0]) + 25 * (np.cos(_ang)[:, None] * _u + np.sin(_ang)[:, None] * _v)
+NOISE = 90
+P = 14  # patch size of the fake backbone and of the tiny ViT
+
+
+def make_dataset(n: int, H: int, W: int, seed: int, decoy: bool, name: str = "bands") -> SegDataset:
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        cls = rng.choice(4, 4, p=[0.4, 0.2, 0.2, 0.2])
+        lab = np.repeat(cls, H // 4)[:, None].repeat(W, 1).astype(np.uint8)
+        img = COLOURS[lab] + rng.normal(0, NOISE, (H, W, 3))
+        for b in range(1, 4):
+            if cls[b] != cls[b - 1]:
+                lab[b * H // 4 - 1:b * H // 4 + 1] = 255
+        if decoy:
+            r = rng.integers(4)
+            band = slice(r * H // 4, (r + 1) * H // 4)
+            lab[band] = 255
+            img[band] = COLOURS[(cls[r] + 1) % 4] + rng.normal(0, NOISE, (H // 4, W, 3))
+        samples.append(SegSample(np.clip(img, 0, 255).astype(np.uint8), lab, f"{name}{i}"))
+    return SegDataset(name, ["background", "a", "b", "c"], samples, lambda s: s)
+
+
+class HueBackbone(nn.Module):
+    """Fake ViT: a patch's token is the chroma of its mean colour (colour minus its grey level),
+    which the protocols' colour jitter only scales: it encodes the class."""
+
+    num_prefix_tokens = 1
+
+    def __init__(self):
+        super().__init__()
+        self.patch_embed = types.SimpleNamespace(patch_size=(P, P))
+
+    def forward_features(self, x):
+        x = x * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        m = F.avg_pool2d(x, P).flatten(2).transpose(1, 2)
+        t = 100 * (m - (m @ torch.tensor(GRAY_W, dtype=m.dtype))[..., None])
+        return torch.cat([torch.zeros_like(t[:, :1]), t], 1)
+
+
+def random_vit(img_size: int):
+    from train.model import create_backbone
+
+    torch.manual_seed(0)
+    return create_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=img_size, depth=2, embed_dim=48,
+                           num_heads=3, init_values=0.1)
+
+
+@pytest.fixture(scope="module")
+def bands():
+    # train 112 px (8 x 8 patches at img_size 112), val at another size and aspect ratio (resize paths)
+    return (make_dataset(32, 112, 112, seed=10, decoy=False, name="train"),
+            make_dataset(16, 168, 224, seed=20, decoy=True, name="val"))
+
+
+# --------------------------------------------------------------------------------------------
+# shared maths (dense.py)
+# --------------------------------------------------------------------------------------------
+def test_confusion_miou_by_hand():
+    gt = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
+    pred = np.array([[0, 1, 1, 1], [2, 0, 3, 0]])  # the two ignore pixels predict anything
+    conf = confusion(pred, gt, 4, 255)
+    assert conf.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+    miou, iou = confusion_miou(pred, gt, 4, 255)
+    # class 0: TP 1, GT 2, P 2 -> 1/3; class 1: 2/(2+3-2) = 2/3; class 2: 1/(2+1-1) = 1/2; class 3: never
+    # present nor predicted on a scored pixel -> not scored
+    assert np.allclose(iou[:3], [1 / 3, 2 / 3, 1 / 2]) and np.isnan(iou[3])
+    assert miou == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    # predicting a class absent from gt is penalised (union > 0, IoU 0)
+    miou2, iou2 = confusion_miou(np.array([3, 0]), np.array([0, 0]), 4, 255)
+    assert iou2[3] == 0 and iou2[0] == 0.5 and miou2 == pytest.approx(0.25)
+    # ignore pixels never count, whatever is predicted there
+    for fill in range(4):
+        p = pred.copy()
+        p[gt == 255] = fill
+        assert confusion_miou(p, gt, 4, 255)[0] == miou
+    # an ignore index inside the class range (e.g. raw ADE20K, whose 0 is "other") is never scored
+    m0, i0 = confusion_miou(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3, ignore_index=0)
+    assert np.isnan(i0[0]) and m0 == pytest.approx((1 / 2 + 1 / 2) / 2)
+    # a label that is neither a class nor the ignore index is the data set's fault
+    with pytest.raises(MosicError, match="label 7 is outside 0..3"):
+        confusion(np.zeros(3, int), np.array([0, 7, 255]), 4, 255)
+    # unmatched-cluster column (past C) counts against the true class only
+    m, i = miou_from_confusion(np.array([[2, 0, 2], [0, 4, 0]]))
+    assert np.allclose(i, [0.5, 1.0]) and m == pytest.approx(0.75)
+
+
+def test_resize_labels_nearest():
+    lab = np.array([[0, 1], [2, 255]], np.uint8)
+    up = resize_labels(lab, 4)
+    assert up.dtype == np.uint8 and up.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255], [2, 2, 255, 255]]
+    big = np.arange(36).reshape(6, 6)
+    assert resize_labels(big, 3).tolist() == big[1::2, 1::2].tolist()  # pixel centres 1, 3, 5
+    assert resize_labels(big, (2, 3)).shape == (2, 3)
+
+
+def test_malformed_sample_is_named():
+    ds = SegDataset("bad", ["a", "b"], [SegSample(np.zeros((8, 8, 3), np.uint8), np.full((8, 8), 5, np.uint8), "img7")],
+                    lambda s: s)
+    with pytest.raises(MosicError, match="img7.*label value 5"):
+        next(dataset_features(HueBackbone(), ds, [0], 28))
+
+
+# --------------------------------------------------------------------------------------------
+# clustering
+# --------------------------------------------------------------------------------------------
+def test_hungarian_and_many_to_one_differ_by_hand():
+    # gt: 4 pixels of class 0, 4 of class 1; 3 clusters: class 0 split in two clusters
+    gt = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    pred = np.array([0, 0, 1, 1, 2, 2, 2, 2])
+    cont = confusion(gt, pred, 3, 255, num_pred=2)  # rows: clusters (as "gt"), columns: classes
+    assert cont.tolist() == [[2, 0], [2, 0], [0, 4]]
+    one = match_clusters(cont, many_to_one=False)
+    assert sorted(one.tolist()) == [-1, 0, 1] and one[2] == 1  # one cluster of class 0 is left out
+    assert matched_miou(cont, one)[0] == pytest.approx((2 / 4 + 1) / 2)  # class 0 half found
+    many = match_clusters(cont, many_to_one=True)
+    assert many.tolist() == [0, 0, 1]
+    assert matched_miou(cont, many)[0] == 1.0
+    # many-to-one is precision-based: a cluster goes to the class it overlaps most, even when its IoU
+    # with another (smaller) class is higher: cluster 0 holds 6 px of class 0 (100 px) and all 5 px of
+    # class 1 -> IoU 6/105 vs 5/11, precision 6/11 vs 5/11
+    cont2 = np.array([[6, 5], [94, 0]])
+    assert match_clusters(cont2, many_to_one=True).tolist() == [0, 0]
+    # K = C but class 2 absent from the data: its cluster is wrong, the class is not scored
+    cont3 = np.array([[4, 0, 0], [0, 3, 0], [0, 1, 0]])
+    m = match_clusters(cont3, many_to_one=False)
+    assert m.tolist() == [0, 1, 2]
+    miou3, iou3 = matched_miou(cont3, m)
+    assert np.isnan(iou3[2]) and miou3 == pytest.approx((1 + 3 / 4) / 2)
+    # the ignore class never receives a cluster
+    assert match_clusters(np.array([[5, 1, 0], [0, 0, 4]]), many_to_one=True, ignore_index=0).tolist() == [1, 2]
+
+
+def test_clustering_recovers_colour_classes(bands):
+    _, val = bands
+    res = frozen_clustering(HueBackbone(), val, ks=(4, 12), img_size=112, pca_dim=2, nredo=3, seeds=(0, 1))
+    assert set(res) == {"4", "12"}
+    assert res["4"]["matching"] == "hungarian" and res["12"]["matching"] == "many_to_one"
+    assert res["4"]["miou"] >= 97 and len(res["4"]["miou_per_seed"]) == 2
+    assert res["12"]["miou"] >= 97
+    assert len(res["4"]["per_class_iou"]) == 4
+    vit = frozen_clustering(random_vit(112), val, img_size=112, pca_dim=2, nredo=3)
+    assert set(vit) == {"4"} and vit["4"]["miou"] <= res["4"]["miou"] - 10
+
+
+# --------------------------------------------------------------------------------------------
+# linear
+# --------------------------------------------------------------------------------------------
+def test_linear_head_commutes_with_upsampling():
+    head = nn.Conv2d(5, 3, 1)
+    x = torch.randn(2, 5, 4, 4)
+    def up(t):
+        return F.interpolate(t, size=(10, 10), mode="bilinear", align_corners=False)
+
+    assert torch.allclose(head(up(x)), up(head(x)), atol=1e-5)
+
+
+def test_linear_segmentation(bands):
+    train, val = bands
+    kw = dict(img_size=112, feat_size=28, batch_size=16)
+    res = linear_segmentation(HueBackbone(), train, val, **kw)
+    assert res["miou"] >= 90 and len(res["per_class_iou"]) == 4
+    assert len(res["train_loss"]) == 25 and res["train_loss"][-1] < 0.5 * res["train_loss"][0]
+    assert res["train_images"] == 32 and res["val_images"] == 16
+    vit = linear_segmentation(random_vit(112), train, val, **kw)
+    assert vit["miou"] <= res["miou"] - 8
+    small = linear_segmentation(HueBackbone(), train, val, epochs=2, max_train=5, **kw)
+    assert small["train_images"] == 5 and len(small["train_loss"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# in-context
+# --------------------------------------------------------------------------------------------
+def test_soft_patch_labels_by_hand():
+    lab = np.array([[0, 0, 1, 255],
+                    [0, 1, 255, 255],
+                    [255, 255, 2, 2],
+                    [255, 255, 2, 2]])
+    soft = soft_patch_labels(lab, 2, 3, 255)
+    assert soft.tolist() == [[0.75, 0.25, 0], [0, 0.25, 0], [0, 0, 0], [0, 0, 1]]
+
+
+def test_sample_patches_clamp_and_rare_classes():
+    soft = torch.zeros(20, 3)
+    soft[:15, 0] = 1  # 15 background patches
+    soft[15, 2] = 0.5  # one patch of a rare class
+    # rows 16..19: no scored pixel
+    gen = torch.Generator().manual_seed(0)
+    everything = sample_patches(soft, 1000, gen)
+    assert sorted(everything.tolist()) == list(range(16))  # clamped to the labelled patches
+    hits = sum(15 in sample_patches(soft, 2, gen).tolist() for _ in range(400))
+    # weights 1/15 per background patch, 1 for the rare one: P(rare among 2) = 1/2 + 1/2 * 15/29 = 0.76
+    # (uniform sampling would give 2/16 = 0.125)
+    assert 0.68 < hits / 400 < 0.84
+    assert len(sample_patches(torch.zeros(4, 3), 3, gen)) == 0
+
+
+def test_memory_budget(bands):
+    train, _ = bands
+    sub = train.subset(4 / 32, 0)
+    # budget above the 64 patches an image has: clamped, every patch kept (the thin ignore strips
+    # never fill a patch) in each pass over each image
+    f, lab, budget = build_memory(HueBackbone(), sub, 112, 10 ** 6, 2, seed=0)
+    assert budget == 64 and len(f) == len(lab) == 2 * 4 * 64
+    assert (lab.sum(1) > 0).all() and torch.allclose(f.norm(dim=1), torch.ones(len(f)))
+    f, lab, budget = build_memory(HueBackbone(), sub, 112, 80, 2, seed=0)
+    assert budget == 10 and len(f) == 80
+    f, _, budget = build_memory(HueBackbone(), sub, 112, 3, 2, seed=0)  # fewer slots than images: 1 each
+    assert budget == 1 and len(f) == 8
+
+
+def test_knn_labels_by_hand():
+    mem = F.normalize(torch.tensor([[1.0, 0], [0.8, 0.6], [0, 1.0]]), dim=1)
+    labels = torch.tensor([[1.0, 0], [0, 1.0], [0, 1.0]])
+    q = torch.tensor([[1.0, 0]])
+    out = knn_labels(q, mem, labels, k=2, temperature=0.1)
+    w = torch.softmax(torch.tensor([1.0, 0.8]) / 0.1, 0)
+    assert torch.allclose(out, w[None]) and knn_labels(q, mem, labels, k=10, temperature=0.1).shape == (1, 2)
+
+
+def test_augment_crop_and_jitter():
+    rng = np.random.default_rng(0)
+    img = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    lab = np.repeat(np.arange(4, dtype=np.uint8), 15)[:, None].repeat(80, 1)
+    lab[:, :5] = 255
+    for _ in range(20):
+        a, b = augment(img, lab, 28, rng)
+        assert a.shape == (28, 28, 3) and a.dtype == np.uint8 and b.shape == (28, 28)
+        assert set(np.unique(b)) <= {0, 1, 2, 3, 255}
+    a1, b1 = augment(img, lab, 28, np.random.default_rng(5))
+    a2, b2 = augment(img, lab, 28, np.random.default_rng(5))
+    assert (a1 == a2).all() and (b1 == b2).all()
+    # no jitter, full-scale crop of a square image with square ratio: a plain resize
+    sq = img[:60, :60]
+    a, b = augment(sq, lab[:, :60], 60, rng, scale=(1, 1), ratio=(1, 1), p_jitter=0)
+    assert (a == sq).all() and (b == lab[:, :60]).all()
+
+
+def test_incontext_segmentation(bands):
+    train, val = bands
+    kw = dict(img_size=112, memory_size=2000, k=5)
+    res = incontext_segmentation(HueBackbone(), train, val, **kw)
+    assert res["miou"] >= 97 and len(res["per_class_iou"]) == 4
+    assert res["per_image_budget"] == 2000 // (32 * 2) and res["memory"] <= 2000
+    vit = incontext_segmentation(random_vit(112), train, val, **kw)
+    assert vit["miou"] <= res["miou"] - 20
+    frac = incontext_segmentation(HueBackbone(), train, val, fraction=1 / 8, seed=3, **kw)
+    assert frac["train_images"] == 4 and frac["per_image_budget"] == 64 and frac["memory"] <= 4 * 2 * 64
+    again = incontext_segmentation(HueBackbone(), train, val, fraction=1 / 8, seed=3, **kw)
+    assert again["miou"] == frac["miou"]  # seeded: subset, crops, sampling
+    with pytest.raises(MosicError, match="fraction"):
+        incontext_segmentation(HueBackbone(), train, val, fraction=0, **kw)
+    with pytest.raises(MosicError, match="multiple of the backbone's patch size"):
+        incontext_segmentation(HueBackbone(), train, val, img_size=100)
+
+
+# --------------------------------------------------------------------------------------------
+# the real data path: the synthetic video set exported as Pascal VOC
+# --------------------------------------------------------------------------------------------
+def test_protocols_on_synthetic_voc_export(tmp_path):
+    from evaluation.datasets import export_synthetic_voc, open_seg_dataset
+    from mosic.data.synthetic import generate
+
+    generate(tmp_path / "syn", 2, seed=0, split="train", num_frames=9, width=64, height=48, exact_length=True)
+    generate(tmp_path / "syn", 1, seed=0, split="valid", num_frames=9, width=64, height=48, exact_length=True)
+    export_synthetic_voc(tmp_path / "syn", tmp_path / "voc", every=2)
+    train, val = open_seg_dataset("voc", tmp_path / "voc", "train"), open_seg_dataset("voc", tmp_path / "voc", "val")
+    C = train.num_classes
+    net = random_vit(56)
+    lin = linear_segmentation(net, train, val, img_size=56, feat_size=28, epochs=2, step_at=1, batch_size=4)
+    clu = frozen_clustering(net, val, ks=(C, 2 * C), img_size=56, pca_dim=8)
+    inc = incontext_segmentation(net, train, val, img_size=56, memory_size=500, k=5, augment_passes=1)
+    for r in (lin, clu[str(C)], clu[str(2 * C)], inc):
+        assert 0 <= r["miou"] <= 100 and len(r["per_class_iou"]) == C
+    assert all(v is None or 0 <= v <= 100 for v in inc["per_class_iou"])
