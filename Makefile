@@ -18,7 +18,7 @@ DATA    ?= data/synthetic
 VIDEOS  ?= 24
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo data tracks train bench clean help
+.PHONY: setup test demo data tracks train eval bench clean help
 
 help:
 	@echo "make setup      create $(VENV) and install mosic with its test tools"
@@ -26,6 +26,7 @@ help:
 	@echo "make test       install, then run the test suite"
 	@echo "make tracks DATASET=ytvos ROOT=/data/ytvos   precompute tracks for a data set"
 	@echo "make train      train on the default pipeline (synthetic, small random ViT on CPU)"
+	@echo "make eval MODEL=... WEIGHTS=... DATASET=voc ROOT=...   evaluate a backbone (paper settings)"
 	@echo "make bench      print throughput and size figures"
 
 setup: $(STAMP)
@@ -61,6 +62,16 @@ ifeq ($(PIPELINE),synthetic)
 endif
 	$(BIN)/mosic-train --pipeline $(PIPELINE) --stores $(STORES) --out $(RUN) $(TRAIN_ARGS)
 
+# make eval MODEL=vit_small_patch14_dinov2.lvd142m WEIGHTS=runs/x/backbone.pth DATASET=voc ROOT=/data/VOCdevkit/VOC2012
+MODEL    ?= vit_small_patch14_dinov2.lvd142m
+WEIGHTS  ?=
+PROTOCOLS ?= linear,clustering,incontext
+EVAL_OUT ?= results
+EVAL_ARGS ?=
+eval: setup
+	$(BIN)/mosic-eval run --model $(MODEL) $(if $(WEIGHTS),--weights $(WEIGHTS),--pretrained) \
+		--dataset $(DATASET) --root $(ROOT) --protocols $(PROTOCOLS) --out $(EVAL_OUT) $(EVAL_ARGS)
+
 demo: setup
 	$(BIN)/python -m mosic.demo --data $(DATA) --stores $(STORES) --videos $(VIDEOS)
 
@@ -69,6 +80,7 @@ bench: setup
 	$(BIN)/python bench/bench_precompute.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_learning.py
+	$(BIN)/python bench/bench_eval.py
 
 clean:
 	rm -rf $(STORES) data runs .pytest_cache
