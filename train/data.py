@@ -258,8 +258,10 @@ class EpochSampler(Sampler):
         n = len(self.dataset)
         if not self.shuffle:
             return list(range(n))
+        # the permutation DistributedSampler draws (seed + epoch), so that K processes with batch
+        # b see, step by step, the same global batches as one process with batch K * b
         g = torch.Generator()
-        g.manual_seed(_seed_from(self.seed, self.epoch, 0))
+        g.manual_seed(self.seed + self.epoch)
         return torch.randperm(n, generator=g).tolist()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

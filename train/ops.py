@@ -229,6 +229,7 @@ def _weighted_ce(
     temperature: float,
     hard: bool,
     normalize: str,
+    group=None,
 ) -> Tensor:
     """sum_{btn} w_btn CE(softmax(logits_btn / tau), target_btn) / normaliser.
 
@@ -249,7 +250,17 @@ def _weighted_ce(
     if w.shape != ce.shape:
         raise ValueError(f"weights {tuple(w.shape)} do not match the loss terms {tuple(ce.shape)}")
     terms = torch.where(w > 0, ce * w, torch.zeros_like(ce))
-    denom = w.sum().clamp_min(1.0) if normalize == "visible" else float(ce.numel())
+    if normalize == "all":
+        denom = float(ce.numel())
+    else:
+        # Under DDP the gradients are averaged over ranks, so each rank divides by the global
+        # count / world size: the result is the mean over every visible term of the global batch.
+        group = _resolve_group(group)
+        denom = w.sum().float().detach()
+        if group is not None:
+            denom = _all_reduce(denom.clone(), dist.ReduceOp.SUM, group).clamp_min(1.0) / dist.get_world_size(group)
+        else:
+            denom = denom.clamp_min(1.0)
     return terms.sum() / denom
 
 
@@ -261,6 +272,7 @@ def propagation_loss(
     temperature: float = 0.1,
     hard: bool = True,
     normalize: Literal["visible", "all"] = "visible",
+    group=None,
 ) -> Tensor:
     """The MoSiC loss: the student at a trajectory's first point predicts the teacher's cluster
     of that trajectory in every frame.
@@ -277,7 +289,7 @@ def propagation_loss(
     / (tau Z). Returns a float32 scalar.
     """
     return _weighted_ce(
-        student_first.unsqueeze(1), teacher_q, _weights(visibility, valid), temperature, hard, normalize
+        student_first.unsqueeze(1), teacher_q, _weights(visibility, valid), temperature, hard, normalize, group
     )
 
 
@@ -289,6 +301,7 @@ def symmetric_loss(
     temperature: float = 0.1,
     hard: bool = True,
     normalize: Literal["visible", "all"] = "visible",
+    group=None,
 ) -> Tensor:
     """The optional reverse term: the student at frame t predicts the teacher's FIRST-frame
     cluster of the trajectory.
@@ -300,7 +313,7 @@ def symmetric_loss(
     or [B, T, N] (a point on a masked patch of frame t). Same targets and Z as propagation_loss.
     """
     return _weighted_ce(
-        student_t, teacher_q_first.unsqueeze(1), _weights(visibility, valid), temperature, hard, normalize
+        student_t, teacher_q_first.unsqueeze(1), _weights(visibility, valid), temperature, hard, normalize, group
     )
 
 

@@ -180,6 +180,16 @@ def student_valid(tracks0: torch.Tensor, vis0: torch.Tensor, keep: torch.Tensor 
     return vis0 & keep.gather(1, row * h + col)
 
 
+def clip_keep_masks(index: torch.Tensor, num_tokens: int, ratio: float, seed: int, step: int,
+                    device: torch.device) -> torch.Tensor | None:
+    """[B, L] tokens kept for each clip of the batch, drawn from (seed, step, clip index)."""
+    if ratio <= 0:
+        return None
+    masks = [random_keep_mask(1, num_tokens, ratio, torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, step, int(i)]).generate_state(1)[0])), device) for i in index.tolist()]
+    return torch.cat(masks)
+
+
 def mosic_step(student, teacher: MoSiCModel, batch: dict, ts: TrainSettings, step: int, rank: int,
                group=None) -> tuple[torch.Tensor, dict]:
     """Forward pass of one MoSiC step; returns the loss and monitors. ``student`` may be the DDP
@@ -208,16 +218,17 @@ def mosic_step(student, teacher: MoSiCModel, batch: dict, ts: TrainSettings, ste
                          iters=L.sinkhorn_iters, group=group)
         q = q.view(B, T, N, -1)
 
-    g = torch.Generator().manual_seed(hash((ts.seed, step, rank)) & 0x7FFFFFFF)
-    keep = random_keep_mask(B, (S // p) ** 2, ts.mask_ratio, generator=g, device=frames.device)
+    # token dropping drawn per clip from (seed, step, clip index): the same whatever the number of ranks
+    keep = clip_keep_masks(batch["index"], (S // p) ** 2, ts.mask_ratio, ts.seed, step, frames.device)
     ss = student(frames[:, 0], tracks[:, 0], keep, L.student_sampling)  # [B, N, K]
     valid = student_valid(tracks[:, 0], vis[:, 0], keep, S, p)
-    loss = propagation_loss(ss, q, vis, valid, temperature=L.temperature, hard=L.hard, normalize=L.normalize)
+    loss = propagation_loss(ss, q, vis, valid, temperature=L.temperature, hard=L.hard, normalize=L.normalize,
+                            group=group)
     if L.symmetric:
         sa = student(frames.flatten(0, 1), tracks.flatten(0, 1), None, L.student_sampling).view(B, T, N, -1)
         # the teacher's first-frame label exists where the point is inside the first crop
         loss = loss + L.symmetric_weight * symmetric_loss(sa, q[:, 0], vis, vis[:, 0], temperature=L.temperature,
-                                                          hard=L.hard, normalize=L.normalize)
+                                                          hard=L.hard, normalize=L.normalize, group=group)
     mon = {  # cluster usage (1 = even, 0 = collapse) of the teacher's labels and the student's argmax
         "usage_teacher": cluster_usage_entropy(q, hard=True, mask=vis),
         "usage_student": cluster_usage_entropy(ss, hard=True, mask=valid),
