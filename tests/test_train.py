@@ -153,3 +153,36 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(store, t
     init = torch.load(tmp_path / "one/backbone_init.pth")
     key = "blocks.1.attn.qkv.weight"  # the trained block moved, so the comparison means something
     assert (b["student"]["backbone." + key] - init[key]).abs().max() > 1e-4
+
+
+def test_killed_training_resumes_to_the_same_state(store, tmp_path):
+    """kill -9 a training run after a checkpoint, --resume it: the final state equals an
+    uninterrupted run's."""
+    import signal
+    import time
+
+    cfg, path = store
+    sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
+            "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
+            "--set", "model.num_prototypes=8", "--set", "checkpoint_every=1", "--set", "tracker.grid=4",
+            "--set", "clips.length=4", "--set", "clips.step=2", "--set", "clips.clips_per_video=2"]
+    base = [sys.executable, "-m", "train.cli", "--pipeline", "synthetic-oracle", "--store", str(path),
+            "--max-steps", "6", "--batch-size", "2", "--workers", "0", "--no-progress", *sets]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([*base, "--out", str(tmp_path / "ref")], env=env, check=True, capture_output=True, timeout=300)
+    run = tmp_path / "killed"
+    p = subprocess.Popen([*base, "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t = time.time()
+    while not (run / "checkpoints/step_0000002.pt").exists():
+        assert p.poll() is None and time.time() - t < 120, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    killed_at = torch.load(run / "checkpoints/latest.pt", weights_only=False)["step"]
+    subprocess.run([*base, "--out", str(run), "--resume"], env=env, check=True, capture_output=True, timeout=300)
+    a = torch.load(tmp_path / "ref/checkpoints/latest.pt", weights_only=False)
+    b = torch.load(run / "checkpoints/latest.pt", weights_only=False)
+    assert 2 <= killed_at < 6 and a["step"] == b["step"] == 6
+    for key in ("student", "teacher"):
+        for k in a[key]:
+            torch.testing.assert_close(a[key][k], b[key][k], rtol=0, atol=0, msg=f"{key}.{k}")
