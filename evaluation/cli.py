@@ -8,8 +8,8 @@ keep the figures in a results table.
     mosic-eval show --model vit_small_patch14_dinov2 --weights runs/x/backbone.pth \\
         --video-dataset davis --video-root data/davis --out clusters.gif
 
-Every protocol runs with the published settings (the protocol functions' defaults, see
-``../shared/REFERENCE.md``) unless overridden by an option or ``--set PROTOCOL.KEY=VALUE``;
+Every protocol runs with the published settings (the protocol functions' defaults; README,
+"Evaluation") unless overridden by an option or ``--set PROTOCOL.KEY=VALUE``;
 ``--quick`` scales them down (small inputs, few epochs and iterations) for CPU demos.
 """
 

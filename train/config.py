@@ -1,6 +1,6 @@
 """Typed training settings: the ``train:`` section of a pipeline in ``pipelines.yaml``.
 
-Defaults are the published MoSiC recipe (REFERENCE.md): ViT-S/14 DINOv2, last two blocks,
+Defaults are the published MoSiC recipe (the paper and the official training script): ViT-S/14 DINOv2, last two blocks,
 K = 100 prototypes, EMA 0.99, temperature 0.1, Sinkhorn eps 0.06 x 3 iterations, AdamW (backbone
 1e-5, head 1e-4, weight decay 0.01), cosine to 0, batch 8 clips per GPU, 8 epochs, 224 px crops.
 """
