@@ -41,8 +41,10 @@ def run(
     clips_per_video: Optional[int] = typer.Option(None, help="clips per video"),
     stride: Optional[int] = typer.Option(None, help="frames between clip starts (overrides --clips-per-video)"),
     track_size: Optional[str] = typer.Option(None, help="resize frames to WxH for tracking (e.g. 512x384)"),
-    stores: Optional[Path] = typer.Option(None, help="stores folder; the store's name is derived from its spec"),
-    store: Optional[Path] = typer.Option(None, help="write to this store path instead of a derived name"),
+    stores: Optional[str] = typer.Option(
+        None, help="stores folder or URL prefix (s3://bucket/stores); the store's name is derived from its spec"),
+    store: Optional[str] = typer.Option(
+        None, help="write to this store path or URL (s3://bucket/x.zarr) instead of a derived name"),
     clips_per_chunk: Optional[int] = typer.Option(None, help="clips per Zarr chunk"),
     retry_failed: bool = typer.Option(True, help="retry clips that failed in an earlier run"),
     shard: Optional[str] = typer.Option(
@@ -76,7 +78,7 @@ def run(
             "clips.clips_per_video": clips_per_video,
             "clips.stride": stride,
             "clips.track_size": parse_size(track_size) if track_size else None,
-            "stores": str(stores) if stores else None,
+            "stores": stores or None,
             "store.clips_per_chunk": clips_per_chunk,
         },
     )

@@ -24,6 +24,7 @@ from mosic.config import PipelineConfig
 from mosic.data.base import ClipRef, FrameReadError, FrameSource, create_source, plan_clips
 from precompute.trackers.base import Tracker, create_tracker, grid_queries
 from store_schema import layout as L
+from store_schema import location
 from store_schema.layout import Failure
 from store_schema.spec import DatasetSpec, StoreSpec, TrackerSpec
 from store_schema.writer import StoreWriter
@@ -33,7 +34,7 @@ log = logging.getLogger("mosic.precompute")
 
 @dataclass
 class PrecomputeResult:
-    store: Path
+    store: location.Location  # a Path, or a URL for a store on object storage
     clips: int
     written_now: int
     done: int
@@ -63,8 +64,9 @@ def build_spec(cfg: PipelineConfig, source: FrameSource, tracker: Tracker) -> St
     )
 
 
-def store_path_for(cfg: PipelineConfig, spec: StoreSpec) -> Path:
-    return Path(cfg.stores) / spec.store_name()
+def store_path_for(cfg: PipelineConfig, spec: StoreSpec) -> location.Location:
+    """``cfg.stores`` / the spec's store name; ``cfg.stores`` may be a URL prefix (s3://bucket/stores)."""
+    return location.join(cfg.stores, spec.store_name())
 
 
 def _grid_failures(clips: list[ClipRef], grid: int, track_size) -> tuple[list[ClipRef], list[Failure]]:
@@ -129,7 +131,7 @@ def precompute(
         raise MosicError(f"no clip can be cut from the {len(videos)} videos under {source.root} ({reasons})")
     tracker = tracker or create_tracker(cfg.tracker, source)
     spec = build_spec(cfg, source, tracker)
-    path = Path(store) if store else store_path_for(cfg, spec)
+    path = location.as_location(store) if store else store_path_for(cfg, spec)
     writer = StoreWriter.open_or_create(
         path, spec, clips, plan_failures,
         clips_per_chunk=cfg.store.clips_per_chunk, compression_level=cfg.store.compression_level,

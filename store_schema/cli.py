@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -15,16 +14,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Look into mosic trajectory stores.")
 
 
-def _disk_bytes(path: Path) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+def _disk_bytes(path) -> int:
+    from store_schema.location import size_bytes
+
+    return size_bytes(path)
+
+
+_STORE_HELP = "the store (a .zarr folder, or a URL such as s3://bucket/stores/x.zarr)"
 
 
 @app.command(help="Print a store's spec, clip counts, visibility rate, size and failures.")
 @friendly_errors
 def inspect(
-    path: Path = typer.Argument(..., help="the store (a .zarr folder)"),
+    path: str = typer.Argument(..., help=_STORE_HELP),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
+    from store_schema.location import is_remote
     from store_schema.reader import StoreReader
 
     r = StoreReader(path, allow_incomplete=True)
@@ -53,7 +58,7 @@ def inspect(
                f"params={json.dumps(s.tracker.params, sort_keys=True)}")
     typer.echo(f"grid       {s.grid} x {s.grid} = {s.num_points} points; coordinates to 1/{s.coord_scale} px")
     typer.echo(f"visible    {100 * info['visibility_rate']:.1f}% of tracked points")
-    typer.echo(f"size       {info['bytes_on_disk'] / 2**20:.2f} MiB on disk "
+    typer.echo(f"size       {info['bytes_on_disk'] / 2**20:.2f} MiB {'stored' if is_remote(r.path) else 'on disk'} "
                f"({info['bytes_on_disk'] / max(1, info['raw_float32_bytes']):.3f}x raw float32 + bool), "
                f"codec {r.meta.codec}, {r.meta.clips_per_chunk} clips per chunk")
     fails = info["failures"]
@@ -66,7 +71,7 @@ def inspect(
 @app.command(help="Draw one clip's tracks over its frames: --out FILE.png (montage), .gif or .mp4.")
 @friendly_errors
 def show(
-    path: Path = typer.Argument(..., help="the store"),
+    path: str = typer.Argument(..., help=_STORE_HELP),
     clip: int = typer.Option(0, help="clip index"),
     out: Path = typer.Option(..., help="output file: .png, .gif or .mp4"),
     root: Optional[Path] = typer.Option(None, help="the data set's folder, if it moved"),
@@ -86,7 +91,7 @@ def show(
 @app.command(help="TAP-Vid metrics (delta_avg, OA, AJ in percent) against the synthetic set's ground truth.")
 @friendly_errors
 def score(
-    path: Path = typer.Argument(..., help="a store made from the synthetic data set"),
+    path: str = typer.Argument(..., help="a store made from the synthetic data set (path or URL)"),
     root: Optional[Path] = typer.Option(None, help="the synthetic set's folder, if it moved"),
     max_clips: Optional[int] = typer.Option(None, help="score only the first N written clips"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
@@ -106,7 +111,7 @@ def score(
 
 @app.command(help="Mark a store complete if every clip has been written (after sharded runs).")
 @friendly_errors
-def finalize(path: Path = typer.Argument(..., help="the store")) -> None:
+def finalize(path: str = typer.Argument(..., help=_STORE_HELP)) -> None:
     from store_schema import layout as L
     from store_schema.writer import StoreWriter
 

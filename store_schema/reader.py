@@ -9,6 +9,9 @@ The reader opens the Zarr group lazily and again in every process that uses it, 
 be handed to many DataLoader workers. Decoded chunks are kept in a small LRU cache (``cache_mb``):
 random access over an epoch then decodes each chunk about once per worker.
 
+A store may also be a URL on object storage (``s3://bucket/stores/x.zarr``, see
+:mod:`store_schema.location`); each process then opens its own fsspec connection.
+
 A local store written with the default codec (``fixed-delta-zstd``) is decoded without zarr: the
 reader reads the chunk files itself and undoes the codecs with numcodecs (zarr's per-read
 overhead is several times the decoding). Anything else is read through zarr.
@@ -31,7 +34,9 @@ from pydantic import ValidationError
 from mosic import MosicError
 from mosic.data.base import ClipRef
 from store_schema import layout as L
+from store_schema import location
 from store_schema.layout import StoreMeta
+from store_schema.location import Location
 from store_schema.spec import SCHEMA_VERSION, flatten
 
 
@@ -47,12 +52,12 @@ class CorruptStoreError(StoreError):
     pass
 
 
-def read_meta(path: Path, mode: str = "r") -> tuple[zarr.Group, StoreMeta]:
-    path = Path(path)
-    if not path.exists():
+def read_meta(path: str | Path, mode: str = "r") -> tuple[zarr.Group, StoreMeta]:
+    path = location.as_location(path)
+    if not location.exists(path):
         raise StoreError(f"no store at {path}")
     try:
-        group = zarr.open_group(path, mode=mode, zarr_format=3)
+        group = location.open_group(path, mode=mode)
     except Exception as e:  # noqa: BLE001 - zarr raises several types here
         raise StoreError(f"{path} is not a Zarr v3 group: {e}") from None
     raw = group.attrs.get(L.ATTR_KEY)
@@ -88,10 +93,12 @@ def _codecs_sans_level(codecs: list) -> list:
                                                   if k != "level"}} for c in codecs]
 
 
-def _direct_scale(path: Path, meta: StoreMeta) -> float | None:
+def _direct_scale(path: Location, meta: StoreMeta) -> float | None:
     """The fixed-point scale of ``tracks`` if the reader can decode the chunk files itself: a
     local store whose ``tracks`` and ``visibility`` are laid out and encoded exactly as the writer
-    does with the ``fixed-delta-zstd`` codec. None: read through zarr."""
+    does with the ``fixed-delta-zstd`` codec. None: read through zarr (always for a URL)."""
+    if location.is_remote(path):
+        return None
     T, N, C, cpc = meta.spec.clips.length, meta.spec.num_points, meta.num_clips, meta.clips_per_chunk
     scale = meta.spec.coord_scale
     want = {
@@ -160,12 +167,12 @@ class ClipTracks:
 class StoreReader:
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path,  # or a URL, e.g. s3://bucket/stores/x.zarr
         require: Mapping[str, Any] | None = None,
         allow_incomplete: bool = False,
         cache_mb: float = 256,
     ):
-        self.path = Path(path)
+        self.path: Location = location.as_location(path)
         group, self.meta = read_meta(self.path)
         self.spec = self.meta.spec
         if require:
@@ -210,7 +217,7 @@ class StoreReader:
 
     def _zgroup(self) -> zarr.Group:
         if self._group is None or self._pid != os.getpid():
-            self._group = zarr.open_group(self.path, mode="r", zarr_format=3)
+            self._group = location.open_group(self.path, mode="r")
             self._pid = os.getpid()
             self._cache.clear()
             self._cached = 0

@@ -1,8 +1,11 @@
 """Creating a store and writing clips into it.
 
 Rules that keep a store honest:
-- a new store is built under a temporary name and renamed into place, so a half-created store
-  never appears under the real name;
+- a new local store is built under a temporary name and renamed into place, so a half-created
+  store never appears under the real name. Object storage (a URL, see
+  :mod:`store_schema.location`) has no atomic rename: a remote store is created in place, its
+  ``mosic`` attributes written last, so a half-created remote store has none and is never taken
+  for a store (nor, having ``complete`` unset, for a complete one);
 - a chunk of clips has exactly one writer and is written whole (tracks, visibility, then status:
   a clip counts as written only once its status is);
 - ``complete`` is set last, and only after a check that no clip is pending.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +27,7 @@ import zarr
 from mosic import MosicError
 from mosic.data.base import ClipRef
 from store_schema import layout as L
+from store_schema import location
 from store_schema.layout import Failure, StoreMeta
 from store_schema.spec import StoreSpec, spec_differences
 
@@ -36,7 +41,7 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
 
 
 class StoreWriter:
-    def __init__(self, path: Path, group: zarr.Group, meta: StoreMeta):
+    def __init__(self, path: location.Location, group: zarr.Group, meta: StoreMeta):
         self.path = path
         self.group = group
         self.meta = meta
@@ -57,18 +62,14 @@ class StoreWriter:
     ) -> "StoreWriter":
         """Open the store at ``path`` for writing, creating it if it does not exist.
 
-        An existing store must have been made with exactly ``spec`` and the same clips."""
-        path = Path(path)
+        An existing store must have been made with exactly ``spec`` and the same clips. ``path``
+        may be a URL (``s3://bucket/stores/x.zarr``): see :meth:`_open_or_create_remote`."""
+        path = location.as_location(path)
+        if location.is_remote(path):
+            return cls._open_or_create_remote(path, spec, clips, list(plan_failures), clips_per_chunk,
+                                              codec, compression_level, made_with or {})
         if path.exists():
-            w = cls.open(path)
-            diffs = spec_differences(w.spec, spec)
-            if diffs:
-                raise StoreMismatchError(
-                    f"a store at {path} was made with another spec:\n  " + "\n  ".join(diffs)
-                    + "\nuse another --stores folder or --store path, or delete that store"
-                )
-            w._check_clips(clips)
-            return w
+            return cls._open_matching(path, spec, clips)
         if not clips:
             raise MosicError("refusing to create a store with no clips")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,10 +91,58 @@ class StoreWriter:
         return cls.open(path)
 
     @classmethod
+    def _open_matching(cls, path: location.Location, spec: StoreSpec, clips: Sequence[ClipRef]) -> "StoreWriter":
+        w = cls.open(path)
+        diffs = spec_differences(w.spec, spec)
+        if diffs:
+            raise StoreMismatchError(
+                f"a store at {path} was made with another spec:\n  " + "\n  ".join(diffs)
+                + "\nuse another --stores folder or --store path, or delete that store"
+            )
+        w._check_clips(clips)
+        return w
+
+    #: how long a process waits for a remote store another process is creating (seconds)
+    REMOTE_CREATE_WAIT = 60.0
+
+    @classmethod
+    def _open_or_create_remote(cls, url: location.URL, spec, clips, plan_failures, cpc, codec, level,
+                               made_with) -> "StoreWriter":
+        """Object storage cannot rename a folder atomically, so a remote store is created in place:
+        the group, its arrays and the clip index first, the ``mosic`` attributes (the spec) last.
+        Until then the group is not a mosic store, so no reader or writer uses it; ``complete``
+        is still set only by :meth:`finalize`. A process that finds such a half-created store (a
+        shard started at the same time) waits up to ``REMOTE_CREATE_WAIT`` seconds for its
+        creator to finish; if it does not, the creation was interrupted and the store must be
+        deleted by hand (unlike a local temporary folder, nothing removes it automatically)."""
+        if not location.exists(url):
+            if not clips:
+                raise MosicError("refusing to create a store with no clips")
+            from zarr.errors import ContainsArrayError, ContainsGroupError
+
+            try:
+                _create(url, spec, clips, plan_failures, cpc, codec, level, made_with)
+            except (FileExistsError, ContainsArrayError, ContainsGroupError):
+                pass  # another process is creating it (zarr's mode "w-" found it): wait for it below
+            else:
+                return cls.open(url)
+        deadline = time.monotonic() + cls.REMOTE_CREATE_WAIT
+        while True:
+            attrs = location.open_group(url, mode="r").attrs
+            if L.ATTR_KEY in attrs:
+                return cls._open_matching(url, spec, clips)
+            if time.monotonic() > deadline:
+                raise MosicError(
+                    f"{url} holds a half-created store (no '{L.ATTR_KEY}' attributes after waiting "
+                    f"{cls.REMOTE_CREATE_WAIT:.0f} s): its creation was interrupted; delete it and re-run"
+                )
+            time.sleep(1.0)
+
+    @classmethod
     def open(cls, path: str | Path) -> "StoreWriter":
         from store_schema.reader import read_meta
 
-        path = Path(path)
+        path = location.as_location(path)
         group, meta = read_meta(path, mode="r+")
         return cls(path, group, meta)
 
@@ -195,7 +244,7 @@ class StoreWriter:
 
 
 def _create(
-    path: Path,
+    path: location.Location,
     spec: StoreSpec,
     clips: Sequence[ClipRef],
     plan_failures: list[Failure],
@@ -213,7 +262,7 @@ def _create(
         # numcodecs' Delta then flattens it in F order while zarr decodes in C order, and the round
         # trip scrambles x and t (found by tests/test_store_properties.py). Skip the transpose.
         codec = "fixed-zstd"
-    root = zarr.open_group(path, mode="w-", zarr_format=3)
+    root = location.open_group(path, mode="w-")
     zstd = {"compressors": ZstdCodec(level=level)}
     root.create_array(
         L.TRACKS, shape=(C, T, N, 2), chunks=(cpc, T, N, 2), dtype="float32",

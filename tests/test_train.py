@@ -182,7 +182,8 @@ def test_killed_training_resumes_to_the_same_state(store, tmp_path):
     subprocess.run([*base, "--out", str(run), "--resume"], env=env, check=True, capture_output=True, timeout=300)
     a = torch.load(tmp_path / "ref/checkpoints/latest.pt", weights_only=False)
     b = torch.load(run / "checkpoints/latest.pt", weights_only=False)
-    assert 2 <= killed_at < 6 and a["step"] == b["step"] == 6
+    # latest.pt is written right after step_0000002.pt, so the kill may land before it: step 1 or 2
+    assert 1 <= killed_at < 6 and a["step"] == b["step"] == 6
     for key in ("student", "teacher"):
         for k in a[key]:
             torch.testing.assert_close(a[key][k], b[key][k], rtol=0, atol=0, msg=f"{key}.{k}")

@@ -47,8 +47,9 @@ def _parse_sets(sets: list[str]) -> dict:
 def run(
     pipeline: str = typer.Option("synthetic", help="pipeline name in pipelines.yaml"),
     config: Optional[Path] = typer.Option(None, help="pipelines file (default: ./pipelines.yaml)"),
-    store: Optional[Path] = typer.Option(None, help="store to train on (default: the one in stores/ that fits)"),
-    stores: Optional[Path] = typer.Option(None, help="stores folder to look in"),
+    store: Optional[str] = typer.Option(
+        None, help="store path or URL (s3://bucket/x.zarr) to train on (default: the one in stores/ that fits)"),
+    stores: Optional[str] = typer.Option(None, help="stores folder or URL prefix (s3://bucket/stores) to look in"),
     root: Optional[Path] = typer.Option(None, help="frames folder, if it moved since precompute"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<pipeline>)"),
     max_steps: Optional[int] = typer.Option(None, help="stop after N steps (default: epochs x steps/epoch)"),
@@ -72,8 +73,8 @@ def run(
 
     setup_logging(verbose)
     over = {
-        "stores": str(stores) if stores else None,
-        "train.store": str(store) if store else None,
+        "stores": stores or None,
+        "train.store": store or None,
         "train.source_root": str(root) if root else None,
         "train.max_steps": max_steps,
         "train.epochs": epochs,

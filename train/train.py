@@ -36,6 +36,7 @@ from torch_ema import ExponentialMovingAverage
 
 from mosic import MosicError
 from mosic.config import PipelineConfig
+from store_schema.location import Location, as_location, list_stores
 from train.config import TrainSettings
 from train.data import ClipDataset, make_loader
 from train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
@@ -64,16 +65,17 @@ def store_requirements(cfg: PipelineConfig) -> dict[str, Any]:
     return req
 
 
-def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Path:
-    """The store given explicitly, or the single complete store in ``cfg.stores`` that fits."""
+def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Location:
+    """The store given explicitly, or the single complete store in ``cfg.stores`` that fits.
+    Either may be a URL (``s3://bucket/stores``): a Path comes back for local stores, a URL else."""
     if ts.store:
-        return Path(ts.store)
+        return as_location(ts.store)
     from store_schema.reader import StoreError, StoreReader
 
-    stores = Path(cfg.stores)
+    stores = as_location(cfg.stores)
     req = store_requirements(cfg)
     fits, others = [], []
-    for p in sorted(stores.glob("*.zarr")) if stores.is_dir() else []:
+    for p in list_stores(stores):
         try:
             StoreReader(p, require=req)
             fits.append(p)
