@@ -81,6 +81,7 @@ bench: setup
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_learning.py
 	$(BIN)/python bench/bench_eval.py
+	$(BIN)/python bench/bench_remote.py
 
 clean:
 	rm -rf $(STORES) data runs .pytest_cache
