@@ -45,6 +45,14 @@ def store(tmp_path_factory):
     return cfg, res.store
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def settings(cfg, **over):
     o = dict(TINY)
     o.update({f"train.{k}": v for k, v in over.items()})
@@ -138,7 +146,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(store, t
     common = ["-m", "train.cli", "--pipeline", "synthetic-oracle", "--store", str(path), "--max-steps", "3",
               "--workers", "0", "--no-progress", *sets]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29533", *common, "--batch-size", "1", "--out", str(tmp_path / "ddp")],
+                          "--master_port", str(free_port()), *common, "--batch-size", "1", "--out", str(tmp_path / "ddp")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one = subprocess.run([sys.executable, *common, "--batch-size", "2", "--out", str(tmp_path / "one")],

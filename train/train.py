@@ -281,10 +281,15 @@ def export_backbone(model: MoSiCModel, path: Path) -> Path:
 def train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool = False,
           progress: bool = True) -> dict:
     ddp, device = setup_distributed(ts.device)
+    ok = False
     try:
-        return _train(cfg, ts, out, resume, progress, ddp, device)
+        res = _train(cfg, ts, out, resume, progress, ddp, device)
+        ok = True
+        return res
     finally:
         if ddp.enabled:
+            if ok:  # every rank done (rank 0 exports last) before any tears the group down
+                dist.barrier()
             dist.destroy_process_group()
 
 
