@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mosic.config import ClipSettings
 
 #: Bump on any change to the layout or the meaning of a field; readers refuse other versions.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: clip failures in one group per chunk (was a list in the attributes)
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
