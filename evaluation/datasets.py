@@ -60,7 +60,7 @@ import numpy as np
 from PIL import Image
 
 from mosic import MosicError
-from mosic.data.sources import decode_jpeg, list_jpegs, natural_key
+from mosic.data.sources import decode_jpeg, list_jpegs, natural_key, voc_colormap
 
 IGNORE = 255
 
@@ -101,19 +101,6 @@ EXPORT_FORMAT = "mosic-voc-export/1"
 _LABEL_MODES = ("P", "L")
 
 
-def voc_colormap(n: int = 256) -> np.ndarray:
-    """uint8 [n, 3]: the Pascal VOC colour map (also DAVIS's): bits of the index spread over R, G, B."""
-    cmap = np.zeros((n, 3), np.uint8)
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    return cmap
 
 
 # ------------------------------------------------------------------------------------------------

@@ -91,6 +91,22 @@ def decode_jpeg(path: Path, video_id: str, frame: int) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def voc_colormap(n: int = 256) -> np.ndarray:
+    """uint8 [n, 3]: the Pascal VOC / DAVIS / YouTube-VOS annotation palette (the bits of the index
+    spread over R, G, B)."""
+    cmap = np.zeros((n, 3), np.uint8)
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
 def read_png_labels(path: Path) -> np.ndarray:
     """A palette ("P") or greyscale PNG as uint8 [H, W] label indices."""
     with Image.open(path) as im:

@@ -41,7 +41,7 @@ from PIL import Image
 
 from mosic import MosicError
 from mosic.data.base import SOURCES
-from mosic.data.sources import YtvosSource, list_jpegs
+from mosic.data.sources import YtvosSource, list_jpegs, voc_colormap
 
 GENERATOR = "mosic.synthetic/1"
 GT_FORMAT = "mosic-synthetic-gt/1"
@@ -540,22 +540,7 @@ def load_classes(root: Path | str) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # generation
 # ------------------------------------------------------------------------------------------------
-def _palette() -> list[int]:
-    """The DAVIS/YouTube-VOS annotation palette (bit-interleaved colours)."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
-
-
-_PALETTE = _palette()
+_PALETTE = voc_colormap().ravel().tolist()  # the DAVIS/YouTube-VOS annotation palette
 
 
 def generation_spec(videos: int, seed: int, split: str, num_frames: int, width: int, height: int, exact_length: bool) -> dict:
