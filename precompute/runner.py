@@ -91,15 +91,15 @@ class _ChunkWork:
         n = b - a
         self.tracks = np.zeros((n, T, N, 2), np.float32)
         self.vis = np.zeros((n, T, N), bool)
-        self.status = np.full(n, L.DONE, np.uint8)
         self.failures: list[Failure] = []
-        # clips of this chunk that are already written keep their data
-        st = writer.status()[a:b]
+        # clips of this chunk that are already written keep their data; only this chunk's status
+        # is read (not the whole array once per chunk)
+        st = writer.status(a, b)
         if np.any(st == L.DONE):
             g = writer.group
             self.tracks[:] = g[L.TRACKS][a:b]
             self.vis[:] = g[L.VISIBILITY][a:b]
-        self.status[:] = np.where(st == L.DONE, L.DONE, L.PENDING)
+        self.status = np.where(st == L.DONE, L.DONE, L.PENDING).astype(np.uint8)
 
     def fail(self, i: int, clip: ClipRef, reason: str) -> None:
         self.status[i - self.a] = L.FAILED

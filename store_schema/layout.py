@@ -34,7 +34,6 @@ STATUS = "status"
 CLIP_VIDEO = "clip_video"
 CLIP_FRAMES = "clip_frames"
 CLIP_SIZE = "clip_size"
-PER_CLIP_ARRAYS = (TRACKS, VISIBILITY, STATUS, CLIP_VIDEO, CLIP_FRAMES, CLIP_SIZE)
 FAILURES = "failures"  # one child group per chunk, written by that chunk's only writer
 
 PENDING, DONE, FAILED = 0, 1, 2

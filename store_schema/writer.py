@@ -161,8 +161,9 @@ class StoreWriter:
     def num_clips(self) -> int:
         return self.meta.num_clips
 
-    def status(self) -> np.ndarray:
-        return self.group[L.STATUS][:]
+    def status(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Clip outcomes (PENDING / DONE / FAILED) of clips ``start:stop``, read from the store."""
+        return self.group[L.STATUS][start:stop]
 
     def chunk_ranges(self) -> list[tuple[int, int]]:
         return _chunks(self.num_clips, self.meta.clips_per_chunk)
