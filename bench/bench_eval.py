@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 
 def timed(fn):
@@ -39,9 +37,9 @@ def main() -> None:
     from sklearn.cluster import KMeans
     from sklearn.neighbors import NearestNeighbors
 
-    from evaluation.dense import kmeans, patch_features
-    from evaluation.protocols.incontext import knn_labels
-    from train.model import create_backbone
+    from mosic.evaluation.dense import kmeans, patch_features
+    from mosic.evaluation.protocols.incontext import knn_labels
+    from mosic.train.model import create_backbone
 
     torch.set_num_threads(2)
     results = {}

@@ -12,12 +12,10 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 KEYS = ("cluster_miou", "track_consistency", "correspondence")
 
@@ -32,13 +30,13 @@ def main() -> None:
 
     import torch
 
-    from evaluation.synthetic_probe import probe
+    from mosic.evaluation.synthetic_probe import probe
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
-    from precompute.runner import precompute
-    from train.config import train_settings
-    from train.model import create_backbone
-    from train.train import train
+    from mosic.precompute.runner import precompute
+    from mosic.train.config import train_settings
+    from mosic.train.model import create_backbone
+    from mosic.train.train import train
 
     work = Path(tempfile.mkdtemp(prefix="mosic-bench-"))
     data = work / "synthetic"

@@ -9,13 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 
 def main() -> None:
@@ -29,9 +27,9 @@ def main() -> None:
 
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
-    from precompute.runner import precompute
-    from precompute.scoring import score_store
-    from store_schema.reader import StoreReader, open_frame_source
+    from mosic.precompute.runner import precompute
+    from mosic.precompute.scoring import score_store
+    from mosic.store_schema.reader import StoreReader, open_frame_source
 
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="mosic-bench-"))

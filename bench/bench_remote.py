@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 
 def start_moto() -> tuple[object, str]:
@@ -60,11 +58,11 @@ def main() -> None:
 
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
-    from precompute.runner import precompute
-    from store_schema import layout as L
-    from store_schema import location
-    from store_schema.reader import StoreReader
-    from store_schema.writer import StoreWriter
+    from mosic.precompute.runner import precompute
+    from mosic.store_schema import layout as L
+    from mosic.store_schema import location
+    from mosic.store_schema.reader import StoreReader
+    from mosic.store_schema.writer import StoreWriter
 
     fs, _ = location.filesystem(f"s3://{a.bucket}")
     if not fs.exists(a.bucket):

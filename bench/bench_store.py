@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 
 def disk_bytes(path: Path) -> int:
@@ -34,7 +33,7 @@ def disk_bytes(path: Path) -> int:
 READ_STORE = r"""
 import sys, time, numpy as np
 t0 = time.perf_counter()
-from store_schema.reader import StoreReader
+from mosic.store_schema.reader import StoreReader
 r = StoreReader(sys.argv[1])
 n, epochs = len(r), int(sys.argv[2])
 get = lambda i: r[i].tracks
@@ -86,10 +85,10 @@ def main() -> None:
 
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
-    from precompute.runner import precompute
-    from store_schema import layout as L
-    from store_schema.reader import StoreReader
-    from store_schema.writer import StoreWriter
+    from mosic.precompute.runner import precompute
+    from mosic.store_schema import layout as L
+    from mosic.store_schema.reader import StoreReader
+    from mosic.store_schema.writer import StoreWriter
 
     work = a.work or Path(tempfile.mkdtemp(prefix="mosic-bench-"))
     data = work / "synthetic"

@@ -4,7 +4,7 @@ ViT work, measured in one run on the same batch; plus DataLoader throughput agai
     python bench/bench_train.py [--model vit_small_patch14_dinov2] [--img 224] [--batch 4] [--steps 5]
 
 Bare work = student forward + backward on the first frames (with the same token dropping) +
-teacher forward on all frames. Full step = the real training step (`train.train.mosic_step`,
+teacher forward on all frames. Full step = the real training step (`mosic.train.train.mosic_step`,
 backward, AdamW, EMA update). Goal: full / bare <= 1.10. Random weights (nothing to download).
 """
 
@@ -14,7 +14,6 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 
 def timeit(fn, reps: int) -> float:
@@ -51,11 +49,11 @@ def main() -> None:
 
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
-    from precompute.runner import precompute
-    from train.config import train_settings
-    from train.data import ClipDataset, make_loader
-    from train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
-    from train.train import mosic_step, param_groups, store_requirements
+    from mosic.precompute.runner import precompute
+    from mosic.train.config import train_settings
+    from mosic.train.data import ClipDataset, make_loader
+    from mosic.train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
+    from mosic.train.train import mosic_step, param_groups, store_requirements
 
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="mosic-bench-"))

@@ -41,11 +41,11 @@ VIDEO_KINDS = ("davis", "ytvos", "synthetic")
 
 # where each protocol lives: (module, function)
 _FUNCS = {
-    "linear": ("evaluation.protocols.linear", "linear_segmentation"),
-    "clustering": ("evaluation.protocols.clustering", "frozen_clustering"),
-    "incontext": ("evaluation.protocols.incontext", "incontext_segmentation"),
-    "video": ("evaluation.protocols.video", "video_segmentation"),
-    "consistency": ("evaluation.protocols.video", "temporal_consistency"),
+    "linear": ("mosic.evaluation.protocols.linear", "linear_segmentation"),
+    "clustering": ("mosic.evaluation.protocols.clustering", "frozen_clustering"),
+    "incontext": ("mosic.evaluation.protocols.incontext", "incontext_segmentation"),
+    "video": ("mosic.evaluation.protocols.video", "video_segmentation"),
+    "consistency": ("mosic.evaluation.protocols.video", "temporal_consistency"),
 }
 
 # --quick: settings scaled down for a CPU demo (unknown keys are dropped per protocol signature)
@@ -191,7 +191,7 @@ class Backbones:
         self._cache: dict[int, Any] = {}
 
     def get(self, size: int):
-        from train.model import create_backbone
+        from mosic.train.model import create_backbone
 
         size = self.img_size or size
         if size not in self._cache:
@@ -215,13 +215,13 @@ def _default_device() -> str:
 
 
 def _open_image(kind: str, root: Path, split: str):
-    from evaluation.datasets import open_seg_dataset
+    from mosic.evaluation.datasets import open_seg_dataset
 
     return open_seg_dataset(kind, root, split)
 
 
 def _open_video(kind: str, root: Path, split: str, frames: int, seed: int):
-    from evaluation.datasets import open_video_dataset
+    from mosic.evaluation.datasets import open_video_dataset
 
     return open_video_dataset(kind, root, split, frames=frames, seed=seed)
 
@@ -288,7 +288,7 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     setup_logging(verbose)
-    from evaluation.results import load_or_empty, make_row, markdown_table, save_results, upsert
+    from mosic.evaluation.results import load_or_empty, make_row, markdown_table, save_results, upsert
 
     if sum([weights is not None, pretrained, random_init]) > 1:
         raise MosicError("give only one of --weights PATH, --pretrained, --random")
@@ -414,7 +414,7 @@ def compare_cmd(
     plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the gains as a bar chart (.png)"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the Markdown to this file"),
 ) -> None:
-    from evaluation.results import compare, plot_gains
+    from mosic.evaluation.results import compare, plot_gains
 
     text = compare(a, b, a_row, b_row)
     typer.echo(text)
@@ -450,8 +450,8 @@ def show(
     seed: int = typer.Option(0, "--seed"),
     device: Optional[str] = typer.Option(None, "--device"),
 ) -> None:
-    from evaluation.protocols.video import PAPER, show_clusters
-    from evaluation.results import cluster_visualisation
+    from mosic.evaluation.protocols.video import PAPER, show_clusters
+    from mosic.evaluation.results import cluster_visualisation
 
     if sum([weights is not None, pretrained, random_init]) > 1:
         raise MosicError("give only one of --weights PATH, --pretrained, --random")

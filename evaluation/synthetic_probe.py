@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluation.dense import hungarian_miou, kmeans, patch_features, patch_labels
+from mosic.evaluation.dense import hungarian_miou, kmeans, patch_features, patch_labels
 
 
 def _semantic(source, video_id: str, frame: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def probe(backbone: torch.nn.Module, root: str | Path, split: str = "train", img
           seed: int = 0) -> dict:
     """Both measures on the synthetic set at ``root``; percentages."""
     from mosic.data.synthetic import SyntheticSource
-    from precompute.trackers.base import grid_queries
+    from mosic.precompute.trackers.base import grid_queries
 
     source = SyntheticSource(root, split=split)
     videos = source.videos()[:max_videos]

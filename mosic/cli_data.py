@@ -92,7 +92,7 @@ def voc(
     Writes JPEGImages/, SegmentationClass/ (palette PNGs, VOC colour map, value = class),
     ImageSets/Segmentation/{train,val,trainval}.txt (valid -> val) and classes.txt, so that the
     image evaluation protocols read it with the plain "voc" reader."""
-    from evaluation.datasets import export_synthetic_voc
+    from mosic.evaluation.datasets import export_synthetic_voc
 
     splits = list(split) if split else [s for s in ("train", "valid") if (synthetic_dir / s).is_dir()]
     if not splits:

@@ -7,6 +7,7 @@ Every field can be overridden from the command line with a dotted key (``tracker
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,18 +86,27 @@ class PipelineConfig(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict, description="training settings")
 
 
+def packaged_pipelines_file() -> Path:
+    """The default pipelines that ship inside the package (a copy of the repository's file)."""
+    return Path(str(resources.files("mosic") / "pipelines.yaml"))
+
+
 def find_pipelines_file(path: str | os.PathLike | None = None) -> Path:
-    """The pipelines file: an explicit path, $MOSIC_PIPELINES, ./pipelines.yaml, or the project's."""
-    candidates = []
+    """The pipelines file, first found of: an explicit path (``--config``), $MOSIC_PIPELINES,
+    ``./pipelines.yaml`` in the working folder, the defaults shipped with the package."""
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise MosicError(f"pipelines file not found: {p}")
         return p
+    candidates = []
     if os.environ.get("MOSIC_PIPELINES"):
-        candidates.append(Path(os.environ["MOSIC_PIPELINES"]))
+        env = Path(os.environ["MOSIC_PIPELINES"])
+        if not env.is_file():
+            raise MosicError(f"MOSIC_PIPELINES names a file that does not exist: {env}")
+        return env
     candidates.append(Path.cwd() / "pipelines.yaml")
-    candidates.append(Path(__file__).resolve().parent.parent / "pipelines.yaml")
+    candidates.append(packaged_pipelines_file())
     for c in candidates:
         if c.is_file():
             return c
@@ -143,6 +153,17 @@ def pipeline_names(path: str | os.PathLike | None = None) -> list[str]:
     return sorted(read_pipelines(path)["pipelines"])
 
 
+def describe_pipelines(path: str | os.PathLike | None = None) -> str:
+    """Which pipelines file is in force and the pipelines it holds (for ``--list-pipelines``)."""
+    p = find_pipelines_file(path)
+    pipes = read_pipelines(p)["pipelines"]
+    lines = [f"pipelines file: {p}"]
+    for name in sorted(pipes):
+        ds = (pipes[name] or {}).get("dataset") or {}
+        lines.append(f"  {name:<20} {ds.get('kind', '?')}: {ds.get('root', '')}")
+    return "\n".join(lines)
+
+
 def load_pipeline(
     name: str,
     path: str | os.PathLike | None = None,
@@ -153,7 +174,9 @@ def load_pipeline(
     data = read_pipelines(path)
     pipes = data["pipelines"]
     if name not in pipes:
-        raise MosicError(f"unknown pipeline {name!r}; the pipelines file has: {', '.join(sorted(pipes))}")
+        raise MosicError(
+            f"unknown pipeline {name!r}; {find_pipelines_file(path)} has: {', '.join(sorted(pipes))}"
+        )
     merged = _deep_merge(data.get("defaults") or {}, pipes[name] or {})
     merged["name"] = name
     for k, v in (overrides or {}).items():

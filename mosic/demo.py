@@ -24,10 +24,10 @@ def _banner(text: str) -> None:
 def run(data: Path, stores: Path, videos: int, seed: int, out: Path, train_steps: int | None = None) -> dict:
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
-    from precompute.runner import precompute
-    from precompute.scoring import score_store
-    from precompute.visualize import draw_tracks, save_frames
-    from store_schema.reader import StoreReader, open_frame_source
+    from mosic.precompute.runner import precompute
+    from mosic.precompute.scoring import score_store
+    from mosic.precompute.visualize import draw_tracks, save_frames
+    from mosic.store_schema.reader import StoreReader, open_frame_source
 
     out.mkdir(parents=True, exist_ok=True)
     _banner(f"1. synthetic data: {videos} videos -> {data}")
@@ -73,8 +73,8 @@ def _train_and_compare(data: Path, stores: Path, out: Path, steps: int | None) -
 
 
     from mosic.config import load_pipeline
-    from train.config import train_settings
-    from train.train import train
+    from mosic.train.config import train_settings
+    from mosic.train.train import train
 
     cfg = load_pipeline("synthetic", overrides={"dataset.root": str(data), "stores": str(stores),
                                                 "train.max_steps": steps})
@@ -90,8 +90,8 @@ def _train_and_compare(data: Path, stores: Path, out: Path, steps: int | None) -
           f"{lines[-1]['loss']:.3f} (step {lines[-1]['step']})")
 
     _banner("5. evaluate the initial and the trained backbone (mosic-eval --quick, held-out split)")
-    from evaluation.cli import app as eval_app
-    from evaluation.results import load_results
+    from mosic.evaluation.cli import app as eval_app
+    from mosic.evaluation.results import load_results
 
     table = out / "eval"
     for name, weights in (("initial", run_dir / "backbone_init.pth"), ("trained", Path(res["backbone"]))):

@@ -9,7 +9,7 @@ import typer
 
 from mosic import MosicError
 from mosic.cli_common import friendly_errors, parse_size, setup_logging
-from mosic.config import load_pipeline, pipeline_names
+from mosic.config import describe_pipelines, load_pipeline
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None)
 
@@ -26,7 +26,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=
 @friendly_errors
 def run(
     pipeline: str = typer.Option("synthetic", help="pipeline name in pipelines.yaml"),
-    config: Optional[Path] = typer.Option(None, help="pipelines file (default: ./pipelines.yaml)"),
+    config: Optional[Path] = typer.Option(
+        None, help="pipelines file (default: $MOSIC_PIPELINES, else ./pipelines.yaml, else the packaged defaults)"),
     dataset: Optional[str] = typer.Option(None, help="frame source: ytvos | davis | videos | synthetic"),
     root: Optional[Path] = typer.Option(None, help="the data set's folder"),
     split: Optional[str] = typer.Option(None, help="split (ytvos/synthetic: train|valid; davis: 480p)"),
@@ -52,13 +53,14 @@ def run(
         "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; the last shard to finish completes the store"),
     progress: bool = typer.Option(True, help="show a progress bar"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
-    list_pipelines: bool = typer.Option(False, "--list", help="list the pipelines and exit"),
+    list_pipelines: bool = typer.Option(
+        False, "--list-pipelines", "--list", help="say which pipelines file is used, list its pipelines and exit"),
 ) -> None:
-    from precompute.runner import precompute
+    from mosic.precompute.runner import precompute
 
     setup_logging(verbose)
     if list_pipelines:
-        typer.echo("\n".join(pipeline_names(config)))
+        typer.echo(describe_pipelines(config))
         return
     cfg = load_pipeline(
         pipeline,

@@ -22,12 +22,12 @@ import mosic
 from mosic import MosicError
 from mosic.config import PipelineConfig
 from mosic.data.base import ClipRef, FrameReadError, FrameSource, create_source, plan_clips
-from precompute.trackers.base import Tracker, create_tracker, grid_queries
-from store_schema import layout as L
-from store_schema import location
-from store_schema.layout import Failure
-from store_schema.spec import DatasetSpec, StoreSpec, TrackerSpec
-from store_schema.writer import StoreWriter
+from mosic.precompute.trackers.base import Tracker, create_tracker, grid_queries
+from mosic.store_schema import layout as L
+from mosic.store_schema import location
+from mosic.store_schema.layout import Failure
+from mosic.store_schema.spec import DatasetSpec, StoreSpec, TrackerSpec
+from mosic.store_schema.writer import StoreWriter
 
 log = logging.getLogger("mosic.precompute")
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from mosic import MosicError
 from mosic.data.base import FrameSource
-from precompute.metrics import aggregate, tapvid_metrics
-from precompute.trackers.base import grid_queries
-from store_schema.reader import StoreReader
+from mosic.precompute.metrics import aggregate, tapvid_metrics
+from mosic.precompute.trackers.base import grid_queries
+from mosic.store_schema.reader import StoreReader
 
 
 def score_store(reader: StoreReader, source: FrameSource, max_clips: int | None = None) -> dict[str, Any]:

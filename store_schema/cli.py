@@ -15,7 +15,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 
 
 def _disk_bytes(path) -> int:
-    from store_schema.location import size_bytes
+    from mosic.store_schema.location import size_bytes
 
     return size_bytes(path)
 
@@ -29,8 +29,8 @@ def inspect(
     path: str = typer.Argument(..., help=_STORE_HELP),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    from store_schema.location import is_remote
-    from store_schema.reader import StoreReader
+    from mosic.store_schema.location import is_remote
+    from mosic.store_schema.reader import StoreReader
 
     r = StoreReader(path, allow_incomplete=True)
     info = r.summary()
@@ -77,8 +77,8 @@ def show(
     root: Optional[Path] = typer.Option(None, help="the data set's folder, if it moved"),
     fps: int = typer.Option(4, help="frames per second for .gif/.mp4"),
 ) -> None:
-    from precompute.visualize import draw_tracks, save_frames
-    from store_schema.reader import StoreReader, open_frame_source
+    from mosic.precompute.visualize import draw_tracks, save_frames
+    from mosic.store_schema.reader import StoreReader, open_frame_source
 
     r = StoreReader(path, allow_incomplete=True)
     item = r[clip]
@@ -96,8 +96,8 @@ def score(
     max_clips: Optional[int] = typer.Option(None, help="score only the first N written clips"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    from precompute.scoring import score_store
-    from store_schema.reader import StoreReader, open_frame_source
+    from mosic.precompute.scoring import score_store
+    from mosic.store_schema.reader import StoreReader, open_frame_source
 
     r = StoreReader(path, allow_incomplete=True)
     res = score_store(r, open_frame_source(r, root), max_clips)
@@ -112,8 +112,8 @@ def score(
 @app.command(help="Mark a store complete if every clip has been written (after sharded runs).")
 @friendly_errors
 def finalize(path: str = typer.Argument(..., help=_STORE_HELP)) -> None:
-    from store_schema import layout as L
-    from store_schema.writer import StoreWriter
+    from mosic.store_schema import layout as L
+    from mosic.store_schema.writer import StoreWriter
 
     w = StoreWriter.open(path)
     if w.finalize():

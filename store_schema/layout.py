@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from store_schema.spec import StoreSpec
+from mosic.store_schema.spec import StoreSpec
 
 TRACKS = "tracks"
 VISIBILITY = "visibility"

@@ -10,7 +10,7 @@ be handed to many DataLoader workers. Decoded chunks are kept in a small LRU cac
 random access over an epoch then decodes each chunk about once per worker.
 
 A store may also be a URL on object storage (``s3://bucket/stores/x.zarr``, see
-:mod:`store_schema.location`); each process then opens its own fsspec connection.
+:mod:`mosic.store_schema.location`); each process then opens its own fsspec connection.
 
 A local store written with the default codec (``fixed-delta-zstd``) is decoded without zarr: the
 reader reads the chunk files itself and undoes the codecs with numcodecs (zarr's per-read
@@ -33,11 +33,11 @@ from pydantic import ValidationError
 
 from mosic import MosicError
 from mosic.data.base import ClipRef
-from store_schema import layout as L
-from store_schema import location
-from store_schema.layout import StoreMeta
-from store_schema.location import Location
-from store_schema.spec import SCHEMA_VERSION, flatten
+from mosic.store_schema import layout as L
+from mosic.store_schema import location
+from mosic.store_schema.layout import StoreMeta
+from mosic.store_schema.location import Location
+from mosic.store_schema.spec import SCHEMA_VERSION, flatten
 
 
 class StoreError(MosicError):

@@ -3,7 +3,7 @@
 Rules that keep a store honest:
 - a new local store is built under a temporary name and renamed into place, so a half-created
   store never appears under the real name. Object storage (a URL, see
-  :mod:`store_schema.location`) has no atomic rename: a remote store is created in place, its
+  :mod:`mosic.store_schema.location`) has no atomic rename: a remote store is created in place, its
   ``mosic`` attributes written last, so a half-created remote store has none and is never taken
   for a store (nor, having ``complete`` unset, for a complete one);
 - a chunk of clips has exactly one writer and is written whole (tracks, visibility, then status:
@@ -26,10 +26,10 @@ import zarr
 
 from mosic import MosicError
 from mosic.data.base import ClipRef
-from store_schema import layout as L
-from store_schema import location
-from store_schema.layout import Failure, StoreMeta
-from store_schema.spec import StoreSpec, spec_differences
+from mosic.store_schema import layout as L
+from mosic.store_schema import location
+from mosic.store_schema.layout import Failure, StoreMeta
+from mosic.store_schema.spec import StoreSpec, spec_differences
 
 
 class StoreMismatchError(MosicError):
@@ -140,14 +140,14 @@ class StoreWriter:
 
     @classmethod
     def open(cls, path: str | Path) -> "StoreWriter":
-        from store_schema.reader import read_meta
+        from mosic.store_schema.reader import read_meta
 
         path = location.as_location(path)
         group, meta = read_meta(path, mode="r+")
         return cls(path, group, meta)
 
     def _check_clips(self, clips: Sequence[ClipRef]) -> None:
-        from store_schema.reader import clip_index
+        from mosic.store_schema.reader import clip_index
 
         have = clip_index(self.group)
         if have != list(clips):

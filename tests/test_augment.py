@@ -1,4 +1,4 @@
-"""train.augment: the crop distribution, the coordinate mapping and its image side agree."""
+"""mosic.train.augment: the crop distribution, the coordinate mapping and its image side agree."""
 
 import math
 
@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mosic import MosicError
-from train.augment import (
+from mosic.train.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CropBox,

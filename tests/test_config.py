@@ -4,7 +4,7 @@ import pytest
 from mosic import MosicError
 from mosic.config import ClipSettings, load_pipeline, pipeline_names, with_overrides
 from mosic.data.base import VideoInfo, plan_clips
-from precompute.trackers.base import grid_queries
+from mosic.precompute.trackers.base import grid_queries
 
 
 def test_project_pipelines_load_and_validate():
@@ -61,3 +61,25 @@ def test_grid_queries_are_cell_centres_row_major_xy():
     assert q[:, 0].min() == 10 and q[:, 0].max() == 310 and q[:, 1].max() == 232.5
     with pytest.raises(MosicError, match="larger than the image"):
         grid_queries(32, 64, 24)
+
+
+def test_pipelines_file_precedence(tmp_path, monkeypatch):
+    from mosic.config import describe_pipelines, find_pipelines_file, packaged_pipelines_file
+
+    packaged = packaged_pipelines_file()
+    assert packaged.is_file() and "synthetic" in packaged.read_text()
+    monkeypatch.delenv("MOSIC_PIPELINES", raising=False)
+    monkeypatch.chdir(tmp_path)  # no pipelines.yaml here: the packaged defaults are used
+    assert find_pipelines_file() == packaged
+    own = tmp_path / "pipelines.yaml"
+    own.write_text("pipelines:\n  mine: {dataset: {kind: synthetic, root: here}}\n")
+    assert find_pipelines_file() == own  # the working folder's file wins over the packaged one
+    assert "pipelines file: " + str(own) in describe_pipelines() and "mine" in describe_pipelines()
+    env = tmp_path / "env.yaml"
+    env.write_text(own.read_text())
+    monkeypatch.setenv("MOSIC_PIPELINES", str(env))
+    assert find_pipelines_file() == env
+    assert find_pipelines_file(packaged) == packaged  # --config wins over everything
+    monkeypatch.setenv("MOSIC_PIPELINES", str(tmp_path / "missing.yaml"))
+    with pytest.raises(MosicError, match="MOSIC_PIPELINES names a file that does not exist"):
+        find_pipelines_file()

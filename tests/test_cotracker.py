@@ -12,8 +12,8 @@ import torch
 
 from mosic import MosicError
 from mosic.config import TrackerSettings
-from precompute.trackers import cotracker as ct
-from precompute.trackers.base import TRACKERS, create_tracker, grid_queries
+from mosic.precompute.trackers import cotracker as ct
+from mosic.precompute.trackers.base import TRACKERS, create_tracker, grid_queries
 
 # 511 / (74 - 1) = 7: a pixel column c lands exactly on model column 7c. Non-square on purpose.
 W, H = 74, 48
@@ -238,7 +238,7 @@ def test_falls_back_to_batch_one_and_warns_once(fake, ckpt, caplog, how):
         tr.model.fail_batched = True
     else:
         tr.view_fix = False  # the upstream bug hits the batched call
-    with caplog.at_level(logging.WARNING, logger="precompute.trackers.cotracker"):
+    with caplog.at_level(logging.WARNING, logger="mosic.precompute.trackers.cotracker"):
         res = tr.track(frames, q)
         again = tr.track(frames, q)
     assert tr.model.calls == [3, 1, 1, 1, 1, 1, 1]  # one failed batched call, then singles only

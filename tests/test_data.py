@@ -1,4 +1,4 @@
-"""train.data: ClipDataset and its loader on a tiny synthetic set with an oracle store."""
+"""mosic.train.data: ClipDataset and its loader on a tiny synthetic set with an oracle store."""
 
 import shutil
 
@@ -11,10 +11,10 @@ from mosic import MosicError
 from mosic.config import load_pipeline
 from mosic.data.base import FrameReadError
 from mosic.data.synthetic import generate
-from precompute.runner import precompute
-from store_schema.reader import StoreError
-from train.augment import CropBox, apply_crop, map_tracks, to_tensor
-from train.data import ClipDataset, collate_clips, make_loader
+from mosic.precompute.runner import precompute
+from mosic.store_schema.reader import StoreError
+from mosic.train.augment import CropBox, apply_crop, map_tracks, to_tensor
+from mosic.train.data import ClipDataset, collate_clips, make_loader
 
 S = 64  # output size used here: small and quick
 REQUIRE = {"grid": 4, "clips.length": 4, "tracker.name": "oracle"}
@@ -244,7 +244,7 @@ def test_collate_and_loader_arguments(store):
 
 
 def test_epoch_sampler_skip_resumes_the_same_order():
-    from train.data import EpochSampler
+    from mosic.train.data import EpochSampler
 
     class Ten:
         def __len__(self):

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from evaluation.cli import app, parse_fractions, parse_sets
-from evaluation.results import (cluster_visualisation, compare, load_results, make_row, markdown_table, pairs,
+from mosic.evaluation.cli import app, parse_fractions, parse_sets
+from mosic.evaluation.results import (cluster_visualisation, compare, load_results, make_row, markdown_table, pairs,
                                 plot_gains, save_results, upsert)
 from mosic import MosicError
 
@@ -131,7 +131,7 @@ def _run(*args):
 
 
 def test_cli_run_all_protocols_quick(syn, tmp_path):
-    from evaluation.cli import PROTOCOLS, protocol_function
+    from mosic.evaluation.cli import PROTOCOLS, protocol_function
 
     protos = []
     for p in PROTOCOLS:  # every protocol module present in this checkout

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from evaluation import datasets as D
+from mosic.evaluation import datasets as D
 from mosic import MosicError
 from mosic.data import synthetic as syn
 

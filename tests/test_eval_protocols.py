@@ -13,13 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from evaluation.datasets import SegDataset, SegSample
-from evaluation.dense import (IMAGENET_MEAN, IMAGENET_STD, confusion, confusion_miou, dataset_features,
+from mosic.evaluation.datasets import SegDataset, SegSample
+from mosic.evaluation.dense import (IMAGENET_MEAN, IMAGENET_STD, confusion, confusion_miou, dataset_features,
                               miou_from_confusion, resize_labels)
-from evaluation.protocols.clustering import frozen_clustering, match_clusters, matched_miou
-from evaluation.protocols.incontext import (augment, build_memory, incontext_segmentation, knn_labels,
+from mosic.evaluation.protocols.clustering import frozen_clustering, match_clusters, matched_miou
+from mosic.evaluation.protocols.incontext import (augment, build_memory, incontext_segmentation, knn_labels,
                                             sample_patches, soft_patch_labels)
-from evaluation.protocols.linear import linear_segmentation
+from mosic.evaluation.protocols.linear import linear_segmentation
 from mosic import MosicError
 
 # --------------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ class HueBackbone(nn.Module):
 
 
 def random_vit(img_size: int):
-    from train.model import create_backbone
+    from mosic.train.model import create_backbone
 
     torch.manual_seed(0)
     return create_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=img_size, depth=2, embed_dim=48,
@@ -295,7 +295,7 @@ def test_incontext_segmentation(bands):
 # the real data path: the synthetic video set exported as Pascal VOC
 # --------------------------------------------------------------------------------------------
 def test_protocols_on_synthetic_voc_export(tmp_path):
-    from evaluation.datasets import export_synthetic_voc, open_seg_dataset
+    from mosic.evaluation.datasets import export_synthetic_voc, open_seg_dataset
     from mosic.data.synthetic import generate
 
     generate(tmp_path / "syn", 2, seed=0, split="train", num_frames=9, width=64, height=48, exact_length=True)

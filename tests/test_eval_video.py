@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from evaluation.datasets import VideoClipSample
-from evaluation.protocols.video import (cluster_clip, match_and_score, present_labels, resize_labels,
+from mosic.evaluation.datasets import VideoClipSample
+from mosic.evaluation.protocols.video import (cluster_clip, match_and_score, present_labels, resize_labels,
                                         show_clusters, standardise_pca, temporal_consistency, upsample,
                                         video_segmentation)
 from mosic import MosicError
@@ -202,9 +202,9 @@ def test_show_clusters_and_errors(clips):
 # trajectory consistency
 # ------------------------------------------------------------------------------------------------
 def test_temporal_consistency_wraps_the_probe(tmp_path):
-    from evaluation.synthetic_probe import probe
+    from mosic.evaluation.synthetic_probe import probe
     from mosic.data.synthetic import generate
-    from train.model import create_backbone
+    from mosic.train.model import create_backbone
 
     generate(tmp_path, videos=2, seed=0, split="valid", num_frames=20, width=64, height=48, exact_length=True)
     torch.manual_seed(0)

@@ -14,15 +14,15 @@ import pytest
 from mosic import MosicError
 from mosic.config import load_pipeline
 from mosic.data.synthetic import generate
-from precompute.runner import precompute
-from store_schema import IncompleteStoreError, StoreReader
+from mosic.precompute.runner import precompute
+from mosic.store_schema import IncompleteStoreError, StoreReader
 
 SLOW_RUN = textwrap.dedent("""
     import sys, time
     from mosic.config import load_pipeline
-    from precompute.runner import precompute
-    from precompute.trackers.base import TRACKERS
-    from precompute.trackers.lk import LKTracker
+    from mosic.precompute.runner import precompute
+    from mosic.precompute.trackers.base import TRACKERS
+    from mosic.precompute.trackers.lk import LKTracker
 
     class SlowLK(LKTracker):  # the lk tracker, slowed down so the test can kill it midway
         def track(self, *a, **k):
@@ -65,7 +65,7 @@ def done_count(path):
 
 
 def test_kill_9_midway_then_rerun_equals_uninterrupted(synth, tmp_path):
-    from precompute.trackers.lk import LKTracker
+    from mosic.precompute.trackers.lk import LKTracker
 
     killed = tmp_path / "killed.zarr"
     p = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(synth), str(killed)])
@@ -92,7 +92,7 @@ def test_kill_9_midway_then_rerun_equals_uninterrupted(synth, tmp_path):
 
 @pytest.mark.parametrize("err, words", [(errno.ENOSPC, "the disk is full"), (errno.EACCES, "permission denied")])
 def test_disk_full_or_permission_denied_keep_earlier_work(synth, tmp_path, monkeypatch, err, words):
-    from store_schema.writer import StoreWriter
+    from mosic.store_schema.writer import StoreWriter
 
     real = StoreWriter.write_chunk
     calls = {"n": 0}

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from mosic.config import TrackerSettings
-from precompute.trackers.base import TRACKERS, grid_queries
-from precompute.trackers.lk import LKTracker, from_cv, inside_image, to_cv
+from mosic.precompute.trackers.base import TRACKERS, grid_queries
+from mosic.precompute.trackers.lk import LKTracker, from_cv, inside_image, to_cv
 
 W, H = 96, 64  # non-square on purpose: catches x/y swaps
 
@@ -163,7 +163,7 @@ def test_lk_beats_standing_still_on_the_synthetic_set(tmp_path):
     synthetic = pytest.importorskip("mosic.data.synthetic")
     from mosic.config import ClipSettings
     from mosic.data.base import create_source, plan_clips
-    from precompute.metrics import aggregate, tapvid_metrics
+    from mosic.precompute.metrics import aggregate, tapvid_metrics
 
     synthetic.generate(tmp_path, 3, seed=1, num_frames=24, width=96, height=64, exact_length=True)
     src = create_source("synthetic", tmp_path, split="train")

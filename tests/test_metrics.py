@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from precompute.metrics import THRESHOLDS, aggregate, tapvid_metrics
+from mosic.precompute.metrics import THRESHOLDS, aggregate, tapvid_metrics
 
 
 def _gt(T=5, N=4, W=512, H=128, seed=0):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.ops import cluster_usage_entropy, propagation_loss, sample_at_tracks, sinkhorn, symmetric_loss
+from mosic.train.ops import cluster_usage_entropy, propagation_loss, sample_at_tracks, sinkhorn, symmetric_loss
 
 # ---------------------------------------------------------------------------------------------
 # sample_at_tracks: a NON-SQUARE grid h=3 rows x w=5 columns of p=4 px patches -> W=20, H=12 px

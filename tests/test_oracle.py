@@ -6,8 +6,8 @@ import pytest
 from mosic import MosicError
 from mosic.config import TrackerSettings
 from mosic.data.base import ClipRef
-from precompute.trackers.base import TRACKERS, grid_queries
-from precompute.trackers.oracle import OracleTracker
+from mosic.precompute.trackers.base import TRACKERS, grid_queries
+from mosic.precompute.trackers.oracle import OracleTracker
 
 W, H = 80, 48
 
@@ -104,8 +104,8 @@ def test_oracle_on_the_synthetic_data_set(tmp_path):
     synthetic = pytest.importorskip("mosic.data.synthetic")
     from mosic.config import ClipSettings
     from mosic.data.base import create_source, plan_clips
-    from precompute.metrics import aggregate, tapvid_metrics
-    from precompute.trackers.base import create_tracker
+    from mosic.precompute.metrics import aggregate, tapvid_metrics
+    from mosic.precompute.trackers.base import create_tracker
 
     synthetic.generate(tmp_path, 2, seed=3, num_frames=20, width=96, height=64, exact_length=True)
     src = create_source("synthetic", tmp_path, split="train")

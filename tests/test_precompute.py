@@ -9,10 +9,10 @@ from typer.testing import CliRunner
 
 from mosic.config import load_pipeline
 from mosic.data.synthetic import generate
-from precompute.cli import app as precompute_app
-from precompute.runner import precompute
-from store_schema import StoreReader
-from store_schema.cli import app as store_app
+from mosic.precompute.cli import app as precompute_app
+from mosic.precompute.runner import precompute
+from mosic.store_schema import StoreReader
+from mosic.store_schema.cli import app as store_app
 
 runner = CliRunner()
 
@@ -55,8 +55,8 @@ def test_lk_store_tracks_and_is_reused(synth, tmp_path):
     res = precompute(cfg, progress=False)
     assert res.complete and res.written_now == 6
     r = StoreReader(res.store)
-    from precompute.scoring import score_store
-    from store_schema.reader import open_frame_source
+    from mosic.precompute.scoring import score_store
+    from mosic.store_schema.reader import open_frame_source
 
     s = score_store(r, open_frame_source(r))
     assert s["delta_avg"] > 50, s  # LK is a real tracker on textured synthetic scenes

@@ -15,12 +15,12 @@ pytest.importorskip("moto.server")
 
 from mosic.config import load_pipeline  # noqa: E402
 from mosic.data.synthetic import generate  # noqa: E402
-from precompute.cli import app as precompute_app  # noqa: E402
-from precompute.runner import precompute  # noqa: E402
-from store_schema import StoreReader  # noqa: E402
-from store_schema import location  # noqa: E402
-from store_schema.cli import app as store_app  # noqa: E402
-from store_schema.writer import StoreWriter  # noqa: E402
+from mosic.precompute.cli import app as precompute_app  # noqa: E402
+from mosic.precompute.runner import precompute  # noqa: E402
+from mosic.store_schema import StoreReader  # noqa: E402
+from mosic.store_schema import location  # noqa: E402
+from mosic.store_schema.cli import app as store_app  # noqa: E402
+from mosic.store_schema.writer import StoreWriter  # noqa: E402
 
 runner = CliRunner()
 BUCKET = "mosic-test"
@@ -160,8 +160,8 @@ def test_half_created_remote_store_is_not_a_store(s3, synth, monkeypatch):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_training_reads_the_s3_store(s3, synth, tmp_path, workers):
-    from train.config import train_settings
-    from train.train import train
+    from mosic.train.config import train_settings
+    from mosic.train.train import train
 
     prefix = f"s3://{BUCKET}/train"
     res = precompute(cfg_for(synth, prefix, "synthetic-oracle"), progress=False)

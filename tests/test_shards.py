@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mosic.data.synthetic import generate
-from store_schema import IncompleteStoreError, StoreReader
-from store_schema.cli import app as store_app
+from mosic.store_schema import IncompleteStoreError, StoreReader
+from mosic.store_schema.cli import app as store_app
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def synth(tmp_path_factory):
 
 
 def cmd(root, store, *extra):
-    return [sys.executable, "-m", "precompute.cli", "--root", str(root), "--store", str(store), "--grid", "6",
+    return [sys.executable, "-m", "mosic.precompute.cli", "--root", str(root), "--store", str(store), "--grid", "6",
             "-T", "5", "--step", "2", "--clips-per-video", "3", "--clips-per-chunk", "2", "--no-progress", *extra]
 
 

@@ -52,10 +52,7 @@ def check_frames(frames: np.ndarray, indices, vid: int = 0) -> None:
 
 
 def test_registry_has_builtin_sources():
-    from mosic.data.base import _import_builtin_sources
-
-    _import_builtin_sources()
-    assert {"ytvos", "davis", "synthetic"} <= set(SOURCES.names())
+    assert {"ytvos", "davis", "synthetic", "videos"} <= set(SOURCES.names())
 
 
 def test_ytvos_scan_and_read_order_and_colours(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from mosic import MosicError
 from mosic.config import ClipSettings
 from mosic.data.base import ClipRef
-from store_schema import (
+from mosic.store_schema import (
     DONE,
     FAILED,
     CorruptStoreError,
@@ -21,7 +21,7 @@ from store_schema import (
     StoreWriter,
     TrackerSpec,
 )
-from store_schema import layout as L
+from mosic.store_schema import layout as L
 
 T, G = 4, 3
 N = G * G
@@ -148,7 +148,7 @@ def test_reader_checks_requirements(tmp_path):
 
 
 def test_no_half_created_store_under_the_real_name(tmp_path, monkeypatch):
-    import store_schema.writer as W
+    import mosic.store_schema.writer as W
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")

@@ -7,9 +7,9 @@ from hypothesis.extra.numpy import arrays
 
 from mosic.config import ClipSettings
 from mosic.data.base import ClipRef
-from store_schema import DONE, FAILED, DatasetSpec, StoreReader, StoreSpec, StoreWriter, TrackerSpec
-from store_schema import layout as L
-from store_schema.spec import spec_differences
+from mosic.store_schema import DONE, FAILED, DatasetSpec, StoreReader, StoreSpec, StoreWriter, TrackerSpec
+from mosic.store_schema import layout as L
+from mosic.store_schema.spec import spec_differences
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
 json_scalars = st.one_of(st.integers(-10**6, 10**6), st.booleans(), names,

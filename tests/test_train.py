@@ -13,9 +13,9 @@ import torch
 from mosic import MosicError
 from mosic.config import load_pipeline
 from mosic.data.synthetic import generate
-from precompute.runner import precompute
-from train.config import train_settings
-from train.train import NonFiniteLossError, train
+from mosic.precompute.runner import precompute
+from mosic.train.config import train_settings
+from mosic.train.train import NonFiniteLossError, train
 
 TINY = {
     "train.model.img_size": 56,
@@ -102,7 +102,7 @@ def test_resume_continues_exactly(store, tmp_path):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(store, tmp_path, monkeypatch):
-    import train.train as T
+    import mosic.train.train as T
 
     cfg, _ = store
     c, ts = settings(cfg, checkpoint_every=1)
@@ -143,7 +143,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(store, t
             "--set", "model.num_prototypes=8", "--set", "checkpoint_every=3", "--set", "tracker.grid=4",
             "--set", "clips.length=4", "--set", "clips.step=2", "--set", "clips.clips_per_video=2",
             "--set", "optim.warmup_steps=0"]
-    common = ["-m", "train.cli", "--pipeline", "synthetic-oracle", "--store", str(path), "--max-steps", "3",
+    common = ["-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path), "--max-steps", "3",
               "--workers", "0", "--no-progress", *sets]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", str(free_port()), *common, "--batch-size", "1", "--out", str(tmp_path / "ddp")],
@@ -174,7 +174,7 @@ def test_killed_training_resumes_to_the_same_state(store, tmp_path):
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
             "--set", "model.num_prototypes=8", "--set", "checkpoint_every=1", "--set", "tracker.grid=4",
             "--set", "clips.length=4", "--set", "clips.step=2", "--set", "clips.clips_per_video=2"]
-    base = [sys.executable, "-m", "train.cli", "--pipeline", "synthetic-oracle", "--store", str(path),
+    base = [sys.executable, "-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path),
             "--max-steps", "6", "--batch-size", "2", "--workers", "0", "--no-progress", *sets]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run([*base, "--out", str(tmp_path / "ref")], env=env, check=True, capture_output=True, timeout=300)

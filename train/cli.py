@@ -1,7 +1,7 @@
 """``mosic-train``: MoSiC post-training on a precomputed trajectory store.
 
 Single process: ``mosic-train --pipeline synthetic``.
-DDP: ``torchrun --nproc_per_node 8 -m train.cli --pipeline ytvos`` (NCCL on GPUs, gloo on CPU).
+DDP: ``torchrun --nproc_per_node 8 -m mosic.train --pipeline ytvos`` (NCCL on GPUs, gloo on CPU).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import yaml
 
 from mosic import MosicError
 from mosic.cli_common import friendly_errors, setup_logging
-from mosic.config import load_pipeline
+from mosic.config import describe_pipelines, load_pipeline
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
@@ -46,7 +46,8 @@ def _parse_sets(sets: list[str]) -> dict:
 @friendly_errors
 def run(
     pipeline: str = typer.Option("synthetic", help="pipeline name in pipelines.yaml"),
-    config: Optional[Path] = typer.Option(None, help="pipelines file (default: ./pipelines.yaml)"),
+    config: Optional[Path] = typer.Option(
+        None, help="pipelines file (default: $MOSIC_PIPELINES, else ./pipelines.yaml, else the packaged defaults)"),
     store: Optional[str] = typer.Option(
         None, help="store path or URL (s3://bucket/x.zarr) to train on (default: the one in stores/ that fits)"),
     stores: Optional[str] = typer.Option(None, help="stores folder or URL prefix (s3://bucket/stores) to look in"),
@@ -67,11 +68,16 @@ def run(
                                    "pipeline field (tracker.grid=8, clips.length=8) the store must have"),
     progress: bool = typer.Option(True, help="show a progress bar"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    list_pipelines: bool = typer.Option(
+        False, "--list-pipelines", help="say which pipelines file is used, list its pipelines and exit"),
 ) -> None:
-    from train.config import train_settings
-    from train.train import train
+    from mosic.train.config import train_settings
+    from mosic.train.train import train
 
     setup_logging(verbose)
+    if list_pipelines:
+        typer.echo(describe_pipelines(config))
+        return
     over = {
         "stores": stores or None,
         "train.store": store or None,

@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from mosic import MosicError
 from mosic.data.base import FrameReadError, plan_clips
-from store_schema.reader import StoreError, StoreReader, open_frame_source
-from train.augment import CropBox, apply_crop, map_tracks, sample_crop, to_tensor
+from mosic.store_schema.reader import StoreError, StoreReader, open_frame_source
+from mosic.train.augment import CropBox, apply_crop, map_tracks, sample_crop, to_tensor
 
 
 def _check_epoch(epoch) -> int:

@@ -154,7 +154,7 @@ class MoSiCModel(nn.Module):
                 mode: str = "nearest") -> torch.Tensor:
         """Scores of the points ``tracks`` [B, N, 2] ((x, y) pixels of ``x`` [B, 3, H, W]) against
         the prototypes: [B, N, K]. Points on dropped tokens get the scores of a zero feature."""
-        from train.ops import sample_at_tracks
+        from mosic.train.ops import sample_at_tracks
 
         f = self.patch_features(x, keep)
         z = self.head(sample_at_tracks(f[:, None], tracks[:, None], (x.shape[-1], x.shape[-2]), mode=mode)[:, 0])

@@ -13,7 +13,7 @@ One step on a batch of B clips of T frames with N tracked points each:
    cluster is carried along the track;
 5. AdamW step, then the teacher follows the student by EMA.
 
-Run it with ``mosic-train`` (single process) or ``torchrun --nproc_per_node K -m train.cli`` (DDP).
+Run it with ``mosic-train`` (single process) or ``torchrun --nproc_per_node K -m mosic.train`` (DDP).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from torch_ema import ExponentialMovingAverage
 
 from mosic import MosicError
 from mosic.config import PipelineConfig
-from store_schema.location import Location, as_location, list_stores
-from train.config import TrainSettings
-from train.data import ClipDataset, make_loader
-from train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
-from train.ops import cluster_usage_entropy, propagation_loss, sample_at_tracks, sinkhorn, symmetric_loss
+from mosic.store_schema.location import Location, as_location, list_stores
+from mosic.train.config import TrainSettings
+from mosic.train.data import ClipDataset, make_loader
+from mosic.train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
+from mosic.train.ops import cluster_usage_entropy, propagation_loss, sample_at_tracks, sinkhorn, symmetric_loss
 
 log = logging.getLogger("mosic.train")
 
@@ -70,7 +70,7 @@ def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Location:
     Either may be a URL (``s3://bucket/stores``): a Path comes back for local stores, a URL else."""
     if ts.store:
         return as_location(ts.store)
-    from store_schema.reader import StoreError, StoreReader
+    from mosic.store_schema.reader import StoreError, StoreReader
 
     stores = as_location(cfg.stores)
     req = store_requirements(cfg)

@@ -1,6 +1,6 @@
 """Frozen clustering: K-means on the patch tokens of a whole data set, matched to the classes.
 
-Tokens (L2-normalised, from :func:`evaluation.dense.patch_features`) of all images are
+Tokens (L2-normalised, from :func:`mosic.evaluation.dense.patch_features`) of all images are
 standardised per dimension, projected on their top ``pca_dim`` principal components and clustered
 with faiss K-means. Each pixel takes its patch's cluster (nearest upsampling to the mask size), so
 the cluster-by-class overlap counts come from per-patch class histograms that are computed once.
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from evaluation.dense import dataset_features, iou_list, kmeans, miou_from_confusion, nearest_index
+from mosic.evaluation.dense import dataset_features, iou_list, kmeans, miou_from_confusion, nearest_index
 from mosic import MosicError
 
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from evaluation.dense import (check_sample, confusion, dataset_features, iou_list, miou_from_confusion,
+from mosic.evaluation.dense import (check_sample, confusion, dataset_features, iou_list, miou_from_confusion,
                               patch_features, resize_image, resize_labels)
 from mosic import MosicError
 

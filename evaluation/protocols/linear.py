@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import trange
 
-from evaluation.dense import confusion, dataset_features, iou_list, miou_from_confusion, resize_labels
+from mosic.evaluation.dense import confusion, dataset_features, iou_list, miou_from_confusion, resize_labels
 from mosic import MosicError
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluation.dense import kmeans, patch_features
+from mosic.evaluation.dense import kmeans, patch_features
 from mosic import MosicError
 
 MODES = ("frame", "clip", "dataset")
@@ -261,10 +261,10 @@ def temporal_consistency(backbone: torch.nn.Module, synthetic_root: str | Path, 
                          max_videos: int | None = None, clusters: int = 24, seed: int = 0) -> dict:
     """How often a ground-truth trajectory's patch keeps its K-means cluster (``clusters``
     clusters over all frames' patch features) from a clip's first frame to its later frames, on
-    the synthetic set (visible points only). Wraps :func:`evaluation.synthetic_probe.probe`, so the
+    the synthetic set (visible points only). Wraps :func:`mosic.evaluation.synthetic_probe.probe`, so the
     figure equals the training demo's ``track_consistency``; its ``correspondence`` (nearest
     first-frame point on the same layer) comes along. Percentages."""
-    from evaluation.synthetic_probe import probe
+    from mosic.evaluation.synthetic_probe import probe
     from mosic.data.synthetic import SyntheticSource
 
     root = Path(synthetic_root)

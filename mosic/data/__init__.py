@@ -8,3 +8,6 @@ from mosic.data.base import (  # noqa: F401
     create_source,
     plan_clips,
 )
+
+# The built-in sources register themselves on import (one-way: they import base, never the reverse).
+from mosic.data import sources, synthetic, video_files  # noqa: E402, F401

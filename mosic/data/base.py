@@ -110,19 +110,11 @@ class FrameSource(ABC):
         return {"kind": self.kind, "split": self.split}
 
 
-SOURCES: Registry[FrameSource] = Registry("frame source")
+SOURCES: Registry[FrameSource] = Registry("frame source", entry_point_group="mosic.sources")
 
 
 def create_source(kind: str, root: str | Path, split: str = "train") -> FrameSource:
-    _import_builtin_sources()
     return SOURCES.create(kind, root, split=split)
-
-
-def _import_builtin_sources() -> None:
-    # Registration happens on import; the built-in sources live in these modules.
-    import mosic.data.sources  # noqa: F401
-    import mosic.data.synthetic  # noqa: F401
-    import mosic.data.video_files  # noqa: F401
 
 
 def clip_starts(num_frames: int, span: int, clips: ClipSettings) -> list[int]:

@@ -115,14 +115,10 @@ class Tracker(ABC):
         return res
 
 
-TRACKERS: Registry[Tracker] = Registry("tracker")
+TRACKERS: Registry[Tracker] = Registry("tracker", entry_point_group="mosic.trackers")
 
 
 def create_tracker(settings: "TrackerSettings", source: "FrameSource | None" = None) -> Tracker:
     """Build the tracker named in ``settings``. ``source`` is given to trackers that need it
     (the synthetic ground truth)."""
-    import precompute.trackers.cotracker  # noqa: F401  (registers cotracker3)
-    import precompute.trackers.lk  # noqa: F401
-    import precompute.trackers.oracle  # noqa: F401
-
     return TRACKERS.get(settings.name)(settings, source)

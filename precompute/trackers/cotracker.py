@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from mosic import MosicError
-from precompute.trackers.base import TRACKERS, Tracker, TrackResult
+from mosic.precompute.trackers.base import TRACKERS, Tracker, TrackResult
 
 if TYPE_CHECKING:
     import torch

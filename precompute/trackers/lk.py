@@ -14,7 +14,7 @@ visible. Confidence is ``exp(-(fb / fb_threshold)^2)`` on frames where the point
 frame 0) and 0 once it is lost.
 
 OpenCV's coordinates put the centre of pixel (0, 0) at (0.0, 0.0); ours put it at (0.5, 0.5)
-(see ``precompute.trackers.base``): positions are shifted by 0.5 on the way in and out.
+(see ``mosic.precompute.trackers.base``): positions are shifted by 0.5 on the way in and out.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import cv2
 import numpy as np
 
-from precompute.trackers.base import TRACKERS, Tracker, TrackResult
+from mosic.precompute.trackers.base import TRACKERS, Tracker, TrackResult
 
 if TYPE_CHECKING:
     from mosic.config import TrackerSettings
