@@ -377,9 +377,14 @@ def run(
         for k in kk:
             figures[f"{dataset}/clustering K={k}"] = _kvalue(res, k)
     if "incontext" in protos:
+        from mosic.evaluation.file_sets import fraction_seeds
+
+        subsets = call_settings(protocol_function("incontext"), "incontext", quick, user.get("incontext", {}),
+                                {}).get("subsets", "reference")
         for text, frac in fracs:
             label = f"{dataset}/in-context {text}"
-            draws = list(range(seed, seed + (n_seeds if frac < 1 else 1)))  # the paper averages 5 draws of a fraction
+            # the paper averages 5 draws of a fraction: the reference's five lists where it has them
+            draws = fraction_seeds(dataset, train_ds.split, frac, n_seeds, seed, subsets)
             runs = [go("incontext", label if len(draws) == 1 else f"{label} seed {sd}", {"fraction": frac, "seed": sd},
                        train_ds, val_ds) for sd in draws]
             figures[label] = float(np.mean([r["miou"] for r in runs]))

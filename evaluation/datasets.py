@@ -175,6 +175,26 @@ class SegDataset:
         keep = np.sort(np.random.default_rng(_seed_entropy(seed)).permutation(n)[:k])
         return SegDataset(self.name, self.class_names, [self._items[j] for j in keep], self._load, self.root, self.split)
 
+    def select(self, ids: Sequence[str], what: str = "id list") -> SegDataset:
+        """The images named by ``ids``, in that order; an id not in this data set is an error
+        naming ``what`` (e.g. the list file)."""
+        pos = {it.id: j for j, it in enumerate(self._items)}
+        missing = [i for i in ids if i not in pos]
+        if missing:
+            raise MosicError(f"{what} names {len(missing)} image(s) that {self.name!r} split {self.split!r} "
+                             f"does not have, e.g. {missing[0]!r} (root {self.root})")
+        return SegDataset(self.name, self.class_names, [self._items[pos[i]] for i in ids], self._load, self.root,
+                          self.split)
+
+    def fingerprint(self) -> str:
+        """A short hash of the data set's name, split, classes and image ids (not the pixels)."""
+        import hashlib
+
+        h = hashlib.sha256(f"{self.name}\n{self.split}\n{'|'.join(self.class_names)}\n".encode())
+        for it in self._items:
+            h.update(it.id.encode() + b"\n")
+        return h.hexdigest()[:16]
+
     def __repr__(self) -> str:
         return f"SegDataset({self.name!r}, split={self.split!r}, {len(self)} images, {self.num_classes} classes)"
 

@@ -9,16 +9,21 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: the standard deviation open-hummingbird-eval normalises with (its blue channel reads 0.255, a
+#: typo of 0.225 that the published in-context figures were computed with)
+HUMMINGBIRD_STD = (0.229, 0.224, 0.255)
 
 
 @torch.no_grad()
 def patch_features(backbone: torch.nn.Module, frames: np.ndarray, img_size: int, batch: int = 32,
-                   device: str | torch.device = "cpu", normalize: bool = True) -> torch.Tensor:
+                   device: str | torch.device = "cpu", normalize: bool = True,
+                   std: tuple[float, float, float] = IMAGENET_STD) -> torch.Tensor:
     """uint8 frames [B, H, W, 3] -> L2-normalised patch tokens [B, h, w, D] of a timm ViT, frames
-    resized to img_size x img_size. ``normalize=False``: the tokens as the backbone returns them."""
+    resized to img_size x img_size and normalised with the ImageNet mean and ``std``.
+    ``normalize=False``: the tokens as the backbone returns them."""
     backbone = backbone.eval().to(device)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(tuple(std), device=device).view(1, 3, 1, 1)
     p = backbone.patch_embed.patch_size[0]
     h = img_size // p
     out = []
@@ -111,7 +116,8 @@ def check_sample(sample, num_classes: int, ignore_index: int) -> None:
 
 
 def dataset_features(backbone: torch.nn.Module, ds, indices, img_size: int, batch: int = 32,
-                     device: str | torch.device = "cpu", normalize: bool = True, progress: str | None = None):
+                     device: str | torch.device = "cpu", normalize: bool = True, progress: str | None = None,
+                     std: tuple[float, float, float] = IMAGENET_STD):
     """Yield (patch tokens [B, h, w, D], label maps at their own size) over ``ds[indices]`` in
     batches; images square-resized to img_size (bilinear), tokens by :func:`patch_features`.
     ``progress``: a tqdm bar with this description."""
@@ -126,7 +132,7 @@ def dataset_features(backbone: torch.nn.Module, ds, indices, img_size: int, batc
         for smp in samples:
             check_sample(smp, ds.num_classes, ds.ignore_index)
         images = np.stack([resize_image(smp.image, img_size) for smp in samples])
-        tokens = patch_features(backbone, images, img_size, batch, device, normalize=normalize)
+        tokens = patch_features(backbone, images, img_size, batch, device, normalize=normalize, std=std)
         yield tokens, [smp.label for smp in samples]
 
 
@@ -180,3 +186,47 @@ def confusion_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int,
 def iou_list(per_class: np.ndarray) -> list:
     """Per-class IoU as JSON-safe percentages (None for unscored classes)."""
     return [None if np.isnan(v) else round(100 * float(v), 2) for v in per_class]
+
+
+def match_predictions(conf: np.ndarray) -> np.ndarray:
+    """Ground-truth class of each predicted label from the overlap counts ``conf`` [C, P] (rows:
+    ground truth, columns: predictions): the one-to-one assignment with the most pixels in
+    agreement (the Hungarian step of the reference in-context scorer); -1 for a predicted label
+    left without a class (possible when P > C)."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(-conf.astype(np.float64))
+    mapping = np.full(conf.shape[1], -1)
+    mapping[cols] = rows
+    return mapping
+
+
+def scored_miou(conf: np.ndarray, ignore_index: int | None = None, matching: str = "none",
+                absent: str = "skip") -> tuple[float, np.ndarray]:
+    """(mIoU, per-class IoU) of predictions with overlap counts ``conf`` [C, P] (P >= C; a column
+    past C is a label that is no class). ``matching="hungarian"``: predicted labels are first
+    assigned to classes by :func:`match_predictions`; ``"none"``: label c is class c.
+    ``absent="zero"``: a class that is neither present nor predicted scores 0 and counts in the
+    mean (the reference in-context scorer); ``"skip"``: it is left out (NaN). An ignore index
+    inside 0..C-1 is never scored."""
+    from mosic import MosicError
+
+    if matching not in ("none", "hungarian"):
+        raise MosicError(f"matching must be 'none' or 'hungarian', got {matching!r}")
+    if absent not in ("skip", "zero"):
+        raise MosicError(f"absent must be 'skip' or 'zero', got {absent!r}")
+    C, P = conf.shape
+    if matching == "hungarian":
+        mapping = match_predictions(conf)
+        matched = np.zeros((C, C + 1), np.int64)
+        for p in range(P):
+            matched[:, mapping[p] if mapping[p] >= 0 else C] += conf[:, p]
+        conf = matched
+    miou, iou = miou_from_confusion(conf, ignore_index)
+    if absent == "zero":
+        iou = np.where(np.isnan(iou), 0.0, iou)
+        if ignore_index is not None and 0 <= ignore_index < C:
+            iou[ignore_index] = np.nan
+        scored = ~np.isnan(iou)
+        miou = float(iou[scored].mean()) if scored.any() else float("nan")
+    return miou, iou

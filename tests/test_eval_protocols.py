@@ -17,8 +17,11 @@ from mosic.evaluation.datasets import SegDataset, SegSample
 from mosic.evaluation.dense import (IMAGENET_MEAN, IMAGENET_STD, confusion, confusion_miou, dataset_features,
                               miou_from_confusion, resize_labels)
 from mosic.evaluation.protocols.clustering import frozen_clustering, match_clusters, matched_miou
-from mosic.evaluation.protocols.incontext import (augment, build_memory, incontext_segmentation, knn_labels,
-                                            sample_patches, soft_patch_labels)
+from mosic.evaluation.dense import match_predictions, scored_miou
+from mosic.evaluation.protocols.incontext import (FaissSearch, _memory_labels, augment, build_memory, colour_jitter,
+                                                  crop_box, incontext_segmentation, knn_labels, knn_search,
+                                                  reference_patch_scores, resolve_memory_ignore, sample_patches,
+                                                  sample_patches_reference, soft_patch_labels)
 from mosic.evaluation.protocols.linear import linear_segmentation
 from mosic import MosicError
 
@@ -217,6 +220,20 @@ def test_soft_patch_labels_by_hand():
     assert soft.tolist() == [[0.75, 0.25, 0], [0, 0.25, 0], [0, 0, 0], [0, 0, 1]]
 
 
+def test_ignore_pixels_in_the_memory_labels():
+    lab = np.array([[1, 255], [255, 255]], np.uint8)
+    bg, n = _memory_labels(lab, 3, 255, "background")  # reference (VOC): ignore = background
+    assert n == 3 and soft_patch_labels(bg, 1, n, 255).tolist() == [[0.75, 0.25, 0]]
+    cl, n = _memory_labels(lab, 3, 255, "class")  # one more label, which counts for no class
+    assert n == 4 and soft_patch_labels(cl, 1, n, 255).tolist() == [[0, 0.25, 0, 0.75]]
+    dr, n = _memory_labels(lab, 3, 255, "drop")  # mosic: no label mass
+    assert soft_patch_labels(dr, 1, n, 255).tolist() == [[0, 0.25, 0]]
+    assert resolve_memory_ignore("auto", ["background", "a"]) == "background"
+    assert resolve_memory_ignore("auto", ["wall", "floor"]) == "class"
+    with pytest.raises(MosicError, match="memory_ignore"):
+        resolve_memory_ignore("nope", [])
+
+
 def test_sample_patches_clamp_and_rare_classes():
     soft = torch.zeros(20, 3)
     soft[:15, 0] = 1  # 15 background patches
@@ -232,18 +249,44 @@ def test_sample_patches_clamp_and_rare_classes():
     assert len(sample_patches(torch.zeros(4, 3), 3, gen)) == 0
 
 
+def test_reference_patch_scores_and_sampling():
+    soft = torch.zeros(6, 3)
+    soft[0, 0] = 1  # class 0 alone
+    soft[1, 0], soft[1, 1] = 0.5, 0.5  # classes 0 and 1
+    soft[2, 0] = 1
+    soft[3, 0] = 1
+    soft[4, 2] = 0.25  # class 2 alone, partly ignore
+    # row 5: no label
+    # patches containing each class: 0 -> 4, 1 -> 1, 2 -> 1; score = sum over the patch's classes
+    assert reference_patch_scores(soft).tolist() == [4, 5, 4, 4, 1, float("inf")]
+    gen = torch.Generator().manual_seed(0)
+    # not clamped to the labelled patches: a budget past them takes the unlabelled patch too (last)
+    assert sorted(sample_patches_reference(soft, 6, gen).tolist()) == list(range(6))
+    assert sorted(sample_patches_reference(soft, 100, gen).tolist()) == list(range(6))
+    assert 5 not in sample_patches_reference(soft, 5, gen).tolist()
+    # score x U(0, 1), the K smallest: the rare patch 4 (score 1) is kept far more often than a
+    # background one (score 4): P(4 in top 1) = P(u4 < 4 min(u0, u2, u3) and u4 < 5 u1)
+    runs = [sample_patches_reference(soft, 1, gen).item() for _ in range(2000)]
+    rare, common = runs.count(4) / 2000, runs.count(0) / 2000
+    assert rare > 0.5 and common < 0.2 and 5 not in runs
+
+
 def test_memory_budget(bands):
     train, _ = bands
     sub = train.subset(4 / 32, 0)
-    # budget above the 64 patches an image has: clamped, every patch kept (the thin ignore strips
-    # never fill a patch) in each pass over each image
+    # reference: K = memory / (images x passes) is not clamped; each view gives all its 64 patches
     f, lab, budget = build_memory(HueBackbone(), sub, 112, 10 ** 6, 2, seed=0)
-    assert budget == 64 and len(f) == len(lab) == 2 * 4 * 64
-    assert (lab.sum(1) > 0).all() and torch.allclose(f.norm(dim=1), torch.ones(len(f)))
+    assert budget == 10 ** 6 // 8 and len(f) == len(lab) == 2 * 4 * 64
+    assert f.dtype == torch.float16 and lab.dtype == torch.float16 and lab.shape[1] == 4
+    assert torch.allclose(f.float().norm(dim=1), torch.ones(len(f)), atol=1e-2)
     f, lab, budget = build_memory(HueBackbone(), sub, 112, 80, 2, seed=0)
     assert budget == 10 and len(f) == 80
     f, _, budget = build_memory(HueBackbone(), sub, 112, 3, 2, seed=0)  # fewer slots than images: 1 each
     assert budget == 1 and len(f) == 8
+    # mosic's sampling clamps to the labelled patches (ignore strips never fill a patch)
+    f, lab, budget = build_memory(HueBackbone(), sub, 112, 10 ** 6, 2, seed=0, sampling="inverse_frequency",
+                                  memory_ignore="drop", augmentation="mosic", dtype=torch.float32)
+    assert budget == 64 and len(f) == 2 * 4 * 64 and f.dtype == torch.float32 and (lab.float().sum(1) > 0).all()
 
 
 def test_knn_labels_by_hand():
@@ -255,22 +298,70 @@ def test_knn_labels_by_hand():
     assert torch.allclose(out, w[None]) and knn_labels(q, mem, labels, k=10, temperature=0.1).shape == (1, 2)
 
 
+def test_chunked_search_is_exact():
+    g = torch.Generator().manual_seed(0)
+    mem = F.normalize(torch.randn(1000, 16, generator=g), dim=1)
+    q = F.normalize(torch.randn(50, 16, generator=g), dim=1)
+    ref_s, ref_i = (q @ mem.T).topk(7, dim=1)
+    s, i = knn_search(q, mem, 7, chunk_elems=300, mem_chunk=64)  # 16 memory chunks, queries in 10s
+    assert torch.equal(i, ref_i) and torch.allclose(s, ref_s)
+    s16, i16 = knn_search(q, mem.half(), 7, mem_chunk=100)  # float16 memory, float32 product per chunk
+    assert (i16 == ref_i).float().mean() > 0.95 and torch.allclose(s16, ref_s, atol=2e-3)
+    fs, fi = FaissSearch(mem.half(), chunk=128)(q, 7)
+    assert (fi == ref_i).float().mean() > 0.95 and torch.allclose(fs, ref_s, atol=2e-3)
+
+
+def test_hungarian_scoring_and_absent_classes_by_hand():
+    # predictions that are right up to a permutation of the labels: the reference's Hungarian step
+    gt = np.array([0, 0, 1, 1, 2, 2, 255])
+    pred = np.array([1, 1, 2, 2, 0, 0, 0])
+    conf = confusion(pred, gt, 4, 255)
+    assert scored_miou(conf, 255, "none", "skip")[0] == 0
+    m, iou = scored_miou(conf, 255, "hungarian", "skip")
+    assert m == 1.0 and np.isnan(iou[3])
+    # class 3 is neither present nor predicted: the reference counts it as 0 in the mean
+    m, iou = scored_miou(conf, 255, "hungarian", "zero")
+    assert m == pytest.approx(3 / 4) and iou[3] == 0
+    # the assignment maximises the pixels in agreement: label 0 (5 px of class 1, 1 of class 0) goes to 1
+    conf2 = np.array([[1, 4], [5, 0]])
+    assert match_predictions(conf2).tolist() == [1, 0]
+    # an extra label (memory_ignore="class") may be matched or count for no class
+    conf3 = np.array([[3, 0, 1], [0, 2, 2]])
+    assert match_predictions(conf3).tolist() == [0, 1, -1]
+    assert scored_miou(conf3, 255, "hungarian", "zero")[0] == pytest.approx((3 / 4 + 2 / 4) / 2)
+    with pytest.raises(MosicError, match="matching"):
+        scored_miou(conf3, 255, "greedy")
+
+
 def test_augment_crop_and_jitter():
     rng = np.random.default_rng(0)
     img = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
     lab = np.repeat(np.arange(4, dtype=np.uint8), 15)[:, None].repeat(80, 1)
     lab[:, :5] = 255
-    for _ in range(20):
-        a, b = augment(img, lab, 28, rng)
-        assert a.shape == (28, 28, 3) and a.dtype == np.uint8 and b.shape == (28, 28)
-        assert set(np.unique(b)) <= {0, 1, 2, 3, 255}
-    a1, b1 = augment(img, lab, 28, np.random.default_rng(5))
-    a2, b2 = augment(img, lab, 28, np.random.default_rng(5))
-    assert (a1 == a2).all() and (b1 == b2).all()
-    # no jitter, full-scale crop of a square image with square ratio: a plain resize
-    sq = img[:60, :60]
-    a, b = augment(sq, lab[:, :60], 60, rng, scale=(1, 1), ratio=(1, 1), p_jitter=0)
-    assert (a == sq).all() and (b == lab[:, :60]).all()
+    for mode in ("reference", "mosic"):
+        for _ in range(20):
+            a, b = augment(img, lab, 28, rng, mode=mode)
+            assert a.shape == (28, 28, 3) and a.dtype == np.uint8 and b.shape == (28, 28)
+            assert set(np.unique(b)) <= {0, 1, 2, 3, 255}
+        a1, b1 = augment(img, lab, 28, np.random.default_rng(5), mode=mode)
+        a2, b2 = augment(img, lab, 28, np.random.default_rng(5), mode=mode)
+        assert (a1 == a2).all() and (b1 == b2).all()
+        # no jitter, full-scale crop of a square image with square ratio: a plain resize
+        sq = img[:60, :60]
+        a, b = augment(sq, lab[:, :60], 60, rng, scale=(1, 1), ratio=(1, 1), p_jitter=0, mode=mode)
+        assert (a == sq).all() and (b == lab[:, :60]).all()
+    # scale 0.5-2: draws past the image area never fit; 10 misses -> torchvision's centre crop
+    assert crop_box(60, 80, rng, scale=(1.5, 2.0)) == (0, 0, 60, 80)
+    assert crop_box(20, 80, rng, scale=(1.5, 2.0)) == (0, 26, 20, 27)  # ratio clamped to 4/3, centred
+    sizes = [crop_box(100, 100, rng, scale=(0.5, 2.0))[2:] for _ in range(300)]
+    assert all(25 * 100 <= h * w <= 100 * 100 for h, w in sizes)
+    # the hue shift rotates the colour: a pure red moves along the circle, its grey level kept
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 200
+    shifted = [colour_jitter(red, np.random.default_rng(s), jitter=0.0, p_jitter=1.0, hue=0.1) for s in range(6)]
+    assert any((x[..., 1:] > 0).any() for x in shifted) and all(x[..., 0].max() == 200 for x in shifted)
+    with pytest.raises(MosicError, match="augmentation"):
+        augment(img, lab, 28, rng, mode="bogus")
 
 
 def test_incontext_segmentation(bands):
@@ -278,17 +369,26 @@ def test_incontext_segmentation(bands):
     kw = dict(img_size=112, memory_size=2000, k=5)
     res = incontext_segmentation(HueBackbone(), train, val, **kw)
     assert res["miou"] >= 97 and len(res["per_class_iou"]) == 4
-    assert res["per_image_budget"] == 2000 // (32 * 2) and res["memory"] <= 2000
+    assert res["per_image_budget"] == 2000 // (32 * 2) and res["memory"] == 2000 // (32 * 2) * 64
+    assert res["memory_ignore_used"] == "background" and res["subset"] == "all"
     vit = incontext_segmentation(random_vit(112), train, val, **kw)
     assert vit["miou"] <= res["miou"] - 20
     frac = incontext_segmentation(HueBackbone(), train, val, fraction=1 / 8, seed=3, **kw)
-    assert frac["train_images"] == 4 and frac["per_image_budget"] == 64 and frac["memory"] <= 4 * 2 * 64
+    assert frac["train_images"] == 4 and frac["per_image_budget"] == 2000 // 8 and frac["memory"] == 4 * 2 * 64
+    assert frac["subset"] == "random (seed 3)"
     again = incontext_segmentation(HueBackbone(), train, val, fraction=1 / 8, seed=3, **kw)
     assert again["miou"] == frac["miou"]  # seeded: subset, crops, sampling
+    mosic = incontext_segmentation(HueBackbone(), train, val, sampling="inverse_frequency", augmentation="mosic",
+                                   crop_scale=(0.5, 1.0), std=IMAGENET_STD, memory_ignore="drop",
+                                   val_resolution="original", matching="none", absent_classes="skip",
+                                   memory_dtype="float32", search="faiss", **kw)
+    assert mosic["miou"] >= 97 and mosic["memory_ignore_used"] == "drop"
     with pytest.raises(MosicError, match="fraction"):
         incontext_segmentation(HueBackbone(), train, val, fraction=0, **kw)
     with pytest.raises(MosicError, match="multiple of the backbone's patch size"):
         incontext_segmentation(HueBackbone(), train, val, img_size=100)
+    with pytest.raises(MosicError, match="search must be"):
+        incontext_segmentation(HueBackbone(), train, val, search="scann", **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,3 +410,34 @@ def test_protocols_on_synthetic_voc_export(tmp_path):
     for r in (lin, clu[str(C)], clu[str(2 * C)], inc):
         assert 0 <= r["miou"] <= 100 and len(r["per_class_iou"]) == C
     assert all(v is None or 0 <= v <= 100 for v in inc["per_class_iou"])
+
+
+# --------------------------------------------------------------------------------------------
+# the reference's fixed subsets (shipped file lists)
+# --------------------------------------------------------------------------------------------
+def test_shipped_file_sets_and_their_use():
+    from mosic.evaluation.file_sets import (REFERENCE_SEEDS, folder, fraction_seeds, list_path, read_list,
+                                            training_subset)
+
+    assert (folder() / "LICENSE").read_text().startswith("MIT License") and (folder() / "SOURCE.md").is_file()
+    for ds, split, sizes in (("voc", "trainaug", {128: 80, 64: 160, 8: 1320}),
+                             ("ade20k", "training", {128: 150, 64: 300, 8: 2550})):
+        for n, size in sizes.items():
+            for sd in REFERENCE_SEEDS:
+                assert len(read_list(list_path(ds, split, 1 / n, sd))) == size
+    assert list_path("voc", "train", 1 / 128, 42) is None and list_path("voc", "trainaug", 1 / 16, 42) is None
+    assert list_path("synthetic", "train", 1 / 128, 42) is None and list_path("voc", "trainaug", 1 / 128, 0) is None
+    assert fraction_seeds("voc", "trainaug", 1 / 128, 5) == list(REFERENCE_SEEDS)
+    assert fraction_seeds("voc", "trainaug", 1 / 128, 5, subsets="random") == [0, 1, 2, 3, 4]
+    assert fraction_seeds("synthetic", "train", 1 / 2, 2, seed=7) == [7, 8] and fraction_seeds("voc", "trainaug", 1, 5) == [0]
+
+    full = read_list(folder() / "voc" / "full" / "trainaug.txt")
+    items = [types.SimpleNamespace(id=i) for i in full]
+    voc = SegDataset("voc", ["background"], items, lambda it: it, split="trainaug")
+    sub, source = training_subset(voc, 1 / 128, 400)
+    assert sub.ids == read_list(list_path("voc", "trainaug", 1 / 128, 400)) and source.endswith("trainaug_128_400.txt")
+    rnd, source = training_subset(voc, 1 / 128, 400, subsets="random")
+    assert len(rnd) == len(full) // 128 and source == "random (seed 400)" and rnd.ids != sub.ids
+    small = SegDataset("voc", ["background"], items[:100], lambda it: it, split="trainaug")
+    with pytest.raises(MosicError, match="trainaug_128_42.txt names .* image"):
+        training_subset(small, 1 / 128, 42)
