@@ -50,8 +50,8 @@ _FUNCS = {
 
 # --quick: settings scaled down for a CPU demo (unknown keys are dropped per protocol signature)
 QUICK = {
-    "linear": dict(img_size=112, feat_size=28, epochs=3, step_at=2, batch_size=16),
-    "clustering": dict(img_size=112, niter=10, nredo=1),
+    "linear": dict(img_size=112, feat_size=28, epochs=3, step_at=2, batch_size=16, augment=False, val_mask_size=28),
+    "clustering": dict(img_size=112, niter=10, nredo=1, seeds=(0,)),
     "incontext": dict(img_size=112, memory_size=10_240, augment_passes=1),
     "video": dict(img_size=112, eval_size=56, niter=10, nredo=1),
     "consistency": dict(img_size=112, max_videos=6),
@@ -372,7 +372,11 @@ def run(
     if "clustering" in protos:
         C = val_ds.num_classes
         kk = parse_ints(ks, "--ks") if ks else ([C, 3 * C] if quick else [C, 100, 300, 500])
-        fixed = {"ks": kk, "seeds": [seed]} if seed else {"ks": kk}
+        fixed = {"ks": kk}
+        if seed and "seeds" not in user.get("clustering", {}):  # --seed shifts the K-means seeds averaged
+            sds = call_settings(protocol_function("clustering"), "clustering", quick, user.get("clustering", {}),
+                                {}).get("seeds", inspect.signature(protocol_function("clustering")).parameters["seeds"].default)
+            fixed["seeds"] = [seed + s for s in sds]
         res = go("clustering", f"{dataset}/clustering", fixed, val_ds)
         for k in kk:
             figures[f"{dataset}/clustering K={k}"] = _kvalue(res, k)

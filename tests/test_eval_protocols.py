@@ -183,6 +183,36 @@ def test_clustering_recovers_colour_classes(bands):
     assert set(vit) == {"4"} and vit["4"]["miou"] <= res["4"]["miou"] - 10
 
 
+def test_kmeans_restarts_matter():
+    # one big blob and three small far ones: a single start often splits the big blob and merges
+    # small ones; the best of 5 restarts (NeCo's setting) finds the blobs
+    from mosic.evaluation.dense import kmeans
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (200, 2))] + [rng.normal(c, 0.1, (5, 2)) for c in ([20, 0], [0, 20], [20, 20])])
+    x = x.astype(np.float32)
+    gt = np.repeat([0, 1, 2, 3], [200, 5, 5, 5])
+
+    def score(a):
+        inertia = sum(((x[a == j] - x[a == j].mean(0)) ** 2).sum() for j in np.unique(a))
+        cont = confusion(gt, a, 4, 255, num_pred=4)  # rows: clusters, columns: classes
+        return inertia, matched_miou(cont, match_clusters(cont, many_to_one=False))[0]
+
+    one = [score(kmeans(x, 4, seed=s, niter=100, nredo=1)) for s in range(5)]
+    five = [score(kmeans(x, 4, seed=s, niter=100, nredo=5)) for s in range(5)]
+    assert all(f[0] <= o[0] + 1e-3 for f, o in zip(five, one))  # the best restart is kept
+    assert min(o[1] for o in one) < 0.8 and max(f[1] for f in five) == 1.0
+    assert np.mean([f[1] for f in five]) > np.mean([o[1] for o in one]) + 0.1
+
+
+def test_clustering_settings(bands):
+    _, val = bands
+    raw = frozen_clustering(HueBackbone(), val, ks=(4,), img_size=112, pca_dim=2, niter=20, nredo=3, seeds=(0,))
+    own = frozen_clustering(HueBackbone(), val, ks=(4,), img_size=112, pca_dim=2, niter=20, nredo=3, seeds=(0,),
+                            mask_size=None, l2_normalize=True)
+    assert raw["4"]["miou"] >= 97 and own["4"]["miou"] >= 97 and raw["4"]["miou_per_seed"] != []
+
+
 # --------------------------------------------------------------------------------------------
 # linear
 # --------------------------------------------------------------------------------------------
@@ -206,6 +236,28 @@ def test_linear_segmentation(bands):
     assert vit["miou"] <= res["miou"] - 8
     small = linear_segmentation(HueBackbone(), train, val, epochs=2, max_train=5, **kw)
     assert small["train_images"] == 5 and len(small["train_loss"]) == 2
+    cached = linear_segmentation(HueBackbone(), train, val, augment=False, val_mask_size=None, **kw)  # mosic's
+    assert cached["miou"] >= 90
+
+
+def test_linear_augmented_view():
+    from mosic.evaluation.protocols.linear import augmented_view
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, :30, 0] = 255  # red left half
+    lab = np.zeros((40, 60), np.uint8)
+    lab[:, 30:] = 1  # class 1 on the right half
+    rng = np.random.default_rng(0)
+    flips = 0
+    for _ in range(60):
+        a, b = augmented_view(img, lab, 28, 10, rng)
+        assert a.shape == (28, 28, 3) and b.shape == (10, 10)
+        left_red = a[:, :3, 0].mean() > 128
+        assert left_red == (b[:, 0] == 0).all()  # image and mask flipped together
+        flips += not left_red
+    assert 15 < flips < 45  # p = 0.5
+    a, b = augmented_view(img, lab, 28, 10, rng, crop_scale=(1, 1), flip=False)
+    assert (b[:, :5] == 0).all() and (b[:, 5:] == 1).all()
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Frozen clustering: K-means on the patch tokens of a whole data set, matched to the classes.
 
-Tokens (L2-normalised, from :func:`mosic.evaluation.dense.patch_features`) of all images are
-standardised per dimension, projected on their top ``pca_dim`` principal components and clustered
-with faiss K-means. Each pixel takes its patch's cluster (nearest upsampling to the mask size), so
-the cluster-by-class overlap counts come from per-patch class histograms that are computed once.
+NeCo's settings are the defaults (``eval_overcluster.py``, ``configs/pascal``): raw patch tokens
+(``l2_normalize=True`` normalises them first, mosic's earlier default), standardised per dimension,
+projected on their top ``pca_dim`` (50) principal components, faiss K-means with ``niter`` 100
+iterations x ``nredo`` 5 restarts (the run of lowest inertia is kept), for each of 5 seeds, whose
+mIoUs are averaged. Masks are resized (nearest) to ``mask_size`` x ``mask_size`` (100) and each of
+their pixels takes its patch's cluster (nearest upsampling; ``mask_size=None``: the mask's own
+size), so the cluster-by-class overlap counts come from per-patch class histograms computed once.
 Clusters are matched to classes over the whole data set:
 
 - K <= number of classes: one-to-one (Hungarian, maximal total IoU); a class without a cluster
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mosic.evaluation.dense import dataset_features, iou_list, kmeans, miou_from_confusion, nearest_index
+from mosic.evaluation.dense import dataset_features, iou_list, kmeans, miou_from_confusion, nearest_index, resize_labels
 from mosic import MosicError
 
 
@@ -57,8 +60,9 @@ def matched_miou(cont: np.ndarray, mapping: np.ndarray, ignore_index: int | None
 
 
 def frozen_clustering(backbone: torch.nn.Module, ds, ks: Sequence[int] | None = None, img_size: int = 448,
-                      pca_dim: int | None = 50, niter: int = 20, nredo: int = 1, seeds: Sequence[int] = (0,),
-                      batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = False) -> dict:
+                      pca_dim: int | None = 50, niter: int = 100, nredo: int = 5, seeds: Sequence[int] = (0, 1, 2, 3, 4),
+                      l2_normalize: bool = False, mask_size: int | None = 100, batch_size: int = 32,
+                      device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """K-means of the frozen patch tokens of ``ds`` for each K in ``ks`` (default: the number of
     scored classes, 21 for VOC), each with every seed. Returns ``{str(K): {"miou", "miou_std",
     "miou_per_seed", "per_class_iou", "matching"}}``: percentages, mIoU averaged over the seeds,
@@ -70,10 +74,12 @@ def frozen_clustering(backbone: torch.nn.Module, ds, ks: Sequence[int] | None = 
     ks = tuple(ks) if ks is not None else (scored,)
     feats, hists = [], []
     for tok, labels in dataset_features(backbone, ds, range(len(ds)), img_size, batch_size, device,
-                                        progress="clustering: features" if progress else None):
+                                        normalize=l2_normalize, progress="clustering: features" if progress else None):
         _, h, w, D = tok.shape
         feats.append(tok.reshape(-1, D))
         for lab in labels:  # class histogram of the pixels each patch covers (nearest upsampling)
+            if mask_size:
+                lab = resize_labels(lab, mask_size)
             H, W = lab.shape
             patch = nearest_index(h, H)[:, None] * w + nearest_index(w, W)[None, :]
             lab = lab.astype(np.int64)
