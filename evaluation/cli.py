@@ -8,9 +8,13 @@ keep the figures in a results table.
     mosic-eval show --model vit_small_patch14_dinov2 --weights runs/x/backbone.pth \\
         --video-dataset davis --video-root data/davis --out clusters.gif
 
-Every protocol runs with the published settings (the protocol functions' defaults; README,
-"Evaluation") unless overridden by an option or ``--set PROTOCOL.KEY=VALUE``;
-``--quick`` scales them down (small inputs, few epochs and iterations) for CPU demos.
+Presets: ``paper`` (the default: the settings of the reference implementations, which are the
+protocol functions' defaults; README, "Evaluation") and ``quick`` (``--quick``: scaled down, small
+inputs, few epochs and iterations, for CPU demos); any setting can be overridden with
+``--set PROTOCOL.KEY=VALUE``. Every row of the results records the preset, the backbone (with a
+hash of its weights file) and, for every figure, the protocol's full resolved settings and the data
+set, split and a fingerprint of its image list; ``compare`` refuses figures computed with different
+settings unless told to flag them.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ _FUNCS = {
     "video": ("mosic.evaluation.protocols.video", "video_segmentation"),
     "consistency": ("mosic.evaluation.protocols.video", "temporal_consistency"),
 }
+
+PRESETS = ("paper", "quick")
 
 # --quick: settings scaled down for a CPU demo (unknown keys are dropped per protocol signature)
 QUICK = {
@@ -174,6 +180,38 @@ def effective_settings(fn: Callable, kw: dict) -> dict:
     return json.loads(json.dumps(out, default=str))
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def backbone_provenance(model: str, weights: Path | None, pretrained: bool, random: bool, kwargs: dict) -> dict:
+    """What the backbone was: timm model name and arguments, and where its weights came from (the
+    SHA-256 of a weights file; the hub tag; or a seeded random initialisation)."""
+    import timm
+    import torch
+
+    if weights is not None:
+        src = {"weights_file": Path(weights).name, "weights_sha256": file_sha256(Path(weights))}
+    elif random:
+        src = {"weights": "random", "init_seed": 0}
+    else:
+        src = {"weights": f"timm hub: {model}"}
+    return {"model": model, "model_kwargs": kwargs, **src, "timm": timm.__version__, "torch": torch.__version__}
+
+
+def data_info(ds) -> dict:
+    """Data set, split, size and a fingerprint of the image (or video) list."""
+    n = len(ds)
+    fp = ds.fingerprint() if hasattr(ds, "fingerprint") else None
+    return {"name": ds.name, "split": getattr(ds, "split", None), "items": n, "fingerprint": fp}
+
+
 def weights_label(weights: Path | None, pretrained: bool, random: bool) -> str:
     if weights is not None:
         return str(weights)
@@ -279,7 +317,9 @@ def run(
     ks: Optional[str] = typer.Option(None, "--ks", help="clustering: K values (default: number of classes, 100, 300, 500)"),
     video_modes: str = typer.Option("frame", "--video-modes", help="video: frame (F-clustering), clip, dataset; comma-separated"),
     sets: List[str] = typer.Option([], "--set", help="PROTOCOL.KEY=VALUE: any protocol setting, e.g. linear.epochs=5 (repeatable)"),
-    quick: bool = typer.Option(False, "--quick", help="scaled-down settings for a CPU demo (small inputs, few epochs)"),
+    quick: bool = typer.Option(False, "--quick", help="the quick preset: scaled-down settings for a CPU demo "
+                               "(small inputs, few epochs); same as --preset quick"),
+    preset: str = typer.Option("paper", "--preset", help="paper (the reference implementations' settings) | quick"),
     name: Optional[str] = typer.Option(None, "--name", help="row name (default: model + weights)"),
     out: Path = typer.Option(Path("results"), "--out", help="results table: writes OUT.json and OUT.md"),
     merge: bool = typer.Option(False, "--merge", help="keep the row's figures that this run does not recompute"),
@@ -294,6 +334,10 @@ def run(
         raise MosicError("give only one of --weights PATH, --pretrained, --random")
     if weights is not None and not Path(weights).is_file():
         raise MosicError(f"weights file not found: {weights}")
+    if preset not in PRESETS:
+        raise MosicError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    quick = quick or preset == "quick"
+    preset = "quick" if quick else "paper"
     protos = parse_protocols(protocols)
     user = parse_sets(sets)
     mkw = parse_model_kwargs(model_kwargs)
@@ -330,7 +374,8 @@ def run(
     row_name = name or f"{model} ({wlabel})"
     nets = Backbones(model, weights, not random_init and weights is None, mkw, img_size, device)
     figures: dict[str, float] = {}
-    settings: dict[str, dict] = {}
+    settings: dict[str, dict] = {}  # per figure: protocol, resolved settings, data
+    run_settings: dict[str, dict] = {}  # per protocol call
     details: dict[str, Any] = {}
     common = dict(device=device, seed=seed, progress=True)
 
@@ -356,9 +401,12 @@ def run(
         fig = res.get("miou", res.get("consistency"))
         log(f"[{step[0]}/{total}] {label} done in {time.perf_counter() - t:.0f}s"
             + (f": {fig:.1f}" if isinstance(fig, (int, float)) else ""))
-        settings[label] = effective_settings(fn, kw)
+        run_settings[label] = effective_settings(fn, kw)
         details[label] = _compact(res)
         return res
+
+    def record(figure: str, protocol: str, label: str, data: dict, **extra) -> None:
+        settings[figure] = {"protocol": protocol, **run_settings[label], **extra, "data": data}
 
     train_ds = val_ds = None
     if image_protos:
@@ -366,9 +414,15 @@ def run(
         val_ds = _open_image(dataset, root, val_split or va)
         if "linear" in protos or "incontext" in protos:
             train_ds = _open_image(dataset, root, train_split or tr)
+    image_data = {}
+    if image_protos:
+        image_data = {"dataset": dataset, "val": data_info(val_ds)}
+        if train_ds is not None:
+            image_data["train"] = data_info(train_ds)
     if "linear" in protos:
         res = go("linear", f"{dataset}/linear", {}, train_ds, val_ds)
         figures[f"{dataset}/linear"] = res["miou"]
+        record(f"{dataset}/linear", "linear", f"{dataset}/linear", image_data)
     if "clustering" in protos:
         C = val_ds.num_classes
         kk = parse_ints(ks, "--ks") if ks else ([C, 3 * C] if quick else [C, 100, 300, 500])
@@ -380,6 +434,8 @@ def run(
         res = go("clustering", f"{dataset}/clustering", fixed, val_ds)
         for k in kk:
             figures[f"{dataset}/clustering K={k}"] = _kvalue(res, k)
+            record(f"{dataset}/clustering K={k}", "clustering", f"{dataset}/clustering",
+                   {"dataset": dataset, "val": data_info(val_ds)}, ks=[k])
     if "incontext" in protos:
         from mosic.evaluation.file_sets import fraction_seeds
 
@@ -389,22 +445,31 @@ def run(
             label = f"{dataset}/in-context {text}"
             # the paper averages 5 draws of a fraction: the reference's five lists where it has them
             draws = fraction_seeds(dataset, train_ds.split, frac, n_seeds, seed, subsets)
-            runs = [go("incontext", label if len(draws) == 1 else f"{label} seed {sd}", {"fraction": frac, "seed": sd},
-                       train_ds, val_ds) for sd in draws]
+            labels = [label if len(draws) == 1 else f"{label} seed {sd}" for sd in draws]
+            runs = [go("incontext", lb, {"fraction": frac, "seed": sd}, train_ds, val_ds) for lb, sd in zip(labels, draws)]
             figures[label] = float(np.mean([r["miou"] for r in runs]))
+            record(label, "incontext", labels[0], image_data, seed=draws, subsets_used=[r.get("subset") for r in runs],
+                   memory_ignore_used=runs[0].get("memory_ignore_used"))
     if "video" in protos:
         vds = _open_video(video_dataset, video_root, video_split or VIDEO_SPLITS[video_dataset], video_frames, seed)
         for m in modes:
             res = go("video", f"{video_dataset}/video {m}", {"mode": m}, vds)
             figures[f"{video_dataset}/video {m}"] = res["miou"]
+            record(f"{video_dataset}/video {m}", "video", f"{video_dataset}/video {m}",
+                   {"dataset": video_dataset, "val": data_info(vds), "frames": video_frames})
     if "consistency" in protos:
         res = go("consistency", "synthetic/consistency", {"split": syn_split}, syn_root)
         figures["synthetic/consistency"] = res["consistency"]
         figures["synthetic/correspondence"] = res["correspondence"]
+        for f in ("synthetic/consistency", "synthetic/correspondence"):
+            record(f, "consistency", "synthetic/consistency", {"dataset": "synthetic", "split": syn_split,
+                                                              "root": Path(syn_root).name})
 
+    provenance = backbone_provenance(model, weights, pretrained, random_init, mkw)
     row = make_row(row_name, model, wlabel, figures, settings=settings,
-                   details={**details, "model_kwargs": mkw, "img_size": img_size, "quick": quick, "device": device,
-                            "seed": seed})
+                   details={**details, "run_settings": run_settings, "img_size": img_size, "device": device,
+                            "seed": seed},
+                   preset=preset, provenance=provenance)
     rows = upsert(load_or_empty(out), row, merge=merge)
     js, md = save_results(rows, out)
     typer.echo(markdown_table([r for r in rows if r["name"] == row_name]))
@@ -412,7 +477,8 @@ def run(
 
 
 @app.command("compare", help="Compare two results tables: every figure of A and B side by side with the gain "
-                             "B - A (Markdown on stdout). Rows pair up by name; a single-row A is compared "
+                             "B - A (Markdown on stdout); figures computed with different settings are refused "
+                             "(--allow-mismatch: flagged). Rows pair up by name; a single-row A is compared "
                              "with every row of B; otherwise name them with --a-row/--b-row.")
 @friendly_errors
 def compare_cmd(
@@ -422,10 +488,12 @@ def compare_cmd(
     b_row: Optional[str] = typer.Option(None, "--b-row", help="row of B to compare"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="also draw the gains as a bar chart (.png)"),
     out: Optional[Path] = typer.Option(None, "--out", help="also write the Markdown to this file"),
+    allow_mismatch: bool = typer.Option(False, "--allow-mismatch", help="show figures computed with different "
+                                        "settings (marked ≠, differences listed) instead of refusing"),
 ) -> None:
     from mosic.evaluation.results import compare, plot_gains
 
-    text = compare(a, b, a_row, b_row)
+    text = compare(a, b, a_row, b_row, allow_mismatch=allow_mismatch)
     typer.echo(text)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

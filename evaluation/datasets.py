@@ -247,6 +247,16 @@ class VideoSegDataset:
     def __len__(self) -> int:
         return len(self._videos)
 
+    def fingerprint(self) -> str:
+        """A short hash of the data set's name, split, clip settings and each video's id and
+        annotated frames (not the pixels)."""
+        import hashlib
+
+        h = hashlib.sha256(f"{self.name}\n{self.split}\n{self.num_classes}\n{self.frames}\n{self.seed}\n".encode())
+        for v in self._videos:
+            h.update(f"{v.id}:{','.join(map(str, v.annotated))}\n".encode())
+        return h.hexdigest()[:16]
+
     def annotated_frames(self, i: int) -> list[int]:
         """Positions of video ``i``'s annotated frames."""
         return list(self._videos[i].annotated)

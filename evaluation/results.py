@@ -2,12 +2,15 @@
 
 A row is a plain dict::
 
-    {"name": "dinov2-s14", "model": "vit_small_patch14_dinov2", "weights": "pretrained",
+    {"name": "dinov2-s14", "model": "vit_small_patch14_dinov2", "weights": "pretrained", "preset": "paper",
      "figures": {"voc/linear": 78.9, "voc/clustering K=21": 40.1, "davis/video frame": 57.4, ...},
-     "settings": {...}, "details": {...}, "date": "2026-01-01T12:00:00"}
+     "settings": {"voc/linear": {"protocol": "linear", "img_size": 448, ..., "data": {...}}, ...},
+     "provenance": {"model": ..., "weights_sha256": ...}, "details": {...}, "date": "2026-01-01T12:00:00"}
 
-``figures`` holds the numbers (percentages) shown in tables and comparisons; ``settings`` the
-protocol settings used and ``details`` the protocols' other outputs (JSON only).
+``figures`` holds the numbers (percentages) shown in tables and comparisons; ``settings``, for
+each figure, the protocol's full resolved settings and the data set it ran on (split, size,
+fingerprint of the image list); ``provenance`` the backbone; ``details`` the protocols' other
+outputs (JSON only). :func:`compare` refuses (or, asked to, flags) figures whose settings differ.
 :func:`save_results` writes ``<stem>.json`` (the rows) and ``<stem>.md`` (the table).
 """
 
@@ -29,12 +32,13 @@ FORMAT_VERSION = 1
 # rows, files
 # ------------------------------------------------------------------------------------------------
 def make_row(name: str, model: str, weights: str, figures: dict[str, float], settings: dict | None = None,
-             details: dict | None = None) -> dict:
+             details: dict | None = None, preset: str | None = None, provenance: dict | None = None) -> dict:
     from datetime import datetime
 
-    return {"name": name, "model": model, "weights": weights,
+    return {"name": name, "model": model, "weights": weights, "preset": preset,
             "figures": {k: _num(v) for k, v in figures.items()},
-            "settings": settings or {}, "details": details or {},
+            "settings": json.loads(json.dumps(settings or {}, default=_json_default)),
+            "provenance": provenance or {}, "details": details or {},
             "date": datetime.now().isoformat(timespec="seconds")}
 
 
@@ -53,6 +57,8 @@ def upsert(rows: list[dict], row: dict, merge: bool = False) -> list[dict]:
     for r in rows:
         if r.get("name") == row["name"] and not done:
             if merge:
+                if r.get("preset") != row.get("preset") or r.get("provenance") != row.get("provenance"):
+                    row = {**row, "preset": _mixed(r.get("preset"), row.get("preset"))}
                 row = {**row, "figures": {**r.get("figures", {}), **row["figures"]},
                        "settings": {**r.get("settings", {}), **row.get("settings", {})},
                        "details": {**r.get("details", {}), **row.get("details", {})}}
@@ -63,6 +69,10 @@ def upsert(rows: list[dict], row: dict, merge: bool = False) -> list[dict]:
     if not done:
         out.append(row)
     return out
+
+
+def _mixed(a, b):
+    return a if a == b else "mixed"
 
 
 def _json_default(o):
@@ -144,14 +154,15 @@ def _cell(text: str) -> str:
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
-    """One row per model (name, model, weights), one column per figure (mIoU etc., percent)."""
+    """One row per model (name, model, weights, preset), one column per figure (mIoU etc., percent)."""
     cols = columns(rows)
-    head = ["model", "backbone", "weights", *cols]
+    head = ["model", "backbone", "weights", "preset", *cols]
     lines = ["| " + " | ".join(_cell(h) for h in head) + " |",
-             "|" + "|".join(["---"] * 3 + ["---:"] * len(cols)) + "|"]
+             "|" + "|".join(["---"] * 4 + ["---:"] * len(cols)) + "|"]
     for r in rows:
         figs = r.get("figures", {})
-        cells = [r.get("name", ""), r.get("model", ""), r.get("weights", "")] + [_fmt(figs.get(c)) for c in cols]
+        cells = ([r.get("name", ""), r.get("model", ""), r.get("weights", ""), r.get("preset") or "?"]
+                 + [_fmt(figs.get(c)) for c in cols])
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -204,16 +215,69 @@ def gains(a_row: dict, b_row: dict) -> dict[str, tuple[float | None, float | Non
     return out
 
 
-def compare(a_json, b_json, a_row: str | None = None, b_row: str | None = None) -> str:
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+#: settings that never change a figure
+_NEUTRAL = {"device", "progress"}
+
+
+def settings_differences(a_row: dict, b_row: dict, figure: str) -> list[str] | None:
+    """The settings (dotted keys, with both values) in which the two rows' ``figure`` differ;
+    None when either row does not record them."""
+    sa, sb = a_row.get("settings", {}).get(figure), b_row.get("settings", {}).get(figure)
+    if not isinstance(sa, dict) or not isinstance(sb, dict) or "protocol" not in sa or "protocol" not in sb:
+        return None
+    fa, fb = _flatten(sa), _flatten(sb)
+    out = []
+    for k in sorted(set(fa) | set(fb)):
+        if k.split(".")[-1] in _NEUTRAL:
+            continue
+        if fa.get(k, "<unset>") != fb.get(k, "<unset>"):
+            out.append(f"{k}: {fa.get(k, '<unset>')!r} vs {fb.get(k, '<unset>')!r}")
+    return out
+
+
+def compare(a_json, b_json, a_row: str | None = None, b_row: str | None = None, allow_mismatch: bool = False) -> str:
     """Markdown: for each pair of rows (see :func:`pairs`), every figure of A and B side by side
-    and the gain B - A."""
+    and the gain B - A. A figure both rows have but computed with different settings (protocol
+    settings, input size, data set, split, image list) is an error naming the differences, or,
+    with ``allow_mismatch``, is marked ``≠`` and its differences listed under the table; a figure
+    whose settings a row does not record is marked ``?``."""
     blocks = []
     for ra, rb in pairs(a_json, b_json, a_row, b_row):
-        lines = [f"**{_cell(rb['name'])}** vs **{_cell(ra['name'])}**", "",
-                 f"| figure | A: {_cell(ra['name'])} | B: {_cell(rb['name'])} | B − A |",
-                 "|---|---:|---:|---:|"]
+        lines = [f"**{_cell(rb['name'])}** vs **{_cell(ra['name'])}** (presets: A {ra.get('preset') or '?'}, "
+                 f"B {rb.get('preset') or '?'})", "",
+                 f"| figure | A: {_cell(ra['name'])} | B: {_cell(rb['name'])} | B − A | settings |",
+                 "|---|---:|---:|---:|---|"]
+        notes = []
         for k, (va, vb, d) in gains(ra, rb).items():
-            lines.append(f"| {_cell(k)} | {_fmt(va)} | {_fmt(vb)} | {_fmt(d, signed=True)} |")
+            mark = ""
+            if va is not None and vb is not None:
+                diff = settings_differences(ra, rb, k)
+                if diff is None:
+                    mark = "?"
+                    notes.append(f"- {k}: settings not recorded in {'A' if 'protocol' not in ra.get('settings', {}).get(k, {}) else 'B'}")
+                elif diff:
+                    if not allow_mismatch:
+                        raise MosicError(f"compare: {k!r} of {ra['name']!r} and {rb['name']!r} was computed with "
+                                         f"different settings ({'; '.join(diff[:6])}{'; ...' if len(diff) > 6 else ''}); "
+                                         "rerun one of them with the other's settings, or pass --allow-mismatch to "
+                                         "show them flagged")
+                    mark = "≠"
+                    notes.append(f"- {k}: " + "; ".join(diff))
+                else:
+                    mark = "same"
+            lines.append(f"| {_cell(k)} | {_fmt(va)} | {_fmt(vb)} | {_fmt(d, signed=True)} | {mark} |")
+        if notes:
+            lines += ["", "Not comparable as they stand (≠: different settings, ?: not recorded):", *map(_cell, notes)]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

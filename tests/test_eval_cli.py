@@ -18,11 +18,18 @@ runner = CliRunner()
 # ------------------------------------------------------------------------------------------------
 # results tables
 # ------------------------------------------------------------------------------------------------
+LIN = {"protocol": "linear", "img_size": 448, "epochs": 25, "device": "cuda",
+       "data": {"dataset": "voc", "val": {"split": "val", "fingerprint": "abc"}}}
+VID = {"protocol": "video", "img_size": 224, "niter": 50, "data": {"dataset": "davis", "val": {"fingerprint": "d"}}}
+
+
 def _rows():
     a = make_row("dinov2", "vit_small_patch14_dinov2", "pretrained",
-                 {"voc/linear": 78.9, "voc/clustering K=21": 40.25, "davis/video frame": 57.4}, settings={"x": 1})
+                 {"voc/linear": 78.9, "voc/clustering K=21": 40.25, "davis/video frame": 57.4},
+                 settings={"voc/linear": LIN, "davis/video frame": VID}, preset="paper")
     b = make_row("mosic", "vit_small_patch14_dinov2", "runs/m/backbone.pth",
-                 {"voc/linear": 79.7, "davis/video frame": 58.9, "voc/in-context 1/128": float("nan")})
+                 {"voc/linear": 79.7, "davis/video frame": 58.9, "voc/in-context 1/128": float("nan")},
+                 settings={"voc/linear": {**LIN, "device": "cpu"}, "davis/video frame": VID}, preset="paper")
     return a, b
 
 
@@ -32,14 +39,14 @@ def test_results_json_md_round_trip(tmp_path):
     assert js.name == "results.json" and md.name == "results.md"
     rows = load_results(js)
     assert [r["name"] for r in rows] == ["dinov2", "mosic"]
-    assert rows[0]["figures"] == a["figures"] and rows[0]["settings"] == {"x": 1}
+    assert rows[0]["figures"] == a["figures"] and rows[0]["settings"]["voc/linear"] == LIN
     assert rows[1]["figures"]["voc/in-context 1/128"] is None  # NaN stored as null
     assert load_results(tmp_path / "sub" / "results.md") == rows  # the .md path finds its .json
     lines = md.read_text().strip().splitlines()
-    assert lines[0] == ("| model | backbone | weights | voc/linear | voc/clustering K=21 | davis/video frame | "
+    assert lines[0] == ("| model | backbone | weights | preset | voc/linear | voc/clustering K=21 | davis/video frame | "
                         "voc/in-context 1/128 |")
-    assert lines[2] == "| dinov2 | vit_small_patch14_dinov2 | pretrained | 78.9 | 40.2 | 57.4 | – |"
-    assert lines[3] == "| mosic | vit_small_patch14_dinov2 | runs/m/backbone.pth | 79.7 | – | 58.9 | – |"
+    assert lines[2] == "| dinov2 | vit_small_patch14_dinov2 | pretrained | paper | 78.9 | 40.2 | 57.4 | – |"
+    assert lines[3] == "| mosic | vit_small_patch14_dinov2 | runs/m/backbone.pth | paper | 79.7 | – | 58.9 | – |"
     assert markdown_table(rows) == md.read_text().strip()
     with pytest.raises(MosicError, match="not found"):
         load_results(tmp_path / "none.json")
@@ -63,10 +70,11 @@ def test_compare_gains_side_by_side(tmp_path):
     save_results([a], tmp_path / "a")
     save_results([b], tmp_path / "b")
     text = compare(tmp_path / "a.json", tmp_path / "b.json")
-    assert "| figure | A: dinov2 | B: mosic | B − A |" in text
-    assert "| voc/linear | 78.9 | 79.7 | +0.8 |" in text
-    assert "| davis/video frame | 57.4 | 58.9 | +1.5 |" in text
-    assert "| voc/clustering K=21 | 40.2 | – | – |" in text
+    assert "| figure | A: dinov2 | B: mosic | B − A | settings |" in text
+    assert "| voc/linear | 78.9 | 79.7 | +0.8 | same |" in text  # the device is no setting of the figure
+    assert "| davis/video frame | 57.4 | 58.9 | +1.5 | same |" in text
+    assert "| voc/clustering K=21 | 40.2 | – | – |  |" in text
+    assert "presets: A paper, B paper" in text and "Not comparable" not in text
     # same-name rows pair up; several unnamed rows on both sides need names
     a2 = {**a, "name": "other"}
     assert [(x["name"], y["name"]) for x, y in pairs([a, a2], [{**b, "name": "other"}])] == [("other", "other")]
@@ -75,6 +83,17 @@ def test_compare_gains_side_by_side(tmp_path):
     assert pairs([a, a2], [b], a_row="other")[0][0]["name"] == "other"
     with pytest.raises(MosicError, match="no row named"):
         pairs([a], [b], b_row="nope")
+    # a figure computed with other settings (or on another image list) is refused, or flagged on request
+    for change in ({"epochs": 5}, {"data": {**LIN["data"], "val": {"split": "val", "fingerprint": "xyz"}}}):
+        b2 = {**b, "settings": {**b["settings"], "voc/linear": {**LIN, **change}}}
+        with pytest.raises(MosicError, match="'voc/linear' of 'dinov2' and 'mosic' was computed with different settings"):
+            compare(a, b2)
+        text = compare(a, b2, allow_mismatch=True)
+        assert "| voc/linear | 78.9 | 79.7 | +0.8 | ≠ |" in text
+    assert "- voc/linear: data.val.fingerprint: 'abc' vs 'xyz'" in text
+    old = {**b, "settings": {}}  # a row that does not record its settings: flagged
+    text = compare(a, old)
+    assert "| voc/linear | 78.9 | 79.7 | +0.8 | ? |" in text and "- voc/linear: settings not recorded in B" in text
     png = plot_gains(tmp_path / "a.json", tmp_path / "b.json", tmp_path / "g.png")
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 100
@@ -162,6 +181,15 @@ def test_cli_run_all_protocols_quick(syn, tmp_path):
     assert all(0 <= v <= 100 for v in figs.values()), figs
     st = rows[0]["settings"]["synthetic/video frame"]
     assert st["img_size"] == 56 and st["eval_size"] == 28 and st["niter"] == 10 and st["pca_dim"] == 50
+    assert st["protocol"] == "video" and st["data"]["val"]["split"] == "valid" and len(st["data"]["val"]["fingerprint"]) == 16
+    assert set(rows[0]["settings"]) == set(figs)  # every figure says how it was made
+    assert rows[0]["preset"] == "quick" and rows[0]["provenance"]["weights"] == "random"
+    if "incontext" in protos:
+        ic = rows[0]["settings"]["synthetic/in-context 1/2"]
+        assert ic["protocol"] == "incontext" and ic["memory_size"] == 10_240 and ic["matching"] == "hungarian"
+        assert ic["seed"] == [0] and ic["subsets_used"] == ["random (seed 0)"] and ic["data"]["train"]["split"] == "train"
+    if "clustering" in protos:
+        assert rows[0]["settings"]["synthetic/clustering K=12"]["ks"] == [12]
     assert out.with_suffix(".md").read_text().count("| tiny |") == 1
 
     # a second row, then the first replaced (not duplicated); --merge keeps its other figures
@@ -173,13 +201,17 @@ def test_cli_run_all_protocols_quick(syn, tmp_path):
     assert [x["name"] for x in rows] == ["tiny", "other"]
     assert set(rows[0]["figures"]) == expected
 
-    # compare the two rows of the same file, with a plot
+    # compare the two rows of the same file, with a plot: "other" ran with another seed (clip frames,
+    # K-means), so its video figure is refused unless flagged
     js = out.with_suffix(".json")
+    r = _run("compare", js, js, "--a-row", "tiny", "--b-row", "other")
+    assert r.exit_code == 2 and "different settings" in r.output and "seed" in r.output, r.output
     r = _run("compare", js, js, "--a-row", "tiny", "--b-row", "other", "--plot", tmp_path / "g.png",
-             "--out", tmp_path / "cmp.md")
+             "--out", tmp_path / "cmp.md", "--allow-mismatch")
     assert r.exit_code == 0, r.output
-    assert "| figure | A: tiny | B: other | B − A |" in r.output and (tmp_path / "g.png").is_file()
+    assert "| figure | A: tiny | B: other | B − A | settings |" in r.output and (tmp_path / "g.png").is_file()
     assert "| synthetic/video frame | " in r.output and "| synthetic/consistency | " in r.output
+    assert "≠" in r.output and "- synthetic/video frame: " in r.output
     assert (tmp_path / "cmp.md").read_text().startswith("**other** vs **tiny**")
 
     r = _run(*base, "--protocols", "consistency", "--name", "tiny")  # without --merge: the row is replaced
