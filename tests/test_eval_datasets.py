@@ -508,3 +508,51 @@ def test_cli_voc(synth, tmp_path):
     assert len(D.open_seg_dataset("voc", out, "train")) == 6
     r = CliRunner().invoke(app, ["voc", "--synthetic", str(tmp_path / "none"), "--out", str(tmp_path / "w")])
     assert r.exit_code == 2 and "neither a train nor a valid split" in r.output
+
+
+# ------------------------------------------------------------------------------------------------
+# files as the data sets' own tools write them, and the reference's fixed subsets on a real layout
+# ------------------------------------------------------------------------------------------------
+def test_files_as_the_tools_write_them(tmp_path):
+    # ADE20K ships some greyscale JPEGs: read as RGB
+    make_ade(tmp_path / "ade")
+    grey = tmp_path / "ade" / "images" / "training" / "ADE_train_00000001.jpg"
+    Image.fromarray(_rgb(0)[..., 0], mode="L").save(grey)
+    s = D.open_seg_dataset("ade20k", tmp_path / "ade", "training")[0]
+    assert s.image.shape == (H, W, 3) and (s.image[..., 0] == s.image[..., 2]).all()
+    # VOC: palette masks with another palette are still read as indices; a 16-bit PNG is refused
+    make_voc(tmp_path / "voc")
+    lab = _label(7, 21)
+    im = Image.fromarray(lab, mode="P")
+    im.putpalette(list(range(256)) * 3)
+    im.save(tmp_path / "voc" / "SegmentationClass" / f"{VOC_IDS[3]}.png")
+    np.testing.assert_array_equal(D.open_seg_dataset("voc", tmp_path / "voc", "val")[0].label, lab)
+    Image.fromarray(lab.astype(np.uint16) * 256).save(tmp_path / "voc" / "SegmentationClass" / f"{VOC_IDS[4]}.png")
+    with pytest.raises(MosicError, match=rf"{VOC_IDS[4]}\.png: annotation has image mode I"):
+        D.open_seg_dataset("voc", tmp_path / "voc", "val")[1]
+    # optional folders absent (no SegmentationClassAug, no SegmentationObject, no Annotations): train/val open
+    assert not (tmp_path / "voc" / "SegmentationClassAug").exists()
+    assert len(D.open_seg_dataset("voc", tmp_path / "voc", "train")) == 3
+
+
+def test_reference_lists_on_a_voc_layout(tmp_path):
+    from mosic.evaluation.file_sets import list_path, read_list, training_subset
+
+    ids = read_list(list_path("voc", "trainaug", 1 / 128, 783))
+    extra = ["2007_000032", "2007_000039"]
+    root = tmp_path / "VOC2012"
+    for k, i in enumerate(ids + extra):
+        _jpg(root / "JPEGImages" / f"{i}.jpg", k, 8, 6)
+        _png(root / "SegmentationClassAug" / f"{i}.png", _label(k, 21, w=8, h=6), mode="L")
+    (root / "SegmentationClass").mkdir()
+    sets = root / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    (sets / "trainaug.txt").write_text("".join(f"{i}\n" for i in extra + ids))
+    ds = D.open_seg_dataset("voc", tmp_path, "trainaug")
+    sub, source = training_subset(ds, 1 / 128, 783)
+    assert sub.ids == ids and source == "list 1_div_128/trainaug_128_783.txt" and sub[0].label.shape == (6, 8)
+    # a trainaug without one of the list's images: the error names the list and the image
+    (sets / "trainaug.txt").write_text("".join(f"{i}\n" for i in extra + ids[1:]))
+    with pytest.raises(MosicError, match=rf"trainaug_128_783\.txt names 1 image.*{ids[0]}"):
+        training_subset(D.open_seg_dataset("voc", tmp_path, "trainaug"), 1 / 128, 783)
+    assert ds.fingerprint() != D.open_seg_dataset("voc", tmp_path, "trainaug").fingerprint()
