@@ -1,8 +1,12 @@
 """Evaluation benchmark: patch features extracted per second on the CPU, and K-means and k-NN on
 100k patch features with the implementations mosic-eval uses (faiss K-means; exact torch top-k for
-the in-context k-NN) timed in one run against scikit-learn's KMeans and NearestNeighbors.
+the in-context k-NN) timed in one run against scikit-learn's KMeans and NearestNeighbors; then the
+in-context memory of the paper preset (10,240,000 patches of ViT-S/14 at 504 px, float16) built
+and searched by Pascal VOC val (1,449 images x 1,296 patches), at fractions of that scale: time and
+peak memory at each, with the measured scaling exponent and the extrapolation to full scale.
 
     python bench/bench_eval.py [--n 100000] [--dim 50] [--k 100] [--queries 10000]
+    python bench/bench_eval.py --incontext-only [--scales 1/400,1/200,1/100]
 """
 
 from __future__ import annotations
@@ -24,6 +28,100 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
+# the paper's in-context setting on Pascal VOC (ViT-S/14, 504 px)
+FULL_MEMORY, TRAINAUG, VAL, PASSES, GRID, DIM, VOC_CLASSES = 10_240_000, 10_582, 1_449, 2, 36, 384, 21
+
+
+class RandomTokens(torch.nn.Module):
+    """Stand-in backbone for the memory benchmark: random unit tokens at the ViT-S/14 grid, so the
+    build is timed without the backbone (whose cost is the features/s figure above)."""
+
+    num_prefix_tokens = 0
+
+    def __init__(self):
+        super().__init__()
+        import types
+
+        self.patch_embed = types.SimpleNamespace(patch_size=(14, 14))
+        self.gen = torch.Generator().manual_seed(0)
+
+    def forward_features(self, x):
+        return torch.randn(len(x), (x.shape[-1] // 14) ** 2, DIM, generator=self.gen)
+
+
+def incontext_scale(scale: float, device: str = "cpu") -> dict:
+    """Build and search the paper preset's memory at ``scale`` of Pascal VOC's sizes (memory size,
+    training images and val queries all scaled); run in a fresh process for its peak memory."""
+    import resource
+
+    from mosic.evaluation.datasets import SegDataset, SegSample
+    from mosic.evaluation.protocols.incontext import build_memory, knn_labels
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    memory = int(FULL_MEMORY * scale)
+    images = max(1, round(TRAINAUG * scale))
+    queries = int(VAL * GRID * GRID * scale)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)  # a VOC-sized image
+    lab = np.repeat(rng.integers(0, VOC_CLASSES, 15).astype(np.uint8), 25)[:, None].repeat(500, 1)
+    lab[::37] = 255
+    ds = SegDataset("voc", ["background"] + [f"c{i}" for i in range(1, VOC_CLASSES)],
+                    [SegSample(img, lab, f"im{i}") for i in range(images)], lambda s: s)
+    t = time.perf_counter()
+    feats, labels, budget = build_memory(RandomTokens(), ds, GRID * 14, memory, PASSES, seed=0, batch_size=16,
+                                         device=device)
+    t_build = time.perf_counter() - t
+    after_build = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    q = torch.nn.functional.normalize(torch.randn(queries, DIM, generator=torch.Generator().manual_seed(1)), dim=1)
+    t = time.perf_counter()
+    for chunk in q.split(16 * GRID * GRID):  # as the protocol: one val batch of 16 images at a time
+        knn_labels(chunk, feats, labels, 30, 0.02)
+    t_search = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"scale": scale, "memory": len(feats), "per_image_budget": budget, "train_images": images,
+            "queries": queries, "build_s": t_build, "search_s": t_search,
+            "bank_mb": (feats.numel() * feats.element_size() + labels.numel() * labels.element_size()) / 2 ** 20,
+            "peak_build_mb": (after_build - base) / 1024, "peak_mb": (peak - base) / 1024}
+
+
+def incontext_bench(scales: list[float]) -> dict:
+    import subprocess
+    import sys
+
+    print(f"\n-- in-context memory, paper preset: {FULL_MEMORY:,} patches x {DIM} (float16) from {TRAINAUG:,} "
+          f"VOC trainaug images x {PASSES} passes, searched by {VAL:,} val images x {GRID * GRID} patches, k = 30; "
+          "CPU, 2 threads, backbone excluded --")
+    rows = []
+    for sc in scales:
+        out = subprocess.run([sys.executable, __file__, "--one-scale", str(sc)], capture_output=True, text=True,
+                             check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(r)
+        print(f"scale {sc:.4g}: memory {r['memory']:>9,} ({r['bank_mb']:.0f} MB), {r['train_images']} images, "
+              f"{r['queries']:,} queries: build {r['build_s']:6.2f} s, search {r['search_s']:6.2f} s, "
+              f"peak RSS +{r['peak_build_mb']:.0f} MB after build, +{r['peak_mb']:.0f} MB after search")
+    x = np.log([r["scale"] for r in rows])
+    fit = {}
+    for key in ("build_s", "search_s", "peak_mb"):
+        y = np.log([max(r[key], 1e-6) for r in rows])
+        a, b = np.polyfit(x, y, 1)
+        fit[key] = {"exponent": float(a), "full_scale": float(np.exp(b))}
+    full_bank = (FULL_MEMORY * DIM + FULL_MEMORY * VOC_CLASSES) * 2 / 2 ** 30
+    print(f"measured scaling exponents (time or memory ~ scale^a): build {fit['build_s']['exponent']:.2f}, "
+          f"search {fit['search_s']['exponent']:.2f} (expected 1 and 2: images, queries x memory), "
+          f"peak memory {fit['peak_mb']['exponent']:.2f}")
+    last = rows[-1]
+    build_full = last["build_s"] / last["scale"]
+    search_full = last["search_s"] / last["scale"] ** 2
+    flops = 2 * VAL * GRID * GRID * FULL_MEMORY * DIM
+    print(f"full scale on this CPU, from the largest scale with the expected exponents: build {build_full / 60:.0f} min "
+          f"(without the backbone), search {search_full / 3600:.0f} h ({flops:.2e} FLOP at "
+          f"{2 * last['queries'] * last['memory'] * DIM / last['search_s'] / 1e9:.0f} GFLOP/s); the bank itself is "
+          f"{full_bank:.1f} GiB (features + labels, float16)")
+    return {"scales": rows, "fit": fit, "full_bank_gib": full_bank, "full_build_s_cpu": build_full,
+            "full_search_s_cpu": search_full, "full_search_flop": flops}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100_000, help="patch features")
@@ -32,7 +130,22 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--queries", type=int, default=10_000, help="k-NN queries against the n features")
     p.add_argument("--knn", type=int, default=30)
+    p.add_argument("--incontext-only", action="store_true", help="only the in-context memory benchmark")
+    p.add_argument("--scales", default="1/400,1/200,1/100", help="fractions of the full in-context scale")
+    p.add_argument("--one-scale", type=float, help=argparse.SUPPRESS)
     a = p.parse_args()
+    torch.set_num_threads(2)
+    if a.one_scale:
+        print(json.dumps(incontext_scale(a.one_scale)))
+        return
+    from fractions import Fraction
+
+    scales = [float(Fraction(x)) for x in a.scales.split(",")]
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    if a.incontext_only:
+        (out / "eval_incontext.json").write_text(json.dumps(incontext_bench(scales), indent=2))
+        return
 
     from sklearn.cluster import KMeans
     from sklearn.neighbors import NearestNeighbors
@@ -88,8 +201,7 @@ def main() -> None:
     print(f"scikit-learn NearestNeighbors (brute):      {t_s2:6.2f} s   same neighbours: {100 * same:.1f}%")
     print(f"speed-up: {t_s2 / t_t:.1f}x")
     results["knn"] = {"torch_s": t_t, "sklearn_s": t_s2, "speedup": t_s2 / t_t, "same_neighbours": same}
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
+    results["incontext"] = incontext_bench(scales)
     (out / "eval.json").write_text(json.dumps(results, indent=2))
 
 
