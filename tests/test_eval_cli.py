@@ -238,6 +238,7 @@ def test_cli_show_writes_a_gif(syn, tmp_path):
     (["--protocols", "video", "--video-dataset", "synthetic", "--video-root", "{tmp}/none"], "does not exist"),
     (["--protocols", "video", "--pretrained", "--weights", "w.pth"], "only one of"),
     (["--protocols", "incontext", "--fractions", "1/0"], "not a fraction"),
+    (["--protocols", "video", "--preset", "fast"], "--preset must be one of paper, quick"),
     (["--protocols", "video", "--video-dataset", "synthetic", "--video-root", "{syn}", "--model-kwargs", "[1]"],
      "JSON object"),
 ])

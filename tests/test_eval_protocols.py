@@ -422,7 +422,7 @@ def test_incontext_segmentation(bands):
     res = incontext_segmentation(HueBackbone(), train, val, **kw)
     assert res["miou"] >= 97 and len(res["per_class_iou"]) == 4
     assert res["per_image_budget"] == 2000 // (32 * 2) and res["memory"] == 2000 // (32 * 2) * 64
-    assert res["memory_ignore_used"] == "background" and res["subset"] == "all"
+    assert res["memory_ignore_used"] == "background" and res["subset"] == "all" and res["search_used"] == "torch"
     vit = incontext_segmentation(random_vit(112), train, val, **kw)
     assert vit["miou"] <= res["miou"] - 20
     frac = incontext_segmentation(HueBackbone(), train, val, fraction=1 / 8, seed=3, **kw)
@@ -434,7 +434,8 @@ def test_incontext_segmentation(bands):
                                    crop_scale=(0.5, 1.0), std=IMAGENET_STD, memory_ignore="drop",
                                    val_resolution="original", matching="none", absent_classes="skip",
                                    memory_dtype="float32", search="faiss", **kw)
-    assert mosic["miou"] >= 97 and mosic["memory_ignore_used"] == "drop"
+    assert mosic["miou"] >= 97 and mosic["memory_ignore_used"] == "drop" and mosic["search_used"] == "faiss"
+    assert mosic["memory"] == res["memory"]
     with pytest.raises(MosicError, match="fraction"):
         incontext_segmentation(HueBackbone(), train, val, fraction=0, **kw)
     with pytest.raises(MosicError, match="multiple of the backbone's patch size"):

@@ -33,7 +33,8 @@ labels (the mean one-hot class vector of its pixels).
 Search: the k (30) nearest memory patches of each val patch by dot product, exact, in chunks of
 queries and of memory rows (``search="torch"``: matmul + top-k, float16 on a GPU, float32 per
 memory chunk on a CPU; ``"faiss"``: an exact faiss inner-product index, on the GPU with float16
-storage where faiss has GPUs). Weights softmax(similarity / 0.02), label distributions averaged,
+storage where faiss has GPUs; ``"auto"``, the default: faiss on the GPU when the device is a GPU and
+the installed faiss has GPUs, else torch). Weights softmax(similarity / 0.02), label distributions averaged,
 upsampled bilinearly, argmax.
 
 Scoring: ``val_resolution="input"`` (reference): val images and masks resized to img_size and
@@ -61,7 +62,7 @@ from mosic.evaluation.dense import (HUMMINGBIRD_STD, check_sample, confusion, da
 SAMPLINGS = ("reference", "inverse_frequency")
 AUGMENTATIONS = ("reference", "mosic")
 MEMORY_IGNORE = ("auto", "background", "class", "drop")
-SEARCHES = ("torch", "faiss")
+SEARCHES = ("auto", "torch", "faiss")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -289,6 +290,14 @@ def knn_search(queries: torch.Tensor, mem_feats: torch.Tensor, k: int, chunk_ele
     return top_s, top_i
 
 
+def faiss_gpus() -> int:
+    try:
+        import faiss
+    except ImportError:
+        return 0
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
 class FaissSearch:
     """An exact faiss inner-product index over the memory (on the GPU with float16 storage where
     faiss has GPUs, else on the CPU in float32), filled in chunks."""
@@ -331,7 +340,7 @@ def incontext_segmentation(backbone: torch.nn.Module, train_ds, val_ds, fraction
                            augment_passes: int = 2, seed: int = 0, batch_size: int = 16,
                            subsets: str = "reference", sampling: str = "reference", augmentation: str = "reference",
                            crop_scale: Sequence[float] = (0.5, 2.0), std: Sequence[float] = HUMMINGBIRD_STD,
-                           memory_ignore: str = "auto", memory_dtype: str = "float16", search: str = "torch",
+                           memory_ignore: str = "auto", memory_dtype: str = "float16", search: str = "auto",
                            val_resolution: str = "input", matching: str = "hungarian", absent_classes: str = "zero",
                            device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """Hummingbird mIoU (percent) of ``backbone`` on ``val_ds`` with a memory bank built from
@@ -367,7 +376,12 @@ def incontext_segmentation(backbone: torch.nn.Module, train_ds, val_ds, fraction
                                                  memory_ignore=mode, dtype=dtype)
     if len(mem_feats) == 0 or not (mem_labels.float().sum(1) > 0).any():
         raise MosicError(f"no labelled patch in the {len(train)} training images of {train_ds.name!r}")
-    searcher = FaissSearch(mem_feats) if search == "faiss" else None
+    if search == "auto":
+        search = "faiss" if torch.device(device).type == "cuda" and faiss_gpus() > 0 else "torch"
+    searcher = None
+    if search == "faiss":
+        searcher = FaissSearch(mem_feats)
+        mem_feats = mem_feats[:0]  # the index holds its own copy
     L = mem_labels.shape[1]
     conf = np.zeros((C, L), np.int64)
     for tok, labels in dataset_features(backbone, val_ds, range(len(val_ds)), img_size, batch_size, device,
@@ -382,6 +396,6 @@ def incontext_segmentation(backbone: torch.nn.Module, train_ds, val_ds, fraction
             conf += confusion(up[0].argmax(0).cpu().numpy(), lab, C, ignore, num_pred=L)
     miou, per_class = scored_miou(conf, ignore, matching, absent_classes)
     return {"miou": 100 * miou, "per_class_iou": iou_list(per_class), "fraction": fraction, "seed": seed,
-            "train_images": len(train), "subset": subset_source, "memory": len(mem_feats),
+            "train_images": len(train), "subset": subset_source, "memory": len(mem_labels), "search_used": search,
             "per_image_budget": budget, "memory_ignore_used": mode, "val_images": len(val_ds), "k": k,
             "temperature": temperature, "img_size": img_size}
