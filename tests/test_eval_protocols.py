@@ -286,6 +286,23 @@ def test_ignore_pixels_in_the_memory_labels():
         resolve_memory_ignore("nope", [])
 
 
+def test_ignore_in_the_memory_decides_background(bands):
+    # the training masks never label background: its pixels are all ignore (as VOC's void); the
+    # reference turns them into background in the memory, so val background is found; with mosic's
+    # "drop" no memory patch says background and the class is lost
+    train, val = bands
+    voided = [SegSample(s.image, np.where(s.label == 0, 255, s.label).astype(np.uint8), s.id) for s in train]
+    train0 = SegDataset("train", train.class_names, voided, lambda s: s)
+    kw = dict(img_size=112, memory_size=2000, k=5)
+    bg = incontext_segmentation(HueBackbone(), train0, val, **kw)
+    # (with "drop", unlabelled patches must stay out of the memory too, as a zero label vote has
+    # argmax 0; and labels scored as they are, or the Hungarian step hands background another label)
+    drop = incontext_segmentation(HueBackbone(), train0, val, memory_ignore="drop", sampling="inverse_frequency",
+                                  matching="none", **kw)
+    assert bg["memory_ignore_used"] == "background" and bg["per_class_iou"][0] >= 90
+    assert drop["per_class_iou"][0] == 0 and drop["miou"] <= bg["miou"] - 20
+
+
 def test_sample_patches_clamp_and_rare_classes():
     soft = torch.zeros(20, 3)
     soft[:15, 0] = 1  # 15 background patches

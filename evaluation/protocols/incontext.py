@@ -20,7 +20,9 @@ labels (the mean one-hot class vector of its pixels).
   classes present in it, of the number of the image's patches containing that class, times
   U(0, 1); patches with no label score last; the K smallest are kept (favours rare classes; all
   patches when K exceeds them). ``"inverse_frequency"`` (mosic): at most K labelled patches drawn
-  without replacement with weight 1 / (patches of the same majority class).
+  without replacement with weight 1 / (patches of the same majority class). (Unlabelled patches
+  only exist with ``memory_ignore="drop"``; they carry a zero label vote, so pair "drop" with
+  "inverse_frequency", which leaves them out.)
 - ``augmentation``: ``"reference"``: colour jitter (brightness, contrast, saturation, hue, 0.1
   each, each applied with probability 0.5) on the whole image, then torchvision's
   RandomResizedCrop(img_size, scale ``crop_scale`` = (0.5, 2.0), ratio 3/4-4/3) of image and labels,
