@@ -312,8 +312,10 @@ def run(
     protocols: str = typer.Option("linear,clustering,incontext,video", "--protocols",
                                   help="comma-separated: " + ", ".join(PROTOCOLS)),
     fractions: str = typer.Option("1/128,1", "--fractions", help="in-context: fractions of the train split"),
-    fraction_seeds: Optional[int] = typer.Option(None, "--fraction-seeds", min=1, help="in-context: seeded draws "
-                                                 "averaged for each fraction below 1 (default 5; --quick 1)"),
+    fraction_seeds: Optional[int] = typer.Option(None, "--fraction-seeds", min=1, help="in-context: draws averaged "
+                                                 "for each fraction below 1 (default 5; --quick 1): the reference's fixed "
+                                                 "lists for 1/128, 1/64, 1/8 of VOC trainaug and ADE20K training, seeded "
+                                                 "random draws otherwise"),
     ks: Optional[str] = typer.Option(None, "--ks", help="clustering: K values (default: number of classes, 100, 300, 500)"),
     video_modes: str = typer.Option("frame", "--video-modes", help="video: frame (F-clustering), clip, dataset; comma-separated"),
     sets: List[str] = typer.Option([], "--set", help="PROTOCOL.KEY=VALUE: any protocol setting, e.g. linear.epochs=5 (repeatable)"),
