@@ -51,13 +51,23 @@ class RandomTokens(torch.nn.Module):
 
 def incontext_scale(scale: float, device: str = "cpu") -> dict:
     """Build and search the paper preset's memory at ``scale`` of Pascal VOC's sizes (memory size,
-    training images and val queries all scaled); run in a fresh process for its peak memory."""
-    import resource
-
+    training images and val queries all scaled); run in a fresh process. Peak memory: the process's
+    peak resident set (VmHWM), reset (Linux clear_refs) after the imports, minus the resident set
+    then."""
     from mosic.evaluation.datasets import SegDataset, SegSample
     from mosic.evaluation.protocols.incontext import build_memory, knn_labels
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    def status(key: str) -> float:  # MB
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current resident set
+    except OSError:
+        pass
+    base = status("VmRSS")
     memory = int(FULL_MEMORY * scale)
     images = max(1, round(TRAINAUG * scale))
     queries = int(VAL * GRID * GRID * scale)
@@ -71,17 +81,17 @@ def incontext_scale(scale: float, device: str = "cpu") -> dict:
     feats, labels, budget = build_memory(RandomTokens(), ds, GRID * 14, memory, PASSES, seed=0, batch_size=16,
                                          device=device)
     t_build = time.perf_counter() - t
-    after_build = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after_build = status("VmHWM")
     q = torch.nn.functional.normalize(torch.randn(queries, DIM, generator=torch.Generator().manual_seed(1)), dim=1)
     t = time.perf_counter()
     for chunk in q.split(16 * GRID * GRID):  # as the protocol: one val batch of 16 images at a time
         knn_labels(chunk, feats, labels, 30, 0.02)
     t_search = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = status("VmHWM")
     return {"scale": scale, "memory": len(feats), "per_image_budget": budget, "train_images": images,
             "queries": queries, "build_s": t_build, "search_s": t_search,
             "bank_mb": (feats.numel() * feats.element_size() + labels.numel() * labels.element_size()) / 2 ** 20,
-            "peak_build_mb": (after_build - base) / 1024, "peak_mb": (peak - base) / 1024}
+            "peak_build_mb": after_build - base, "peak_mb": peak - base}
 
 
 def incontext_bench(scales: list[float]) -> dict:
@@ -99,17 +109,18 @@ def incontext_bench(scales: list[float]) -> dict:
         rows.append(r)
         print(f"scale {sc:.4g}: memory {r['memory']:>9,} ({r['bank_mb']:.0f} MB), {r['train_images']} images, "
               f"{r['queries']:,} queries: build {r['build_s']:6.2f} s, search {r['search_s']:6.2f} s, "
-              f"peak RSS +{r['peak_build_mb']:.0f} MB after build, +{r['peak_mb']:.0f} MB after search")
-    x = np.log([r["scale"] for r in rows])
+              f"peak memory +{r['peak_build_mb']:.0f} MB in the build, +{r['peak_mb']:.0f} MB with the search")
     fit = {}
-    for key in ("build_s", "search_s", "peak_mb"):
-        y = np.log([max(r[key], 1e-6) for r in rows])
-        a, b = np.polyfit(x, y, 1)
-        fit[key] = {"exponent": float(a), "full_scale": float(np.exp(b))}
+    if len(rows) > 1:
+        x = np.log([r["scale"] for r in rows])
+        for key in ("build_s", "search_s", "peak_mb"):
+            y = np.log([max(r[key], 1e-6) for r in rows])
+            a, b = np.polyfit(x, y, 1)
+            fit[key] = {"exponent": float(a), "full_scale": float(np.exp(b))}
+        print(f"measured scaling exponents (time or memory ~ scale^a): build {fit['build_s']['exponent']:.2f}, "
+              f"search {fit['search_s']['exponent']:.2f} (expected 1 and 2: images, queries x memory), "
+              f"peak memory {fit['peak_mb']['exponent']:.2f}")
     full_bank = (FULL_MEMORY * DIM + FULL_MEMORY * VOC_CLASSES) * 2 / 2 ** 30
-    print(f"measured scaling exponents (time or memory ~ scale^a): build {fit['build_s']['exponent']:.2f}, "
-          f"search {fit['search_s']['exponent']:.2f} (expected 1 and 2: images, queries x memory), "
-          f"peak memory {fit['peak_mb']['exponent']:.2f}")
     last = rows[-1]
     build_full = last["build_s"] / last["scale"]
     search_full = last["search_s"] / last["scale"] ** 2
