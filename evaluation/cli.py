@@ -451,7 +451,7 @@ def run(
             runs = [go("incontext", lb, {"fraction": frac, "seed": sd}, train_ds, val_ds) for lb, sd in zip(labels, draws)]
             figures[label] = float(np.mean([r["miou"] for r in runs]))
             record(label, "incontext", labels[0], image_data, seed=draws, subsets_used=[r.get("subset") for r in runs],
-                   memory_ignore_used=runs[0].get("memory_ignore_used"))
+                   memory_ignore_used=runs[0].get("memory_ignore_used"), search_used=runs[0].get("search_used"))
     if "video" in protos:
         vds = _open_video(video_dataset, video_root, video_split or VIDEO_SPLITS[video_dataset], video_frames, seed)
         for m in modes:

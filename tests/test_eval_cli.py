@@ -188,6 +188,7 @@ def test_cli_run_all_protocols_quick(syn, tmp_path):
         ic = rows[0]["settings"]["synthetic/in-context 1/2"]
         assert ic["protocol"] == "incontext" and ic["memory_size"] == 10_240 and ic["matching"] == "hungarian"
         assert ic["seed"] == [0] and ic["subsets_used"] == ["random (seed 0)"] and ic["data"]["train"]["split"] == "train"
+        assert ic["memory_ignore_used"] == "background" and ic["search_used"] == "torch"
     if "clustering" in protos:
         assert rows[0]["settings"]["synthetic/clustering K=12"]["ks"] == [12]
     assert out.with_suffix(".md").read_text().count("| tiny |") == 1
