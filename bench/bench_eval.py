@@ -77,39 +77,50 @@ def incontext_scale(scale: float, device: str = "cpu") -> dict:
     lab[::37] = 255
     ds = SegDataset("voc", ["background"] + [f"c{i}" for i in range(1, VOC_CLASSES)],
                     [SegSample(img, lab, f"im{i}") for i in range(images)], lambda s: s)
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     feats, labels, budget = build_memory(RandomTokens(), ds, GRID * 14, memory, PASSES, seed=0, batch_size=16,
                                          device=device)
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
     t_build = time.perf_counter() - t
     after_build = status("VmHWM")
+    gpu_build = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None
     q = torch.nn.functional.normalize(torch.randn(queries, DIM, generator=torch.Generator().manual_seed(1)), dim=1)
     t = time.perf_counter()
     for chunk in q.split(16 * GRID * GRID):  # as the protocol: one val batch of 16 images at a time
         knn_labels(chunk, feats, labels, 30, 0.02)
+    if cuda:
+        torch.cuda.synchronize()
     t_search = time.perf_counter() - t
     peak = status("VmHWM")
     return {"scale": scale, "memory": len(feats), "per_image_budget": budget, "train_images": images,
             "queries": queries, "build_s": t_build, "search_s": t_search,
             "bank_mb": (feats.numel() * feats.element_size() + labels.numel() * labels.element_size()) / 2 ** 20,
-            "peak_build_mb": after_build - base, "peak_mb": peak - base}
+            "peak_build_mb": after_build - base, "peak_mb": peak - base, "device": device,
+            "gpu_peak_build_mb": gpu_build, "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None}
 
 
-def incontext_bench(scales: list[float]) -> dict:
+def incontext_bench(scales: list[float], device: str = "cpu") -> dict:
     import subprocess
     import sys
 
     print(f"\n-- in-context memory, paper preset: {FULL_MEMORY:,} patches x {DIM} (float16) from {TRAINAUG:,} "
           f"VOC trainaug images x {PASSES} passes, searched by {VAL:,} val images x {GRID * GRID} patches, k = 30; "
-          "CPU, 2 threads, backbone excluded --")
+          f"{device}, {torch.get_num_threads()} CPU threads, backbone excluded --")
     rows = []
     for sc in scales:
-        out = subprocess.run([sys.executable, __file__, "--one-scale", str(sc)], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, __file__, "--one-scale", str(sc), "--device", device],
+                             capture_output=True, text=True,
                              check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(r)
         print(f"scale {sc:.4g}: memory {r['memory']:>9,} ({r['bank_mb']:.0f} MB), {r['train_images']} images, "
               f"{r['queries']:,} queries: build {r['build_s']:6.2f} s, search {r['search_s']:6.2f} s, "
-              f"peak memory +{r['peak_build_mb']:.0f} MB in the build, +{r['peak_mb']:.0f} MB with the search")
+              f"peak memory +{r['peak_build_mb']:.0f} MB in the build, +{r['peak_mb']:.0f} MB with the search"
+              + (f"; GPU peak {r['gpu_peak_build_mb']:.0f} / {r['gpu_peak_mb']:.0f} MB" if r.get("gpu_peak_mb") else ""))
     fit = {}
     if len(rows) > 1:
         x = np.log([r["scale"] for r in rows])
@@ -125,7 +136,7 @@ def incontext_bench(scales: list[float]) -> dict:
     build_full = last["build_s"] / last["scale"]
     search_full = last["search_s"] / last["scale"] ** 2
     flops = 2 * VAL * GRID * GRID * FULL_MEMORY * DIM
-    print(f"full scale on this CPU, from the largest scale with the expected exponents: build {build_full / 60:.0f} min "
+    print(f"full scale on this {device}, from the largest scale with the expected exponents: build {build_full / 60:.0f} min "
           f"(without the backbone), search {search_full / 3600:.0f} h ({flops:.2e} FLOP at "
           f"{2 * last['queries'] * last['memory'] * DIM / last['search_s'] / 1e9:.0f} GFLOP/s); the bank itself is "
           f"{full_bank:.1f} GiB (features + labels, float16)")
@@ -144,10 +155,12 @@ def main() -> None:
     p.add_argument("--incontext-only", action="store_true", help="only the in-context memory benchmark")
     p.add_argument("--scales", default="1/400,1/200,1/100", help="fractions of the full in-context scale")
     p.add_argument("--one-scale", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="in-context memory benchmark device (default: cuda when available)")
     a = p.parse_args()
     torch.set_num_threads(2)
     if a.one_scale:
-        print(json.dumps(incontext_scale(a.one_scale)))
+        print(json.dumps(incontext_scale(a.one_scale, a.device)))
         return
     from fractions import Fraction
 
@@ -155,7 +168,7 @@ def main() -> None:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     if a.incontext_only:
-        (out / "eval_incontext.json").write_text(json.dumps(incontext_bench(scales), indent=2))
+        (out / "eval_incontext.json").write_text(json.dumps(incontext_bench(scales, a.device), indent=2))
         return
 
     from sklearn.cluster import KMeans
@@ -212,7 +225,7 @@ def main() -> None:
     print(f"scikit-learn NearestNeighbors (brute):      {t_s2:6.2f} s   same neighbours: {100 * same:.1f}%")
     print(f"speed-up: {t_s2 / t_t:.1f}x")
     results["knn"] = {"torch_s": t_t, "sklearn_s": t_s2, "speedup": t_s2 / t_t, "same_neighbours": same}
-    results["incontext"] = incontext_bench(scales)
+    results["incontext"] = incontext_bench(scales, a.device)
     (out / "eval.json").write_text(json.dumps(results, indent=2))
 
 
