@@ -511,3 +511,15 @@ def test_shipped_file_sets_and_their_use():
     small = SegDataset("voc", ["background"], items[:100], lambda it: it, split="trainaug")
     with pytest.raises(MosicError, match="trainaug_128_42.txt names .* image"):
         training_subset(small, 1 / 128, 42)
+
+
+def test_file_sets_are_package_data():
+    # every shipped list, the licence and the attribution go into the wheel (pyproject's package-data)
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mosic.evaluation"]
+    shipped = {p for g in globs for p in (root / "evaluation").glob(g) if p.is_file()}
+    present = {p for p in (root / "evaluation" / "hummingbird_file_sets").rglob("*") if p.is_file()}
+    assert present and shipped == present and len(present) == 34
