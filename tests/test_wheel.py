@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -46,8 +45,10 @@ def installed(tmp_path_factory):
     py = venv / "bin" / "python"
     site = Path(run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                     cwd=base, env=os.environ.copy()).strip())
-    # third-party dependencies only: a plain path entry, so the editable mosic's hook is not run
-    (site / "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # third-party dependencies only: plain path entries for this interpreter's site folders (not the
+    # checkout), so mosic comes from the wheel and the editable install's import hook is not run
+    deps = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
+    (site / "_deps.pth").write_text("\n".join(deps) + "\n")
     run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", wheel],
         cwd=base, env=os.environ.copy())
 
