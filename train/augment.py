@@ -223,3 +223,22 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
     return x.sub_(mean).div_(std).contiguous()
+
+
+# ------------------------------------------------------------------------------------------------
+# reduced decoding
+# ------------------------------------------------------------------------------------------------
+def max_reduction(box: CropBox) -> float:
+    """How far the frames may be shrunk (uniformly) before cropping without the box covering fewer
+    than ``out_size`` pixels across in either axis: min(w, h) / out_size."""
+    return min(box.w, box.h) / box.out_size
+
+
+def reduce_box(box: CropBox, factor: float) -> CropBox:
+    """The same crop in the pixels of frames shrunk by ``factor`` (source coordinate / factor, as a
+    1/factor JPEG decode or an area resize aligns them): cropping the shrunk frames with it samples
+    the same points as cropping the source with ``box``."""
+    if factor == 1:
+        return box
+    f = float(factor)
+    return CropBox(box.x0 / f, box.y0 / f, box.w / f, box.h / f, box.flip, box.out_size)
