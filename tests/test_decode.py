@@ -163,3 +163,51 @@ def _norm(crop):
     from mosic.train.augment import to_tensor
 
     return to_tensor(crop)
+
+
+# ------------------------------------------------------------------------------------------------
+# the frame cache
+# ------------------------------------------------------------------------------------------------
+def test_cache_side_covers_the_narrowest_crop():
+    from mosic.data.frame_cache import cache_side
+
+    assert cache_side(224) == 410
+    # the narrowest crop torchvision's draw can give (area 0.4, aspect 3/4) still has >= 224 cache px
+    assert round((0.4 * 224 ** 2 * 0.75) ** 0.5) * 410 / 224 >= 224
+
+
+def test_frame_cache_crops_match_the_full_path_and_damage_is_named(big_store, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from mosic import MosicError
+    from mosic.data.frame_cache import FrameCache, cache_dir_for, cache_side
+
+    store = tmp_path / big_store.name
+    shutil.copytree(big_store, store)
+    side = cache_side(S)
+    assert ClipDataset(store, out_size=S).frame_cache is None  # none built yet
+    r = subprocess.run([sys.executable, "-m", "mosic.store_schema.cli", "cache-frames", str(store),
+                        "--out-size", str(S)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    folder = cache_dir_for(store, side)
+    assert "6 clips" in r.stdout and folder.is_dir()
+    cached = ClipDataset(store, out_size=S)
+    assert cached.frame_cache is not None and cached.frame_cache.side == side
+    slow = ClipDataset(store, out_size=S, frame_cache=None, reduced_decode=False)
+    diffs = []
+    for epoch in range(3):
+        for i in range(len(cached)):
+            a, b = cached[(epoch, i)], slow[(epoch, i)]
+            np.testing.assert_array_equal(a["tracks"].numpy(), b["tracks"].numpy())
+            diffs.append((a["frames"] - b["frames"]).abs().mean().item() * 0.226 * 255)  # ~grey levels
+    assert np.mean(diffs) < 3.0, np.mean(diffs)
+    # a cache too small for the crops is refused, saying what is needed
+    with pytest.raises(MosicError, match="need"):
+        ClipDataset(store, out_size=2 * S, frame_cache=folder)
+    # a damaged clip file names itself
+    victim = sorted(folder.glob("c*.jpgs"))[0]
+    victim.write_bytes(victim.read_bytes()[:-100])
+    with pytest.raises(FrameReadError, match=victim.name):
+        FrameCache(folder).read(int(victim.stem[1:]))
