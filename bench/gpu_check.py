@@ -341,14 +341,16 @@ def part_torchrun(ctx: Ctx) -> dict:
             "--set", "checkpoint_every=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     t = time.perf_counter()
-    r1 = subprocess.run(base + ["--max-steps", "3"], capture_output=True, text=True, env=env, timeout=600)
+    # cwd: the scratch folder, never the repository (its mosic/ folder would shadow the installed package)
+    r1 = subprocess.run(base + ["--max-steps", "3"], capture_output=True, text=True, env=env, timeout=600,
+                        cwd=ctx.work)
     t1 = time.perf_counter() - t
     if r1.returncode != 0:
         return {"status": "failed", "error": f"first run exit {r1.returncode}: {(r1.stderr or r1.stdout)[-1500:]}"}
     ck = sorted(p.name for p in (run / "checkpoints").glob("step_*.pt"))
     t = time.perf_counter()
     r2 = subprocess.run(base + ["--max-steps", "5", "--resume"], capture_output=True, text=True, env=env,
-                        timeout=600)
+                        timeout=600, cwd=ctx.work)
     t2 = time.perf_counter() - t
     if r2.returncode != 0:
         return {"status": "failed", "error": f"resumed run exit {r2.returncode}: {(r2.stderr or r2.stdout)[-1500:]}"}
@@ -402,7 +404,7 @@ def part_eval(ctx: Ctx) -> dict:
         if cfg["eval_size"]:
             cmd += ["--img-size", str(cfg["eval_size"])]
         t = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ctx.work,
                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
         dt = time.perf_counter() - t
         if r.returncode != 0:
