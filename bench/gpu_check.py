@@ -291,6 +291,7 @@ def part_loader(ctx: Ctx) -> dict:
     out: dict = {"status": "ok"}
     for size in cfg["sizes"]:
         root, pfile, store = ctx.data(size)
+        out[f"{size[0]}x{size[1]} decode_jpeg on {dev.type}"] = jpeg_decode_rate(root, dev)
         for cached in (False, True):
             if cached:
                 build_frame_cache(store, cache_side(cfg["img"]))
@@ -326,6 +327,26 @@ def part_loader(ctx: Ctx) -> dict:
                             "busy_fraction": busy / wall, "steps": steps, "batches_per_epoch": nb}
                 del loader
     return out
+
+
+def jpeg_decode_rate(root: Path, dev, n: int = 96) -> dict:
+    """torchvision.io.decode_jpeg of a batch of the set's JPEGs on ``dev`` (nvJPEG on CUDA): frames/s,
+    and the mean abs difference to the CPU decode (grey levels)."""
+    import numpy as np
+    import torch
+    from torchvision.io import decode_jpeg
+
+    files = sorted((root / "train" / "JPEGImages").rglob("*.jpg"))[:n]
+    datas = [torch.from_numpy(np.fromfile(f, np.uint8)) for f in files]
+    decode_jpeg(datas[:4], device=dev)  # warm-up (nvJPEG handles)
+    sync(dev)
+    t = time.perf_counter()
+    imgs = decode_jpeg(datas, device=dev)
+    sync(dev)
+    dt = time.perf_counter() - t
+    ref = decode_jpeg(datas[:8])
+    mad = float(np.mean([(a.cpu().float() - b.float()).abs().mean().item() for a, b in zip(imgs[:8], ref)]))
+    return {"frames": len(datas), "frames_s": len(datas) / dt, "mad_vs_cpu_decode": mad}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -458,7 +479,9 @@ def table(results: dict) -> str:
                 add(part, "peak memory", f"{r['peak_memory_gib']:.1f} GiB")
         elif part == "loader":
             for k, v in r.items():
-                if isinstance(v, dict):
+                if isinstance(v, dict) and "frames_s" in v:
+                    add(part, k, f"{v['frames_s']:.0f} frames/s", f"vs CPU decode: {v['mad_vs_cpu_decode']:.2f} grey levels")
+                elif isinstance(v, dict):
                     add(part, k, f"{v['delivered_clips_s']:.0f} delivered / {v['consumed_clips_s']:.0f} consumed clips/s",
                         f"device busy {100 * v['busy_fraction']:.0f}%")
         elif part == "torchrun":
