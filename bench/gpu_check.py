@@ -469,7 +469,7 @@ def table(results: dict) -> str:
                 if isinstance(v, dict):
                     cols = [f"{n}={x:.1f}" for n, x in v.items() if n.endswith("clips_s")]
                     add(part, f"{k} clips/s", ", ".join(cols),
-                        "; ".join(f"{n[:-3]} p99 {v[n]:.2f} px" for n in v if n.endswith("_p99_px")))
+                        "; ".join(f"{n[:-7]} vs batch 1: p99 {v[n]:.2f} px" for n in v if n.endswith("_p99_px")))
         elif part == "train" and st == "ok":
             add(part, f"step ({r['batch']} clips x {r['frames']} frames, {r['img']} px, {r['precision']})",
                 f"{r['step_ms']:.1f} ms", f"{r['step_clips_s']:.0f} clips/s")
