@@ -13,7 +13,6 @@ bench/results/frames.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os

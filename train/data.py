@@ -152,7 +152,6 @@ class ClipDataset(Dataset):
             "video_id": item.clip.video_id,
         }
 
-
     def _read_cached(self, i: int, box: CropBox):
         """(ClipTracks, cache frames [T, side, side, 3], the box in their pixels)."""
         item = self.reader[int(self.indices[i])]
