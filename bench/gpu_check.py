@@ -9,8 +9,9 @@ Parts:
              clips/s, batched tracks equal to batch 1 within a stated tolerance
   train      ViT-S/14 at 224, global batch 64, bf16: step time, bare student+teacher time, their
              ratio (goal <= 1.10), peak memory; the real step (mosic.train.train.mosic_step)
-  loader     the DataLoader with W workers (320x240 and 1280x720 JPEGs, and the frame cache) against
-             the step: clips/s delivered vs consumed, GPU busy fraction
+  loader     nvJPEG decode, and decode + crop on the GPU (mosic.train.device_crop); the DataLoader with
+             W workers (320x240 and 1280x720 JPEGs, and the frame cache) against the step: clips/s
+             delivered vs consumed, GPU busy fraction
   torchrun   `torchrun --nproc_per_node 1 -m mosic.train` (NCCL on CUDA): a few steps, checkpoint,
              resume; the resumed run must end at the requested step
   eval       every mosic-eval protocol on CUDA at the paper's input sizes on a small synthetic set,
@@ -292,6 +293,7 @@ def part_loader(ctx: Ctx) -> dict:
     for size in cfg["sizes"]:
         root, pfile, store = ctx.data(size)
         out[f"{size[0]}x{size[1]} decode_jpeg on {dev.type}"] = jpeg_decode_rate(root, dev)
+        out[f"{size[0]}x{size[1]} decode+crop on {dev.type}"] = device_pipeline_rate(store, cfg, dev)
         for cached in (False, True):
             if cached:
                 build_frame_cache(store, cache_side(cfg["img"]))
@@ -347,6 +349,37 @@ def jpeg_decode_rate(root: Path, dev, n: int = 96) -> dict:
     ref = decode_jpeg(datas[:8])
     mad = float(np.mean([(a.cpu().float() - b.float()).abs().mean().item() for a, b in zip(imgs[:8], ref)]))
     return {"frames": len(datas), "frames_s": len(datas) / dt, "mad_vs_cpu_decode": mad}
+
+
+def device_pipeline_rate(store: Path, cfg: dict, dev, n_clips: int = 32) -> dict:
+    """Clips read as JPEG bytes on the CPU, decoded (nvJPEG on CUDA) and cropped on ``dev``
+    (mosic.train.device_crop): clips/s, and CPU seconds of this process per clip."""
+    import numpy as np
+    import torch
+    from torchvision.io import decode_jpeg
+
+    from mosic.train.data import ClipDataset
+    from mosic.train.device_crop import crop_on_device
+
+    ds = ClipDataset(store, out_size=cfg["img"], seed=0, frame_cache=None)
+    n = min(n_clips if dev.type == "cuda" else 2, len(ds))
+
+    def one_pass(epoch):
+        outs = []
+        for i in range(n):
+            clip = ds.reader.clips[int(ds.indices[i])]
+            datas = [torch.from_numpy(np.fromfile(ds.source.frame_path(clip.video_id, f), np.uint8))
+                     for f in clip.frames]
+            frames = torch.stack(decode_jpeg(datas, device=dev))  # [T, 3, H, W]
+            outs.append(crop_on_device(frames, ds.crop(i, epoch)))
+        sync(dev)
+        return outs
+
+    one_pass(0)  # warm-up
+    t, c = time.perf_counter(), time.process_time()
+    one_pass(1)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    return {"clips": n, "clips_s": n / wall, "clips_per_cpu_s": n / max(cpu, 1e-9)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -479,7 +512,9 @@ def table(results: dict) -> str:
                 add(part, "peak memory", f"{r['peak_memory_gib']:.1f} GiB")
         elif part == "loader":
             for k, v in r.items():
-                if isinstance(v, dict) and "frames_s" in v:
+                if isinstance(v, dict) and "clips_per_cpu_s" in v:
+                    add(part, k, f"{v['clips_s']:.0f} clips/s", f"{v['clips_per_cpu_s']:.0f} clips per CPU-second")
+                elif isinstance(v, dict) and "frames_s" in v:
                     add(part, k, f"{v['frames_s']:.0f} frames/s", f"vs CPU decode: {v['mad_vs_cpu_decode']:.2f} grey levels")
                 elif isinstance(v, dict):
                     add(part, k, f"{v['delivered_clips_s']:.0f} delivered / {v['consumed_clips_s']:.0f} consumed clips/s",

@@ -24,6 +24,8 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     t = res["train"]
     assert t["status"] == "ok" and t["step_ms"] > 0 and t["bare_ms"] > 0 and t["ratio"] > 0
     loads = {k: v for k, v in res["loader"].items() if isinstance(v, dict)}
+    pipes = {k: loads.pop(k) for k in [k for k in loads if "decode+crop" in k]}
+    assert len(pipes) == 2 and all(v["clips_s"] > 0 and v["clips_per_cpu_s"] > 0 for v in pipes.values())
     decodes = {k: loads.pop(k) for k in [k for k in loads if "decode_jpeg" in k]}
     assert len(decodes) == 2 and all(v["frames_s"] > 0 and v["mad_vs_cpu_decode"] < 1 for v in decodes.values())
     assert res["loader"]["status"] == "ok" and len(loads) == 4 and any("cache" in k for k in loads)
