@@ -18,7 +18,7 @@ DATA    ?= data/synthetic
 VIDEOS  ?= 24
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo data tracks train eval bench clean help
+.PHONY: setup test demo data tracks train eval bench bench-frames gpu-check gpu-wheels clean help
 
 help:
 	@echo "make setup      create $(VENV) and install mosic with its test tools"
@@ -28,6 +28,7 @@ help:
 	@echo "make train      train on the default pipeline (synthetic, small random ViT on CPU)"
 	@echo "make eval MODEL=... WEIGHTS=... DATASET=voc ROOT=...   evaluate a backbone (paper settings)"
 	@echo "make bench      print throughput and size figures"
+	@echo "make gpu-check  check and measure every CUDA path on this machine's GPU (README: GPU)"
 
 setup: $(STAMP)
 
@@ -79,9 +80,25 @@ bench: setup
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_precompute.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_frames.py
 	$(BIN)/python bench/bench_learning.py
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_remote.py
+
+bench-frames: setup
+	$(BIN)/python bench/bench_frames.py
+
+# on a GPU machine (torch and timm there; other wheels carried by bench/gpu_wheels.sh, see README "GPU")
+GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@if [ -d .gpu-wheels ] && [ ! -d .gpu-site ]; then PYTHON=$(GPU_PY) bash bench/gpu_wheels.sh install; fi
+	PYTHONPATH=$(CURDIR)/.gpu-site$(if $(PYTHONPATH),:$(PYTHONPATH)) $(GPU_PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
+
+# on a machine with a package index: wheels for the GPU machine's Python into .gpu-wheels/
+GPU_PYVER ?= 3.12
+gpu-wheels:
+	bash bench/gpu_wheels.sh $(GPU_PYVER)
 
 clean:
 	rm -rf $(STORES) data runs .pytest_cache

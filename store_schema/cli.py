@@ -126,6 +126,26 @@ def finalize(path: str = typer.Argument(..., help=_STORE_HELP)) -> None:
     raise typer.Exit(1)
 
 
+@app.command("cache-frames", help="Write a frame cache beside a local store: each clip's frames resized to "
+             "SIDE x SIDE (default: what 224 px training crops need, 410) as JPEG bytes, one file per clip. "
+             "Training reads it instead of the full-size JPEGs when it is there.")
+@friendly_errors
+def cache_frames(
+    path: str = typer.Argument(..., help="the store (a local .zarr folder)"),
+    side: Optional[int] = typer.Option(None, help="cache frame side in pixels [default: from --out-size]"),
+    out_size: int = typer.Option(224, help="training crop size the cache is for"),
+    quality: int = typer.Option(90, help="JPEG quality"),
+    root: Optional[str] = typer.Option(None, help="the data set root, if not where the store was made from"),
+) -> None:
+    from mosic.data.frame_cache import build_frame_cache, cache_side
+
+    folder = build_frame_cache(path, side or cache_side(out_size), quality, root, progress=True)
+    meta = json.loads((folder / "cache.json").read_text())
+    per = meta["bytes"] / max(1, meta["clips"])
+    typer.echo(f"{folder}: {meta['clips']} clips at {meta['side']}x{meta['side']}, "
+               f"{meta['bytes'] / 2**20:.1f} MiB ({per / 2**10:.0f} KiB per clip)")
+
+
 def main() -> None:
     app()
 

@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from mosic import MosicError
 from mosic.data.base import FrameReadError, plan_clips
 from mosic.store_schema.reader import StoreError, StoreReader, open_frame_source
-from mosic.train.augment import CropBox, apply_crop, map_tracks, sample_crop, to_tensor
+from mosic.train.augment import (CropBox, apply_crop, map_tracks, max_reduction, reduce_box, sample_crop,
+                                 to_tensor)
 
 
 def _check_epoch(epoch) -> int:
@@ -56,6 +57,8 @@ class ClipDataset(Dataset):
         seed: int = 0,
         max_clips: int | None = None,
         antialias: bool = True,
+        reduced_decode: bool = True,
+        frame_cache: str | Path | None = "auto",
     ):
         if int(seed) != seed or seed < 0:
             raise MosicError(f"seed must be a non-negative integer, got {seed!r}")
@@ -69,6 +72,10 @@ class ClipDataset(Dataset):
         self.flip_p = float(flip_p)
         self.seed = int(seed)
         self.antialias = antialias
+        #: decode JPEGs at the largest 1/2, 1/4, 1/8 scale that still covers the crop (exact map)
+        self.reduced_decode = bool(reduced_decode)
+        #: frames pre-resized per clip (mosic-store cache-frames), used instead of the JPEGs when present
+        self.frame_cache = _open_cache(self.reader, frame_cache, self.out_size, self.scale, self.ratio)
         self.epoch = 0
         done = np.asarray(self.reader.done, dtype=np.int64)
         self.indices = done if max_clips is None else done[:max_clips]
@@ -102,13 +109,18 @@ class ClipDataset(Dataset):
             raise IndexError(f"item {i} out of range (the dataset has {len(self.indices)} clips)")
         return _check_epoch(e), i
 
-    def read_clip(self, i: int):
+    def read_clip(self, i: int, max_factor: float | None = None):
         """(ClipTracks, frames uint8 [T, H, W, 3]) of item ``i``, with the frames checked against
-        the size the store recorded for the clip."""
+        the size the store recorded for the clip. With ``max_factor``: (ClipTracks, frames, s), the
+        frames decoded reduced by s <= max_factor (:meth:`FrameSource.read_frames_reduced`)."""
         item = self.reader[int(self.indices[i])]
         clip = item.clip
-        frames = self.source.read_frames(clip.video_id, clip.frames)  # FrameReadError names video + frame
-        want = (len(clip.frames), clip.height, clip.width, 3)
+        factor = 1
+        if max_factor is None:
+            frames = self.source.read_frames(clip.video_id, clip.frames)  # FrameReadError names video + frame
+        else:
+            frames, factor = self.source.read_frames_reduced(clip.video_id, clip.frames, max_factor)
+        want = (len(clip.frames), -(-clip.height // factor), -(-clip.width // factor), 3)
         if frames.shape != want or frames.dtype != np.uint8:
             raise FrameReadError(
                 clip.video_id,
@@ -121,20 +133,55 @@ class ClipDataset(Dataset):
                 f"store {self.reader.path}: clip {item.index} has {item.tracks.shape[0]} frames of "
                 f"tracks for {len(clip.frames)} frames"
             )
-        return item, frames
+        return (item, frames) if max_factor is None else (item, frames, factor)
 
     def __getitem__(self, key) -> dict[str, Any]:
         epoch, i = self._key(key)
-        item, frames = self.read_clip(i)
         box = self.crop(i, epoch)
+        if self.frame_cache is not None:
+            item, frames, fbox = self._read_cached(i, box)
+        else:
+            item, frames, factor = self.read_clip(i, max_reduction(box) if self.reduced_decode else 1.0)
+            fbox = reduce_box(box, factor)
         tracks, vis = map_tracks(item.tracks, item.visibility, box)
         return {
-            "frames": to_tensor(apply_crop(frames, box, antialias=self.antialias)),
+            "frames": to_tensor(apply_crop(frames, fbox, antialias=self.antialias)),
             "tracks": torch.from_numpy(tracks),
             "visibility": torch.from_numpy(vis),
             "index": int(item.index),
             "video_id": item.clip.video_id,
         }
+
+    def _read_cached(self, i: int, box: CropBox):
+        """(ClipTracks, cache frames [T, side, side, 3], the box in their pixels)."""
+        item = self.reader[int(self.indices[i])]
+        frames = self.frame_cache.read(item.index)
+        side = self.frame_cache.side
+        if frames.shape[0] != item.tracks.shape[0]:
+            raise StoreError(f"frame cache {self.frame_cache.folder}: clip {item.index} has {frames.shape[0]} "
+                             f"frames, the store {item.tracks.shape[0]}; rebuild the cache")
+        return item, frames, reduce_box(box, item.clip.width / side, item.clip.height / side)
+
+
+def _open_cache(reader: StoreReader, frame_cache, out_size, scale, ratio):
+    """The frame cache to read: "auto" takes one beside a local store if it fits and is large
+    enough for these crops; a path must fit; None reads the JPEGs."""
+    from mosic.data.frame_cache import FrameCache, cache_side
+
+    if frame_cache is None or not isinstance(reader.path, Path):
+        return None
+    need = cache_side(out_size, scale[0], ratio)
+    fp = reader.spec.dataset.fingerprint
+    if frame_cache == "auto":
+        return FrameCache.find(reader.path, fp, need)
+    fc = FrameCache(frame_cache)
+    if not fc.fits(reader.path.name, fp):
+        raise MosicError(f"frame cache {fc.folder} was made for store {fc.meta.get('store')!r} "
+                         f"(fingerprint {fc.meta.get('fingerprint')}), not {reader.path.name}")
+    if fc.side < need:
+        raise MosicError(f"frame cache {fc.folder} has {fc.side} px frames; crops at {out_size} px with "
+                         f"scale >= {scale[0]} need {need} px (mosic-store cache-frames --side {need})")
+    return fc
 
 
 # ------------------------------------------------------------------------------------------------

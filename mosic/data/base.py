@@ -95,6 +95,14 @@ class FrameSource(ABC):
             h.update(f"{v.video_id}\t{v.num_frames}\t{v.width}\t{v.height}\n".encode())
         return h.hexdigest()[:16]
 
+    def read_frames_reduced(
+        self, video_id: str, indices: Sequence[int], max_factor: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        """(frames, s): frames ``indices`` reduced by an integer factor ``1 <= s <= max_factor``
+        (source pixel coordinates / s = the frames' coordinates; size ceil(W / s) x ceil(H / s)).
+        A source that cannot decode at reduced size returns its full frames and s = 1."""
+        return self.read_frames(video_id, indices), 1
+
     def read_clip(self, clip: ClipRef) -> np.ndarray:
         frames = self.read_frames(clip.video_id, clip.frames)
         expected = (len(clip.frames), clip.height, clip.width, 3)

@@ -205,6 +205,33 @@ class JpegFolderSource(FrameSource):
             out[k] = img
         return out
 
+    def read_frames_reduced(
+        self, video_id: str, indices: Sequence[int], max_factor: float = 1.0
+    ) -> tuple[np.ndarray, int]:
+        """Frames decoded with libjpeg's scaled IDCT at the largest factor s in 1, 2, 4, 8 that is
+        at most ``max_factor`` (see :mod:`mosic.data.decode`): uint8 [T, ceil(H/s), ceil(W/s), 3], s."""
+        from mosic.data.decode import decode_jpeg_reduced, reduced_size, reduction_factor
+
+        s = reduction_factor(max_factor)
+        if s == 1:
+            return self.read_frames(video_id, indices), 1
+        self._frame_names(video_id)  # scans once; unknown video -> FrameReadError
+        info = self._infos[video_id]
+        w, h = reduced_size(info.width, info.height, s)
+        out = np.empty((len(indices), h, w, 3), dtype=np.uint8)
+        for k, i in enumerate(indices):
+            i = int(i)
+            img = decode_jpeg_reduced(self.frame_path(video_id, i), video_id, i, s)
+            if img.shape[:2] != (h, w):
+                raise FrameReadError(
+                    video_id,
+                    f"frame decodes to {img.shape[1]}x{img.shape[0]} at 1/{s}, expected {w}x{h} "
+                    f"(the video's first frame is {info.width}x{info.height})",
+                    frame=i,
+                )
+            out[k] = img
+        return out, s
+
     # -- annotations ---------------------------------------------------------------------------
     def annotation_path(self, video_id: str, index: int) -> Path | None:
         """The annotation PNG with the same name as frame ``index``, or None if there is none."""
