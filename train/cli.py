@@ -55,7 +55,10 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<pipeline>)"),
     max_steps: Optional[int] = typer.Option(None, help="stop after N steps (default: epochs x steps/epoch)"),
     epochs: Optional[int] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None, help="clips per process"),
+    batch_size: Optional[int] = typer.Option(
+        None, help="global batch: clips per optimiser step over all processes (default 64), split evenly over them"),
+    micro_batch: Optional[int] = typer.Option(
+        None, help="clips per student forward/backward on one process (gradient accumulation; same Sinkhorn batch)"),
     model: Optional[str] = typer.Option(None, help="timm model name"),
     weights: Optional[Path] = typer.Option(None, help="backbone weights file (timm or official DINOv2)"),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="hub weights or random init"),
@@ -85,6 +88,7 @@ def run(
         "train.max_steps": max_steps,
         "train.epochs": epochs,
         "train.batch_size": batch_size,
+        "train.micro_batch": micro_batch,
         "train.model.name": model,
         "train.model.weights": str(weights) if weights else None,
         "train.model.pretrained": pretrained,

@@ -2,7 +2,7 @@
 
 Defaults are the published MoSiC recipe (the paper and the official training script): ViT-S/14 DINOv2, last two blocks,
 K = 100 prototypes, EMA 0.99, temperature 0.1, Sinkhorn eps 0.06 x 3 iterations, AdamW (backbone
-1e-5, head 1e-4, weight decay 0.01), cosine to 0, batch 8 clips per GPU, 8 epochs, 224 px crops.
+1e-5, head 1e-4, weight decay 0.01), cosine to 0, a global batch of 64 clips, 8 epochs, 224 px crops.
 """
 
 from __future__ import annotations
@@ -70,7 +70,13 @@ class TrainSettings(BaseModel):
     model: ModelSettings = ModelSettings()
     loss: LossSettings = LossSettings()
     optim: OptimSettings = OptimSettings()
-    batch_size: int = Field(8, ge=1, description="clips per process")
+    batch_size: int = Field(
+        64, ge=1, description="global batch: clips per optimiser step over all processes, split evenly over them")
+    micro_batch: int | None = Field(
+        None, ge=1, description="clips per student forward/backward on one process (gradients accumulate; "
+        "the teacher's Sinkhorn still sees the whole batch); None = all of the process's clips at once")
+    teacher_chunk: int | None = Field(
+        16, ge=1, description="clips per teacher forward (memory only: the result is the same); None = all")
     epochs: int = Field(8, ge=1)
     max_steps: int | None = Field(None, ge=1)
     mask_ratio: float = Field(0.1, ge=0, lt=1)

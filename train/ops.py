@@ -2,6 +2,7 @@
 
     sample_at_tracks       patch features at continuous track positions (x, y pixels)
     sinkhorn               log-domain Sinkhorn-Knopp with (optionally DDP-global) marginals
+    loss_normaliser        the loss's denominator Z for a whole (global) batch
     propagation_loss       CE(student at the first frame, teacher label at frame t), visibility-weighted
     symmetric_loss         CE(student at frame t, teacher label at the first frame)  (optional term)
     cluster_usage_entropy  normalised entropy of the mean assignment (collapse monitor)
@@ -25,6 +26,7 @@ from torch import Tensor
 __all__ = [
     "sample_at_tracks",
     "sinkhorn",
+    "loss_normaliser",
     "propagation_loss",
     "symmetric_loss",
     "cluster_usage_entropy",
@@ -211,7 +213,7 @@ def sinkhorn(
 # losses
 
 
-def _weights(visibility: Tensor, valid: Tensor | None) -> Tensor:
+def loss_weights(visibility: Tensor, valid: Tensor | None) -> Tensor:
     """w[b, t, n] = visibility[b, t, n] & valid[b, n] (or valid[b, t, n]), as float."""
     w = visibility.float()
     if valid is not None:
@@ -222,6 +224,27 @@ def _weights(visibility: Tensor, valid: Tensor | None) -> Tensor:
     return w
 
 
+def loss_normaliser(w: Tensor, normalize: str, group=None) -> Tensor:
+    """The denominator Z of the loss over the batch whose term weights are w [B, T, N]:
+
+        "visible":  Z = max(sum w over all ranks, 1) / world size
+        "all":      Z = B * T * N   (this rank's terms; the official code's plain mean)
+
+    Under DDP the gradients are averaged over ranks, so dividing each rank's sum by the global
+    count / world size makes the result the mean over every visible term of the global batch
+    (and B*T*N per rank, averaged, is the global B*T*N). Computed once for a whole step, it lets
+    the student's terms be summed over micro-batches without changing the loss."""
+    if normalize not in ("visible", "all"):
+        raise ValueError(f"normalize must be 'visible' or 'all', got {normalize!r}")
+    if normalize == "all":
+        return torch.tensor(float(w.numel()), device=w.device)
+    group = _resolve_group(group)
+    denom = w.sum().float().detach()
+    if group is not None:
+        return _all_reduce(denom.clone(), dist.ReduceOp.SUM, group).clamp_min(1.0) / dist.get_world_size(group)
+    return denom.clamp_min(1.0)
+
+
 def _weighted_ce(
     logits: Tensor,
     target_q: Tensor,
@@ -230,38 +253,32 @@ def _weighted_ce(
     hard: bool,
     normalize: str,
     group=None,
+    denom: Tensor | float | None = None,
 ) -> Tensor:
-    """sum_{btn} w_btn CE(softmax(logits_btn / tau), target_btn) / normaliser.
+    """sum_{btn} w_btn CE(softmax(logits_btn / tau), target_btn) / normaliser, in float32.
 
     logits and target_q broadcast to [B, T, N, K]; w [B, T, N]. CE(p, y) = -sum_k y_k log p_k with
     y = onehot(argmax_k target_q) if hard, else target_q. Terms with w = 0 are exactly 0 (even if
-    their inputs are not finite). normaliser = max(sum w, 1) ("visible") or B*T*N ("all")."""
+    their inputs are not finite). normaliser = ``denom`` if given (a micro-batch of a larger
+    batch), else :func:`loss_normaliser` of w."""
     if normalize not in ("visible", "all"):
         raise ValueError(f"normalize must be 'visible' or 'all', got {normalize!r}")
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    target_q = target_q.detach()
-    shape = torch.broadcast_shapes(logp.shape, target_q.shape)
-    logp = logp.expand(shape)
-    if hard:
-        idx = target_q.argmax(dim=-1, keepdim=True).expand(*shape[:-1], 1)
-        ce = -logp.gather(-1, idx).squeeze(-1)  # [B, T, N]
-    else:
-        ce = -(target_q.float().expand(shape) * logp).sum(dim=-1)
-    if w.shape != ce.shape:
-        raise ValueError(f"weights {tuple(w.shape)} do not match the loss terms {tuple(ce.shape)}")
-    terms = torch.where(w > 0, ce * w, torch.zeros_like(ce))
-    if normalize == "all":
-        denom = float(ce.numel())
-    else:
-        # Under DDP the gradients are averaged over ranks, so each rank divides by the global
-        # count / world size: the result is the mean over every visible term of the global batch.
-        group = _resolve_group(group)
-        denom = w.sum().float().detach()
-        if group is not None:
-            denom = _all_reduce(denom.clone(), dist.ReduceOp.SUM, group).clamp_min(1.0) / dist.get_world_size(group)
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+        target_q = target_q.detach()
+        shape = torch.broadcast_shapes(logp.shape, target_q.shape)
+        logp = logp.expand(shape)
+        if hard:
+            idx = target_q.argmax(dim=-1, keepdim=True).expand(*shape[:-1], 1)
+            ce = -logp.gather(-1, idx).squeeze(-1)  # [B, T, N]
         else:
-            denom = denom.clamp_min(1.0)
-    return terms.sum() / denom
+            ce = -(target_q.float().expand(shape) * logp).sum(dim=-1)
+        if w.shape != ce.shape:
+            raise ValueError(f"weights {tuple(w.shape)} do not match the loss terms {tuple(ce.shape)}")
+        terms = torch.where(w > 0, ce * w, torch.zeros_like(ce))
+        if denom is None:
+            denom = loss_normaliser(w, normalize, group)
+        return terms.sum() / denom
 
 
 def propagation_loss(
@@ -273,6 +290,7 @@ def propagation_loss(
     hard: bool = True,
     normalize: Literal["visible", "all"] = "visible",
     group=None,
+    denom: Tensor | float | None = None,
 ) -> Tensor:
     """The MoSiC loss: the student at a trajectory's first point predicts the teacher's cluster
     of that trajectory in every frame.
@@ -286,10 +304,13 @@ def propagation_loss(
     Z = max(sum w, 1) for normalize="visible" (mean over the terms that count), or B*T*N for
     "all" (the official code's plain mean, invisible terms in the denominator). The teacher side
     is detached: only student_first receives gradient, d L / d s_bn = sum_t w_btn (p_bn - y_btn)
-    / (tau Z). Returns a float32 scalar.
+    / (tau Z). ``denom`` overrides Z: pass :func:`loss_normaliser` of the whole batch when this
+    is one micro-batch of it, so that the micro-batches' losses add up to the whole batch's.
+    Returns a float32 scalar.
     """
     return _weighted_ce(
-        student_first.unsqueeze(1), teacher_q, _weights(visibility, valid), temperature, hard, normalize, group
+        student_first.unsqueeze(1), teacher_q, loss_weights(visibility, valid), temperature, hard, normalize, group,
+        denom,
     )
 
 
@@ -302,6 +323,7 @@ def symmetric_loss(
     hard: bool = True,
     normalize: Literal["visible", "all"] = "visible",
     group=None,
+    denom: Tensor | float | None = None,
 ) -> Tensor:
     """The optional reverse term: the student at frame t predicts the teacher's FIRST-frame
     cluster of the trajectory.
@@ -310,10 +332,12 @@ def symmetric_loss(
 
     student_t [B, T, N, K]: student scores at the tracked point in frame t; teacher_q_first
     [B, N, K]: teacher assignments at frame 0, repeated over t; visibility [B, T, N]; valid [B, N]
-    or [B, T, N] (a point on a masked patch of frame t). Same targets and Z as propagation_loss.
+    or [B, T, N] (a point on a masked patch of frame t). Same targets, Z and ``denom`` as
+    propagation_loss.
     """
     return _weighted_ce(
-        student_t, teacher_q_first.unsqueeze(1), _weights(visibility, valid), temperature, hard, normalize, group
+        student_t, teacher_q_first.unsqueeze(1), loss_weights(visibility, valid), temperature, hard, normalize, group,
+        denom,
     )
 
 
