@@ -257,3 +257,83 @@ def test_epoch_sampler_skip_resumes_the_same_order():
     assert list(s) == full[4:] and len(s) == 6
     s.set_epoch(3)
     assert list(s) != full and len(s) == 10
+
+
+def test_pick_clip_is_uniform_reproducible_and_new_every_epoch():
+    from mosic.train.ops import pick_clip
+
+    picks = [pick_clip(0, e, 3, 5) for e in range(2000)]
+    assert picks == [pick_clip(0, e, 3, 5) for e in range(2000)]
+    counts = np.bincount(picks, minlength=5)
+    assert counts.min() > 330 and counts.max() < 470  # ~400 each
+    assert [pick_clip(0, e, 3, 5) for e in range(20)] != [pick_clip(1, e, 3, 5) for e in range(20)]
+    assert [pick_clip(0, 0, v, 5) for v in range(20)] != [pick_clip(0, 1, v, 5) for v in range(20)]
+    assert all(pick_clip(0, e, 0, 1) == 0 for e in range(5))
+    with pytest.raises(ValueError):
+        pick_clip(0, 0, 0, 0)
+
+
+def test_one_clip_per_video_per_epoch(store):
+    """clips='per_video': an item is a video, each epoch reads one of its stored clips (drawn from
+    seed, epoch and video), the same with 0 and 2 workers and on DDP shards; 'all' keeps every
+    clip in every epoch."""
+    ds = ClipDataset(store, out_size=S, seed=5, clips="per_video")
+    assert len(ds) == 3 and len(ClipDataset(store, out_size=S)) == 6
+    assert ds.reader.spec.frame_numbering == "raw"  # what precompute writes now
+    videos = [ds.reader.clips[int(g[0])].video_id for g in ds.groups]
+    assert len(set(videos)) == 3
+    seen = {v: set() for v in range(3)}
+    for e in range(12):
+        for v in range(3):
+            c = ds.clip_index(v, e)
+            assert ds.reader.clips[c].video_id == videos[v] and c in ds.groups[v]
+            seen[v].add(c)
+            item = ds[(e, v)]
+            assert item["index"] == c and item["video_id"] == videos[v]
+    assert all(len(s) == 2 for s in seen.values())  # both stored clips come up over the epochs
+    a = _collect(make_loader(ds, batch_size=2, num_workers=0, shuffle=True, seed=3, drop_last=False), [0, 1, 2])
+    b = _collect(make_loader(ClipDataset(store, out_size=S, seed=5, clips="per_video"), batch_size=2,
+                             num_workers=2, shuffle=True, seed=3, drop_last=False), [0, 1, 2])
+    for (oa, ea), (ob, eb) in zip(a, b):
+        assert oa == ob and len(oa) == 3  # one clip per video
+        assert {ds.reader.clips[i].video_id for i in oa} == set(videos)
+        for idx in ea:
+            assert all(torch.equal(x, y) for x, y in zip(ea[idx], eb[idx]))
+    assert len({tuple(sorted(o)) for o, _ in a}) > 1  # other clips in other epochs
+    # DDP shards split the videos and read the same clips as one process
+    for e in (0, 1):
+        got = []
+        for rank in (0, 1):
+            ld = make_loader(ds, batch_size=1, num_workers=0, shuffle=True, seed=0, drop_last=False,
+                             distributed=True, num_replicas=2, rank=rank)
+            ld.set_epoch(e)
+            got += [(v, ds[(ep, v)]["index"]) for ep, v in ld.sampler]
+        assert {v for v, _ in got} == {0, 1, 2}
+        assert all(c == ds.clip_index(v, e) for v, c in got)
+    with pytest.raises(MosicError, match="per_video' or 'all"):
+        ClipDataset(store, out_size=S, clips="each")
+
+
+def test_store_whose_steps_counted_files_is_refused_where_that_differs():
+    """Stores made before steps counted raw frames lack spec.frame_numbering ('index'): refused
+    on data whose frames are not every raw frame (YouTube-VOS 'train'), accepted elsewhere."""
+    from types import SimpleNamespace
+
+    from mosic.data.base import VideoInfo
+    from mosic.train.data import check_frame_numbering
+
+    def reader(numbering):
+        from mosic.config import ClipSettings
+
+        return SimpleNamespace(path="old.zarr", spec=SimpleNamespace(frame_numbering=numbering,
+                                                                   clips=ClipSettings(step=6)))
+
+    def source(numbers):
+        return SimpleNamespace(kind="ytvos", split="train", videos=lambda: [
+            VideoInfo("a", 4, 8, 8, tuple(range(4))), VideoInfo("b", 4, 8, 8, numbers)])
+
+    check_frame_numbering(reader("index"), source(None))
+    check_frame_numbering(reader("index"), source((0, 1, 2, 3)))
+    check_frame_numbering(reader("raw"), source((0, 5, 10, 15)))
+    with pytest.raises(StoreError, match=r"counted stored frames.*'b': 0, 5, 10, \.\.\.\).*Rebuild"):
+        check_frame_numbering(reader("index"), source((0, 5, 10, 15)))

@@ -39,7 +39,7 @@ CLI_STORE = [x for k, v in CLIPS.items() for x in ("--set", f"{k}={v}")]
 def store(tmp_path_factory):
     base = tmp_path_factory.mktemp("train")
     root = base / "synthetic"
-    generate(root, videos=3, seed=1, num_frames=24, width=96, height=72)
+    generate(root, videos=4, seed=1, num_frames=24, width=96, height=72)
     cfg = load_pipeline("synthetic-oracle", overrides={"dataset.root": str(root), "stores": str(base / "stores"),
                                                        **CLIPS})
     res = precompute(cfg, progress=False)
@@ -69,6 +69,8 @@ def test_training_runs_logs_checkpoints_and_exports(store, tmp_path):
     assert res["steps"] == 4 and Path(res["store"]) == path
     lines = [json.loads(x) for x in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    # an epoch is one pass over the 4 videos (one clip each): 2 steps of 2 clips
+    assert [x["epoch"] for x in lines] == [0, 0, 1, 1]
     for k in ("loss", "lr_backbone", "lr_head", "usage_teacher", "usage_student", "visible", "clips_per_s"):
         assert all(isinstance(x[k], float) for x in lines), k
     assert lines[-1]["lr_backbone"] < lines[0]["lr_backbone"]  # cosine decay

@@ -77,7 +77,10 @@ class TrainSettings(BaseModel):
         "the teacher's Sinkhorn still sees the whole batch); None = all of the process's clips at once")
     teacher_chunk: int | None = Field(
         16, ge=1, description="clips per teacher forward (memory only: the result is the same); None = all")
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(8, ge=1, description="passes over the videos (clip_sampling per_video) or the clips (all)")
+    clip_sampling: Literal["per_video", "all"] = Field(
+        "per_video", description="per_video: one of a video's stored clips per epoch, drawn from (seed, epoch, "
+        "video), as the official loader; all: every stored clip in every epoch")
     max_steps: int | None = Field(None, ge=1)
     mask_ratio: float = Field(0.1, ge=0, lt=1)
     ema: float = Field(0.99, ge=0, le=1)

@@ -31,6 +31,7 @@ from mosic import MosicError
 from mosic.data.base import FrameReadError, plan_clips
 from mosic.store_schema.reader import StoreError, StoreReader, open_frame_source
 from mosic.train.augment import CropBox, apply_crop, map_tracks, sample_crop, to_tensor
+from mosic.train.ops import pick_clip
 
 
 def _check_epoch(epoch) -> int:
@@ -42,7 +43,12 @@ def _check_epoch(epoch) -> int:
 class ClipDataset(Dataset):
     """The DONE clips of a store. Item ``i`` (or ``(epoch, i)``) is a dict: ``frames`` float32
     [T, 3, S, S] (ImageNet-normalised), ``tracks`` float32 [T, N, 2] in crop pixels, ``visibility``
-    bool [T, N] (false outside the crop), ``index`` (the store's clip index), ``video_id``."""
+    bool [T, N] (false outside the crop), ``index`` (the store's clip index), ``video_id``.
+
+    ``clips="per_video"``: item i is the i-th video (of those with a done clip, in the store's
+    order), and epoch e reads the clip :func:`~mosic.train.ops.pick_clip` draws from (seed, e, i):
+    one clip per video per epoch, a new one every epoch, as the official loader. ``"all"``: item
+    i is the i-th done clip, the same in every epoch."""
 
     def __init__(
         self,
@@ -56,6 +62,7 @@ class ClipDataset(Dataset):
         seed: int = 0,
         max_clips: int | None = None,
         antialias: bool = True,
+        clips: str = "all",
     ):
         if int(seed) != seed or seed < 0:
             raise MosicError(f"seed must be a non-negative integer, got {seed!r}")
@@ -70,10 +77,22 @@ class ClipDataset(Dataset):
         self.seed = int(seed)
         self.antialias = antialias
         self.epoch = 0
+        check_frame_numbering(self.reader, self.source)
         done = np.asarray(self.reader.done, dtype=np.int64)
         self.indices = done if max_clips is None else done[:max_clips]
         if len(self.indices) == 0:
             raise MosicError(f"store {self.reader.path} has no clip with tracks: nothing to train on")
+        if clips not in ("per_video", "all"):
+            raise MosicError(f"clips must be 'per_video' or 'all', got {clips!r}")
+        self.clips = clips
+        # per_video: the done clips of each video, in store order ([[i]] per clip for "all")
+        if clips == "per_video":
+            by_video: dict[str, list[int]] = {}
+            for c in self.indices.tolist():
+                by_video.setdefault(self.reader.clips[c].video_id, []).append(c)
+            self.groups = [np.asarray(v, dtype=np.int64) for v in by_video.values()]
+        else:
+            self.groups = [np.asarray([c], dtype=np.int64) for c in self.indices.tolist()]
         sample_crop(np.random.default_rng(0), 2, 2, self.scale, self.ratio, self.flip_p, self.out_size)  # checks
 
     # -- epochs and crops ---------------------------------------------------------------------
@@ -81,16 +100,22 @@ class ClipDataset(Dataset):
         """The epoch used for plain integer indices (the loader passes ``(epoch, i)`` instead)."""
         self.epoch = _check_epoch(epoch)
 
+    def clip_index(self, i: int, epoch: int | None = None) -> int:
+        """The store's index of the clip item ``i`` reads in ``epoch`` (default: the current one)."""
+        e = self.epoch if epoch is None else _check_epoch(epoch)
+        g = self.groups[int(i)]
+        return int(g[0]) if len(g) == 1 else int(g[pick_clip(self.seed, e, int(i), len(g))])
+
     def crop(self, i: int, epoch: int | None = None) -> CropBox:
         """The crop box of item ``i`` in ``epoch`` (default: the current epoch), in source pixels."""
         e = self.epoch if epoch is None else _check_epoch(epoch)
-        clip = self.reader.clips[int(self.indices[i])]
+        clip = self.reader.clips[self.clip_index(i, e)]
         rng = np.random.default_rng([self.seed, e, int(i)])
         return sample_crop(rng, clip.width, clip.height, self.scale, self.ratio, self.flip_p, self.out_size)
 
     # -- items --------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.groups)
 
     def _key(self, key) -> tuple[int, int]:
         if isinstance(key, (tuple, list)):
@@ -98,14 +123,15 @@ class ClipDataset(Dataset):
         else:
             e, i = self.epoch, key
         i = int(i)
-        if not 0 <= i < len(self.indices):
-            raise IndexError(f"item {i} out of range (the dataset has {len(self.indices)} clips)")
+        if not 0 <= i < len(self.groups):
+            what = "videos" if self.clips == "per_video" else "clips"
+            raise IndexError(f"item {i} out of range (the dataset has {len(self.groups)} {what})")
         return _check_epoch(e), i
 
-    def read_clip(self, i: int):
-        """(ClipTracks, frames uint8 [T, H, W, 3]) of item ``i``, with the frames checked against
-        the size the store recorded for the clip."""
-        item = self.reader[int(self.indices[i])]
+    def read_clip(self, i: int, epoch: int | None = None):
+        """(ClipTracks, frames uint8 [T, H, W, 3]) of item ``i`` in ``epoch``, with the frames
+        checked against the size the store recorded for the clip."""
+        item = self.reader[self.clip_index(i, epoch)]
         clip = item.clip
         frames = self.source.read_frames(clip.video_id, clip.frames)  # FrameReadError names video + frame
         want = (len(clip.frames), clip.height, clip.width, 3)
@@ -125,7 +151,7 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, key) -> dict[str, Any]:
         epoch, i = self._key(key)
-        item, frames = self.read_clip(i)
+        item, frames = self.read_clip(i, epoch)
         box = self.crop(i, epoch)
         tracks, vis = map_tracks(item.tracks, item.visibility, box)
         return {
@@ -160,6 +186,21 @@ def _open_source(reader: StoreReader, root):
             "the frames or rebuild the store)"
         )
         raise StoreError(f"{e}\n  {detail}") from None
+
+
+def check_frame_numbering(reader: StoreReader, source) -> None:
+    """Refuse a store whose steps counted frame indices (made before steps counted raw frames)
+    when the data set's frames are not every raw frame: there the two meanings differ."""
+    if reader.spec.frame_numbering == "raw":
+        return
+    for v in source.videos():
+        if v.frame_numbers is not None and list(v.frame_numbers) != list(range(v.num_frames)):
+            c = reader.spec.clips
+            raise StoreError(
+                f"store {reader.path} was made when clips.step ({c.step}) and clips.stride counted stored "
+                f"frames, but the frames of {source.kind} {source.split!r} are not every raw frame (video "
+                f"{v.video_id!r}: {', '.join(map(str, v.frame_numbers[:3]))}, ...): steps now count raw frames. "
+                "Rebuild the store with mosic-precompute")
 
 
 def explain_mismatch(reader: StoreReader, source) -> list[str]:

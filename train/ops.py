@@ -6,6 +6,7 @@
     propagation_loss       CE(student at the first frame, teacher label at frame t), visibility-weighted
     symmetric_loss         CE(student at frame t, teacher label at the first frame)  (optional term)
     cluster_usage_entropy  normalised entropy of the mean assignment (collapse monitor)
+    pick_clip              which stored clip of a video an epoch trains on (numpy)
 
 Shapes: B clips, T frames, N tracked points, D feature channels, K prototypes, M points in a
 Sinkhorn problem. Coordinates are (x, y) pixels of the frame the features were computed on, x
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -30,6 +32,7 @@ __all__ = [
     "propagation_loss",
     "symmetric_loss",
     "cluster_usage_entropy",
+    "pick_clip",
 ]
 
 
@@ -373,3 +376,18 @@ def cluster_usage_entropy(q: Tensor, hard: bool = False, mask: Tensor | None = N
     p = p / p.sum()
     h = -(p * torch.log(p.clamp_min(1e-30))).sum()
     return float(h / math.log(K)) if K > 1 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# which clip, which points (numpy: the data loader's side)
+
+
+def pick_clip(seed: int, epoch: int, video: int, num_clips: int) -> int:
+    """The clip (0 .. num_clips - 1) of video number ``video`` that epoch ``epoch`` trains on:
+    uniform, drawn from (seed, epoch, video) and nothing else, like the official loader's new
+    random start per video and epoch (here among the starts the store holds). Independent of the
+    crop's draws, which use (seed, epoch, item)."""
+    if num_clips < 1:
+        raise ValueError(f"video {video} has no clip to pick from")
+    rng = np.random.default_rng([int(seed), int(epoch), int(video), 0x636C6970])  # "clip"
+    return int(rng.integers(num_clips))
