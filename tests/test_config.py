@@ -9,11 +9,15 @@ from mosic.precompute.trackers.base import grid_queries
 
 def test_project_pipelines_load_and_validate():
     names = pipeline_names()
-    assert {"synthetic", "synthetic-oracle", "ytvos", "davis", "videos"} <= set(names)
+    assert {"synthetic", "synthetic-oracle", "ytvos", "ytvos-official", "davis", "videos"} <= set(names)
     for n in names:
         cfg = load_pipeline(n)
-        assert cfg.name == n and cfg.tracker.grid == 16 and cfg.clips.length == 12
-    assert load_pipeline("ytvos").tracker.name == "cotracker3"
+        assert cfg.name == n and cfg.tracker.grid in (16, 30) and cfg.clips.length == 12
+    yt, official = load_pipeline("ytvos"), load_pipeline("ytvos-official")
+    assert yt.tracker.name == "cotracker3" and yt.dataset.split == "train_all_frames" and yt.tracker.grid == 30
+    # the two recipes share one store: same data, clips and tracker
+    assert (yt.dataset, yt.clips, yt.tracker) == (official.dataset, official.clips, official.tracker)
+    assert yt.train["batch_size"] == 64 and official.train["batch_size"] == 64
     assert load_pipeline("synthetic").tracker.name == "lk"
 
 
@@ -124,3 +128,19 @@ def test_plan_clips_warns_once_about_coarse_frames(caplog):
     with caplog.at_level("WARNING", logger="mosic.data"):
         plan_clips([VideoInfo("v", 40, 8, 8)], ClipSettings(length=4, step=6))
     assert not caplog.records
+
+
+def test_the_two_youtube_vos_recipes():
+    """ytvos = the paper's text; ytvos-official = the published train.sh as it runs."""
+    from mosic.train.config import train_settings
+
+    paper = train_settings(load_pipeline("ytvos").train)
+    official = train_settings(load_pipeline("ytvos-official").train)
+    assert (paper.loss.teacher_sampling, paper.mask_ratio, paper.flip_p) == ("bilinear", 0.1, 0.5)
+    assert (paper.loss.marginals, paper.loss.normalize, paper.export) == ("visible", "visible", "teacher")
+    assert (official.loss.teacher_sampling, official.mask_ratio, official.flip_p) == ("nearest", 0.0, 0.0)
+    assert (official.loss.marginals, official.loss.normalize, official.export) == ("all", "all", "student")
+    assert official.precision == "fp32" and paper.precision == "auto"
+    for ts in (paper, official):
+        assert (ts.batch_size, ts.epochs, ts.grid, ts.clip_sampling) == (64, 8, 16, "per_video")
+        assert ts.loss.student_sampling == "nearest" and ts.model.num_prototypes == 100

@@ -337,3 +337,57 @@ def test_store_whose_steps_counted_files_is_refused_where_that_differs():
     check_frame_numbering(reader("raw"), source((0, 5, 10, 15)))
     with pytest.raises(StoreError, match=r"counted stored frames.*'b': 0, 5, 10, \.\.\.\).*Rebuild"):
         check_frame_numbering(reader("index"), source((0, 5, 10, 15)))
+
+
+@pytest.fixture(scope="module")
+def dense_store(synth, tmp_path_factory):
+    over = {"dataset.root": str(synth), "stores": str(tmp_path_factory.mktemp("dense")),
+            "tracker.name": "oracle", "tracker.grid": 8, "clips.length": 4, "clips.step": 2,
+            "clips.clips_per_video": 2}
+    return precompute(load_pipeline("synthetic", overrides=over), progress=False).store
+
+
+def test_a_full_grid_in_every_crop_from_a_dense_store(dense_store, store, caplog):
+    """A store grid of min_store_grid(G) or more: every crop gets G x G trajectories of its own,
+    all inside the crop on the first frame, near its grid cells. A sparser store: every stored
+    point, those outside the crop invisible, and one warning that says so."""
+    from mosic.train.ops import crop_grid, min_store_grid
+
+    G = 4
+    assert min_store_grid(G, out_size=S) == 8
+    ds = ClipDataset(dense_store, out_size=S, grid=G, seed=2)
+    assert ds.select_grid
+    spacing_max = S / (0.54 * 8)  # the stored grid's spacing in the narrowest crop, crop pixels
+    for e in range(4):
+        for i in range(len(ds)):
+            it = ds[(e, i)]
+            tr, vis = it["tracks"].numpy(), it["visibility"].numpy()
+            assert tr.shape == (4, G * G, 2) and vis.shape == (4, G * G)
+            assert vis[0].all() and ((tr[0] >= 0) & (tr[0] < S)).all()  # all inside, first frame
+            assert len({tuple(p) for p in tr[0].round(3)}) == G * G  # distinct trajectories
+            assert np.abs(tr[0] - crop_grid(S, G)).max() <= spacing_max / 2 + 1e-3
+            # and they are the stored trajectories, mapped as the crop maps them
+            item, _ = ds.read_clip(i, e)
+            full, _ = map_tracks(item.tracks, item.visibility, ds.crop(i, e))
+            assert all(any(np.array_equal(full[:, k], tr[:, j]) for k in range(64)) for j in range(G * G))
+    with caplog.at_level("WARNING", logger="mosic.train"):
+        sparse = ClipDataset(store, out_size=S, grid=G, seed=2)
+    assert not sparse.select_grid and "too sparse" in caplog.text and "needs 8 x 8" in caplog.text
+    vis0 = np.array([sparse[(0, i)]["visibility"][0].numpy() for i in range(len(sparse))])
+    assert vis0.shape[1] == 16 and vis0.mean() < 1  # points outside the crop are lost
+    with pytest.raises(MosicError, match="grid must be a positive integer"):
+        ClipDataset(dense_store, out_size=S, grid=0)
+
+
+def test_default_pipelines_track_a_grid_dense_enough_for_their_crops():
+    """points_per_clip >= 0.95 x grid^2 needs every training pipeline's store grid to be at least
+    min_store_grid(train.grid) for its crops."""
+    from mosic.config import pipeline_names
+    from mosic.train.config import train_settings
+    from mosic.train.ops import min_store_grid
+
+    for name in pipeline_names():
+        cfg = load_pipeline(name)
+        ts = train_settings(cfg.train)
+        need = min_store_grid(ts.grid, ts.crop_scale, (3 / 4, 4 / 3), ts.model.img_size)
+        assert cfg.tracker.grid >= need, (name, cfg.tracker.grid, need)

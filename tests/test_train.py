@@ -30,6 +30,7 @@ TINY = {
     "train.checkpoint_every": 2,
     "train.log_every": 1,
     "train.optim.warmup_steps": 0,
+    "train.grid": 2,  # a 4 x 4 store grid holds a 2 x 2 grid in every 56 px crop
 }
 CLIPS = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "clips.clips_per_video": 2}
 CLI_STORE = [x for k, v in CLIPS.items() for x in ("--set", f"{k}={v}")]
@@ -71,8 +72,12 @@ def test_training_runs_logs_checkpoints_and_exports(store, tmp_path):
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
     # an epoch is one pass over the 4 videos (one clip each): 2 steps of 2 clips
     assert [x["epoch"] for x in lines] == [0, 0, 1, 1]
-    for k in ("loss", "lr_backbone", "lr_head", "usage_teacher", "usage_student", "visible", "clips_per_s"):
+    for k in ("loss", "lr_backbone", "lr_head", "usage_teacher", "usage_student", "visible", "clips_per_s",
+              "points_per_clip"):
         assert all(isinstance(x[k], float) for x in lines), k
+    # a full 2 x 2 grid inside every crop, visible on the first frame
+    # (the 16 stored points, of which about 65% fall inside a crop, would give about 10)
+    assert all(0.95 * 2 ** 2 <= x["points_per_clip"] <= 2 ** 2 for x in lines), [x["points_per_clip"] for x in lines]
     assert lines[-1]["lr_backbone"] < lines[0]["lr_backbone"]  # cosine decay
     assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == [
         "latest.pt", "step_0000002.pt", "step_0000004.pt"]
@@ -145,7 +150,7 @@ def test_global_batch_is_the_same_on_two_processes_one_process_and_micro_batches
     sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
             "--set", "model.num_prototypes=8", "--set", "checkpoint_every=3", *CLI_STORE,
-            "--set", "optim.warmup_steps=0", "--set", "teacher_chunk=1"]
+            "--set", "optim.warmup_steps=0", "--set", "teacher_chunk=1", "--set", "grid=2"]
     common = ["-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path), "--max-steps", "3",
               "--workers", "0", "--no-progress", "--batch-size", "4", *sets]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

@@ -84,6 +84,10 @@ class TrainSettings(BaseModel):
     max_steps: int | None = Field(None, ge=1)
     mask_ratio: float = Field(0.1, ge=0, lt=1)
     ema: float = Field(0.99, ge=0, le=1)
+    grid: int | None = Field(
+        16, ge=1, description="G: the loss uses the G x G stored trajectories nearest to each crop's grid cells "
+        "(needs a store grid of at least mosic.train.ops.min_store_grid(G), 30 for 16); a sparser store: the "
+        "points inside the crop; None: every stored point")
     crop_scale: tuple[float, float] = (0.4, 1.0)
     flip_p: float = Field(0.5, ge=0, le=1)
     num_workers: int = Field(2, ge=0)

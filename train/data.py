@@ -19,6 +19,7 @@ held by persistent workers.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -31,7 +32,10 @@ from mosic import MosicError
 from mosic.data.base import FrameReadError, plan_clips
 from mosic.store_schema.reader import StoreError, StoreReader, open_frame_source
 from mosic.train.augment import CropBox, apply_crop, map_tracks, sample_crop, to_tensor
-from mosic.train.ops import pick_clip
+from mosic.train.ops import min_store_grid, pick_clip, select_grid_points
+
+
+log = logging.getLogger("mosic.train")
 
 
 def _check_epoch(epoch) -> int:
@@ -63,6 +67,7 @@ class ClipDataset(Dataset):
         max_clips: int | None = None,
         antialias: bool = True,
         clips: str = "all",
+        grid: int | None = None,
     ):
         if int(seed) != seed or seed < 0:
             raise MosicError(f"seed must be a non-negative integer, got {seed!r}")
@@ -94,6 +99,21 @@ class ClipDataset(Dataset):
         else:
             self.groups = [np.asarray([c], dtype=np.int64) for c in self.indices.tolist()]
         sample_crop(np.random.default_rng(0), 2, 2, self.scale, self.ratio, self.flip_p, self.out_size)  # checks
+        # points: a grid x grid selection of the stored trajectories in every crop where the store
+        # is dense enough, else every stored point (those outside the crop marked invisible)
+        self.grid = grid
+        self.select_grid = False
+        if grid is not None:
+            if int(grid) != grid or grid < 1:
+                raise MosicError(f"grid must be a positive integer, got {grid!r}")
+            need = min_store_grid(grid, self.scale, self.ratio, self.out_size)
+            have = self.reader.spec.grid
+            self.select_grid = have >= need
+            if not self.select_grid:
+                log.warning(
+                    "store grid %d x %d is too sparse for a full %d x %d grid in every crop (that needs %d x %d "
+                    "on the full frame): training uses the stored points that fall inside each crop", have, have,
+                    grid, grid, need, need)
 
     # -- epochs and crops ---------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -154,6 +174,9 @@ class ClipDataset(Dataset):
         item, frames = self.read_clip(i, epoch)
         box = self.crop(i, epoch)
         tracks, vis = map_tracks(item.tracks, item.visibility, box)
+        if self.select_grid:  # the trajectories nearest to the crop's own grid cells
+            sel, _ = select_grid_points(tracks[0], self.out_size, self.grid)
+            tracks, vis = tracks[:, sel], vis[:, sel]
         return {
             "frames": to_tensor(apply_crop(frames, box, antialias=self.antialias)),
             "tracks": torch.from_numpy(tracks),

@@ -7,6 +7,9 @@
     symmetric_loss         CE(student at frame t, teacher label at the first frame)  (optional term)
     cluster_usage_entropy  normalised entropy of the mean assignment (collapse monitor)
     pick_clip              which stored clip of a video an epoch trains on (numpy)
+    crop_grid              the ideal G x G grid of a crop: its cell centres (numpy)
+    select_grid_points     the stored trajectories nearest to a crop's grid cells (numpy)
+    min_store_grid         how dense a full-frame grid must be for every crop to hold a G x G grid
 
 Shapes: B clips, T frames, N tracked points, D feature channels, K prototypes, M points in a
 Sinkhorn problem. Coordinates are (x, y) pixels of the frame the features were computed on, x
@@ -33,6 +36,9 @@ __all__ = [
     "symmetric_loss",
     "cluster_usage_entropy",
     "pick_clip",
+    "crop_grid",
+    "select_grid_points",
+    "min_store_grid",
 ]
 
 
@@ -391,3 +397,47 @@ def pick_clip(seed: int, epoch: int, video: int, num_clips: int) -> int:
         raise ValueError(f"video {video} has no clip to pick from")
     rng = np.random.default_rng([int(seed), int(epoch), int(video), 0x636C6970])  # "clip"
     return int(rng.integers(num_clips))
+
+
+def crop_grid(out_size: int, grid: int) -> np.ndarray:
+    """float64 [grid * grid, 2]: the centres of a grid x grid partition of an out_size x out_size
+    crop, (x, y) in crop pixels, row-major. What the official code tracks: CoTracker's grid on the
+    already-cropped clip (with grid = 16 at 224 px these are the 14 px patch centres)."""
+    c = (np.arange(grid, dtype=np.float64) + 0.5) * (out_size / grid)
+    gx, gy = np.meshgrid(c, c)
+    return np.stack([gx.ravel(), gy.ravel()], axis=-1)
+
+
+def select_grid_points(first: np.ndarray, out_size: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each cell of the crop's ideal grid (:func:`crop_grid`), the stored trajectory whose
+    first-frame point (``first`` [N, 2], crop pixels) is nearest to the cell's centre, among the
+    points inside the crop. Returns (indices int64 [grid * grid] into N, distances float64
+    [grid * grid] in crop pixels). With a stored grid at least :func:`min_store_grid` dense, every
+    cell gets a point of its own within half a stored spacing of its centre (per axis)."""
+    first = np.asarray(first, dtype=np.float64)
+    if first.ndim != 2 or first.shape[1] != 2:
+        raise ValueError(f"first must be [N, 2] points, got {first.shape}")
+    S = float(out_size)
+    inside = np.flatnonzero(np.all((first >= 0) & (first < S), axis=1))
+    if len(inside) == 0:
+        raise ValueError("no stored point lies inside the crop")
+    ideal = crop_grid(out_size, grid)
+    d2 = ((ideal[:, None, :] - first[None, inside, :]) ** 2).sum(-1)  # [G*G, n_inside]
+    k = d2.argmin(axis=1)
+    return inside[k].astype(np.int64), np.sqrt(d2[np.arange(len(ideal)), k])
+
+
+def min_store_grid(grid: int, scale: tuple[float, float] = (0.4, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                   out_size: int = 224) -> int:
+    """The smallest G such that a G x G grid of cell centres on the full frame puts at least
+    ``grid`` points along each side of every RandomResizedCrop(scale, ratio) crop.
+
+    The crop is drawn in the frame squashed to out_size x out_size, so its sides are fractions of
+    the frame's sides. Its narrowest side is sqrt(scale_min * ratio_min) (width) or sqrt(scale_min
+    / ratio_max) (height) of the frame, less half a pixel of torchvision's rounding; an interval
+    of fraction f holds at least floor(f * G) of G evenly spaced cell centres. For scale 0.4 and
+    ratio 3/4..4/3 at 224 px, f = 0.5454 and a 16 x 16 crop grid needs G = 30."""
+    f = min(math.sqrt(scale[0] * ratio[0]), math.sqrt(scale[0] / ratio[1]), 1.0) - 0.5 / out_size
+    if f <= 0:
+        raise ValueError(f"crops of scale {scale} and ratio {ratio} can be empty")
+    return int(math.ceil(grid / f - 1e-9))
