@@ -38,7 +38,8 @@ def _parse_sets(sets: list[str]) -> dict:
 @app.command(
     name="train",
     help="Train a ViT with MoSiC on a trajectory store: an EMA teacher clusters tracked points with "
-    "Sinkhorn-Knopp, the student predicts each trajectory's first-frame cluster all along it. "
+    "Sinkhorn-Knopp in every frame, and the student, from each trajectory's first-frame point, predicts "
+    "the teacher's cluster of that trajectory in every later frame. "
     "Settings come from the pipeline's `train:` section in pipelines.yaml; the options below and "
     "--set KEY=VALUE (any train field, e.g. --set loss.symmetric=true) override them. The run folder "
     "gets config.json, log.jsonl, checkpoints/ and backbone.pth (a timm state dict).",

@@ -1,17 +1,20 @@
 """The MoSiC training loop, top to bottom.
 
-One step on a batch of B clips of T frames with N tracked points each:
+One optimiser step on a global batch of B clips (``batch_size``, split evenly over the processes)
+of T frames with N tracked points each (the G x G trajectories nearest to each crop's grid):
 
-1. teacher (EMA, no grad) encodes all T frames; its patch features are sampled at every tracked
-   point (bilinear on the patch grid), projected by the head and scored against the prototypes;
-2. Sinkhorn-Knopp turns the teacher's scores of all points in the (global) batch into balanced
-   cluster assignments Q;
+1. teacher (EMA, no grad) encodes all T frames (``teacher_chunk`` clips at a time); its patch
+   features are sampled at every tracked point (bilinear on the patch grid), projected by the
+   head and scored against the prototypes (head, scores, Sinkhorn and loss in fp32);
+2. Sinkhorn-Knopp turns the teacher's scores of all points of the global batch into balanced
+   cluster assignments Q: the teacher's label of every trajectory in every frame t;
 3. the student encodes only the FIRST frame, with 10% of its patch tokens dropped, and is sampled
-   at each trajectory's first-frame point (nearest);
+   at each trajectory's first-frame point (nearest), ``micro_batch`` clips at a time;
 4. loss: cross-entropy between the student's first-frame scores (temperature 0.1) and the
-   teacher's assignment at frame t, for every t where the point is visible — the first frame's
-   cluster is carried along the track;
-5. AdamW step, then the teacher follows the student by EMA.
+   teacher's label of the same trajectory at frame t, for every t where the point is visible:
+   each later frame's teacher assignment is carried back along the track to the student's first
+   frame, so the student learns to predict where the trajectory will be clustered all along it;
+5. AdamW step (gradients of all micro-batches), then the teacher follows the student by EMA.
 
 Run it with ``mosic-train`` (single process) or ``torchrun --nproc_per_node K -m mosic.train`` (DDP).
 """
