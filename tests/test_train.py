@@ -142,7 +142,8 @@ def test_store_that_does_not_fit_is_refused_before_training(store, tmp_path):
 
 def test_global_batch_is_the_same_on_two_processes_one_process_and_micro_batches(store, tmp_path):
     """batch_size is the global batch: torchrun --nproc_per_node 2 (gloo) with batch_size 4 (2 clips
-    per rank) == one process with 4 clips == one process with 4 clips in micro-batches of 2: same
+    per rank, in micro-batches of 1) == one process with 4 clips == one process with 4 clips in
+    micro-batches of 2: same
     global batches, per-clip token masks, one Sinkhorn over all 4 clips, one loss normaliser.
     Tolerance: float reduction order only."""
     cfg, path = store
@@ -154,7 +155,8 @@ def test_global_batch_is_the_same_on_two_processes_one_process_and_micro_batches
     common = ["-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path), "--max-steps", "3",
               "--workers", "0", "--no-progress", "--batch-size", "4", *sets]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", str(free_port()), *common, "--out", str(tmp_path / "ddp")],
+                          "--master_port", str(free_port()), *common, "--micro-batch", "1",
+                          "--out", str(tmp_path / "ddp")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     for name, extra in (("one", []), ("micro", ["--micro-batch", "2"])):
@@ -241,7 +243,7 @@ def test_micro_batches_and_teacher_chunks_give_the_whole_batch_gradients(symmetr
     def grads(**over):
         _, ts = settings_for_step(symmetric=symmetric, normalize=normalize, **over)
         student.zero_grad(set_to_none=True)
-        loss, mon = mosic_step(student, teacher, batch, ts, step=0, backward=lambda part, last: part.backward())
+        loss, mon = mosic_step(student, teacher, batch, ts, step=0, backward=lambda part: part.backward())
         return loss, mon, {n: p_.grad.clone() for n, p_ in student.named_parameters() if p_.grad is not None}
 
     loss, mon, ref = grads(micro_batch=None, teacher_chunk=None)

@@ -223,15 +223,17 @@ def teacher_assignments(teacher: MoSiCModel, frames: torch.Tensor, tracks: torch
 
 
 def mosic_step(student, teacher: MoSiCModel, batch: dict, ts: TrainSettings, step: int, rank: int = 0,
-               group=None, backward=None) -> tuple[torch.Tensor, dict]:
+               group=None, backward=None, no_sync=None) -> tuple[torch.Tensor, dict]:
     """One MoSiC step on this process's share of the global batch; returns the loss and monitors.
 
     ``student`` may be the DDP wrapper of a MoSiCModel: its forward gives first-frame scores. The
     teacher's assignments and the loss normaliser are computed for the whole batch first; the
     student then runs ``ts.micro_batch`` clips at a time. With ``backward`` (a function of a
-    micro-batch's loss and whether it is the last one) each micro-batch is back-propagated at
-    once and the detached total is returned: the gradients add up to those of the whole batch's
-    loss. Without it, the loss keeps its graph (one micro-batch: the whole batch)."""
+    micro-batch's loss) each micro-batch is back-propagated at once and the detached total is
+    returned: the gradients add up to those of the whole batch's loss. ``no_sync`` (DDP's
+    ``model.no_sync``) wraps the forward and backward of every micro-batch but the last, so that
+    gradients are averaged over ranks once. Without ``backward``, the loss keeps its graph (one
+    micro-batch: the whole batch)."""
     frames, tracks, vis = batch["frames"], batch["tracks"], batch["visibility"]
     B, T, _, S, _ = frames.shape
     L = ts.loss
@@ -254,22 +256,24 @@ def mosic_step(student, teacher: MoSiCModel, batch: dict, ts: TrainSettings, ste
     ss_all = []
     for a in range(0, B, mb):
         sl = slice(a, a + mb)
-        kp = None if keep is None else keep[sl]
-        ss = student(frames[sl, 0], tracks[sl, 0], kp, L.student_sampling)  # [b, N, K]
-        loss = propagation_loss(ss, q[sl], vis[sl], valid[sl], temperature=L.temperature, hard=L.hard,
-                                normalize=L.normalize, denom=z)
-        if L.symmetric:
-            b = ss.shape[0]
-            sa = student(frames[sl].flatten(0, 1), tracks[sl].flatten(0, 1), None, L.student_sampling)
-            loss = loss + L.symmetric_weight * symmetric_loss(
-                sa.unflatten(0, (b, T)), q[sl, 0], vis[sl], vis[sl, 0], temperature=L.temperature, hard=L.hard,
-                normalize=L.normalize, denom=z_sym)
-        ss_all.append(ss.detach())
-        if backward is None:
-            total = loss
-        else:
-            backward(loss, a + mb >= B)
-            total = total + loss.detach()
+        last = a + mb >= B
+        with nullcontext() if last or no_sync is None else no_sync():
+            kp = None if keep is None else keep[sl]
+            ss = student(frames[sl, 0], tracks[sl, 0], kp, L.student_sampling)  # [b, N, K]
+            loss = propagation_loss(ss, q[sl], vis[sl], valid[sl], temperature=L.temperature, hard=L.hard,
+                                    normalize=L.normalize, denom=z)
+            if L.symmetric:
+                b = ss.shape[0]
+                sa = student(frames[sl].flatten(0, 1), tracks[sl].flatten(0, 1), None, L.student_sampling)
+                loss = loss + L.symmetric_weight * symmetric_loss(
+                    sa.unflatten(0, (b, T)), q[sl, 0], vis[sl], vis[sl, 0], temperature=L.temperature,
+                    hard=L.hard, normalize=L.normalize, denom=z_sym)
+            ss_all.append(ss.detach())
+            if backward is None:
+                total = loss
+            else:
+                backward(loss)
+                total = total + loss.detach()
     ss = torch.cat(ss_all)
     mon = {  # cluster usage (1 = even, 0 = collapse) of the teacher's labels and the student's argmax
         "usage_teacher": cluster_usage_entropy(q, hard=True, mask=vis),
@@ -470,14 +474,13 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
             student.normalize_prototypes()
             optim.zero_grad(set_to_none=True)
 
-            def backward(part: torch.Tensor, last: bool) -> None:
-                # DDP averages gradients once, after the last micro-batch
-                with torch.autocast(device.type, enabled=False), \
-                        nullcontext() if last or not ddp.enabled else model.no_sync():
+            def backward(part: torch.Tensor) -> None:
+                with torch.autocast(device.type, enabled=False):
                     scaler.scale(part).backward()
 
-            with amp:
-                loss, mon = mosic_step(model, teacher, batch, ts, step, ddp.rank, group, backward=backward)
+            with amp:  # DDP averages the gradients once, after the last micro-batch
+                loss, mon = mosic_step(model, teacher, batch, ts, step, ddp.rank, group, backward=backward,
+                                       no_sync=model.no_sync if ddp.enabled else None)
             if not torch.isfinite(loss):
                 if bar is not None:
                     bar.close()
