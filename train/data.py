@@ -1,8 +1,10 @@
-"""The training data: clips of a trajectory store, their frames, one random crop per clip and epoch.
+"""The training data: one clip per video (or every clip) of a trajectory store per epoch, its
+frames, one random crop per clip and epoch, and the G x G trajectories nearest to the crop's grid.
 
 ```python
-ds = ClipDataset("stores/ytvos-...zarr", require={"grid": 16, "clips.length": 12})
-loader = make_loader(ds, batch_size=8, num_workers=4, shuffle=True, seed=0, drop_last=True,
+ds = ClipDataset("stores/ytvos-...zarr", require={"grid": 30, "clips.length": 12},
+                 clips="per_video", grid=16)
+loader = make_loader(ds, batch_size=64, num_workers=4, shuffle=True, seed=0, drop_last=True,
                      distributed=False)
 for epoch in range(epochs):
     loader.set_epoch(epoch)            # reaches the sampler, the dataset and (through the indices) the workers
@@ -10,11 +12,11 @@ for epoch in range(epochs):
         ...
 ```
 
-Reproducibility: the crop of item ``i`` in epoch ``e`` comes from ``np.random.default_rng([seed, e,
-i])`` and nothing else, so it does not depend on the number of workers, on which worker reads the
-item, or on what was read before. The epoch travels with every index: the loader's sampler yields
-``(epoch, i)`` pairs, because ``dataset.set_epoch`` in the main process never reaches the copies
-held by persistent workers.
+Reproducibility: the clip of item ``i`` (a video) in epoch ``e`` is ``pick_clip(seed, e, i, ...)``
+and its crop comes from ``np.random.default_rng([seed, e, i])``, and nothing else, so neither
+depends on the number of workers, on which worker reads the item, or on what was read before.
+The epoch travels with every index: the loader's sampler yields ``(epoch, i)`` pairs, because
+``dataset.set_epoch`` in the main process never reaches the copies held by persistent workers.
 """
 
 from __future__ import annotations
