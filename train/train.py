@@ -211,7 +211,7 @@ def teacher_assignments(teacher: MoSiCModel, frames: torch.Tensor, tracks: torch
         for a in range(0, B, chunk)]).flatten(0, 2)  # [B*T*N, D]
     if L.marginals == "visible":
         # Invisible points take no part in the marginals and get no label: skip their head pass
-        # (about half the points after a crop of a full-frame grid), their rows of Q stay zero.
+        # (occluded points, and points outside the crop), their rows of Q stay zero.
         sel = vis.flatten()
         q_sel = sinkhorn(teacher.scores(teacher.head(feats[sel])), eps=L.sinkhorn_eps, iters=L.sinkhorn_iters,
                          group=group)
