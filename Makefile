@@ -79,6 +79,8 @@ demo: setup
 bench: setup
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_precompute.py
+	$(BIN)/python bench/bench_clips.py
+	$(BIN)/python bench/bench_grid.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_frames.py
 	$(BIN)/python bench/bench_learning.py

@@ -151,7 +151,7 @@ def main() -> None:
             for e in range(3):
                 for i in range(n):
                     box = fast.crop(i, e)
-                    _, red, s = fast.read_clip(i, max_reduction(box))
+                    _, red, s = fast.read_clip(i, max_factor=max_reduction(box))
                     _, full = slow.read_clip(i)
                     x, y = apply_crop(red, reduce_box(box, s)), apply_crop(full, box)
                     diffs.append(np.abs(x.astype(np.float64) - y).mean())

@@ -38,9 +38,11 @@ def run(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16"),
     length: Optional[int] = typer.Option(None, "--length", "-T", help="frames per clip"),
-    step: Optional[int] = typer.Option(None, help="take every step-th frame"),
-    clips_per_video: Optional[int] = typer.Option(None, help="clips per video"),
-    stride: Optional[int] = typer.Option(None, help="frames between clip starts (overrides --clips-per-video)"),
+    step: Optional[int] = typer.Option(None, help="take every step-th raw frame"),
+    clips_per_video: Optional[int] = typer.Option(
+        None, help="clips per video, starts spread evenly (without --stride: drops the pipeline's stride)"),
+    stride: Optional[int] = typer.Option(
+        None, help="raw frames between clip starts (overrides --clips-per-video)"),
     track_size: Optional[str] = typer.Option(None, help="resize frames to WxH for tracking (e.g. 512x384)"),
     stores: Optional[str] = typer.Option(
         None, help="stores folder or URL prefix (s3://bucket/stores); the store's name is derived from its spec"),
@@ -84,6 +86,8 @@ def run(
             "store.clips_per_chunk": clips_per_chunk,
         },
     )
+    if clips_per_video is not None and stride is None and cfg.clips.stride is not None:
+        cfg = cfg.model_copy(update={"clips": cfg.clips.model_copy(update={"stride": None})})
     res = precompute(cfg, store=store, retry_failed=retry_failed, progress=progress, shard=_parse_shard(shard))
     fps = res.frames_tracked / res.seconds if res.seconds > 0 else 0.0
     typer.echo(

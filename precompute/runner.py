@@ -57,6 +57,7 @@ def build_spec(cfg: PipelineConfig, source: FrameSource, tracker: Tracker) -> St
         ),
         clips=cfg.clips,
         grid=cfg.tracker.grid,
+        frame_numbering="raw",
         tracker=TrackerSpec(
             name=tracker.name, version=tracker.version,
             checkpoint_sha256=tracker.checkpoint_hash(), params=tracker.params(),

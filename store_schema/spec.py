@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +52,13 @@ class StoreSpec(BaseModel):
     tracker: TrackerSpec
     coord_scale: int = Field(
         64, ge=1, description="coordinates are stored as multiples of 1/coord_scale pixel"
+    )
+    frame_numbering: Literal["index", "raw"] = Field(
+        "index",
+        description="what clips.step and clips.stride counted: 'raw' frames of the original video "
+        "(read from YouTube-VOS file names; every store made since this field exists) or frame "
+        "'index'es (stores made before it, which lack the field). They differ only on data sets "
+        "that keep some raw frames, such as YouTube-VOS 'train'",
     )
 
     @property

@@ -9,11 +9,15 @@ from mosic.precompute.trackers.base import grid_queries
 
 def test_project_pipelines_load_and_validate():
     names = pipeline_names()
-    assert {"synthetic", "synthetic-oracle", "ytvos", "davis", "videos"} <= set(names)
+    assert {"synthetic", "synthetic-oracle", "ytvos", "ytvos-official", "davis", "videos"} <= set(names)
     for n in names:
         cfg = load_pipeline(n)
-        assert cfg.name == n and cfg.tracker.grid == 16 and cfg.clips.length == 12
-    assert load_pipeline("ytvos").tracker.name == "cotracker3"
+        assert cfg.name == n and cfg.tracker.grid in (16, 30) and cfg.clips.length == 12
+    yt, official = load_pipeline("ytvos"), load_pipeline("ytvos-official")
+    assert yt.tracker.name == "cotracker3" and yt.dataset.split == "train_all_frames" and yt.tracker.grid == 30
+    # the two recipes share one store: same data, clips and tracker
+    assert (yt.dataset, yt.clips, yt.tracker) == (official.dataset, official.clips, official.tracker)
+    assert yt.train["batch_size"] == 64 and official.train["batch_size"] == 64
     assert load_pipeline("synthetic").tracker.name == "lk"
 
 
@@ -83,3 +87,60 @@ def test_pipelines_file_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("MOSIC_PIPELINES", str(tmp_path / "missing.yaml"))
     with pytest.raises(MosicError, match="MOSIC_PIPELINES names a file that does not exist"):
         find_pipelines_file()
+
+
+def test_plan_clips_counts_raw_frames():
+    """Steps and strides count raw frames: a set that keeps every 5th raw frame (YouTube-VOS
+    'train': 00000, 00005, ...) gives clips at the nearest stored frames of the same raw spacing
+    as the full 30 fps set, not every 6th FILE (30 raw frames)."""
+    full = VideoInfo("v", 100, 8, 8)  # raw frames 0..99, all stored
+    sub = VideoInfo("v", 20, 8, 8, frame_numbers=tuple(range(0, 100, 5)))  # every 5th raw frame
+    cs = ClipSettings(length=4, step=6, stride=30)
+    clips, fails = plan_clips([full], cs)
+    assert not fails and [c.frames for c in clips] == [(0, 6, 12, 18), (30, 36, 42, 48), (60, 66, 72, 78)]
+    clips, fails = plan_clips([sub], cs)
+    # raw 0, 6, 12, 18 -> stored raw 0, 5, 10, 20 (indices 0, 1, 2, 4); starts every 30 raw frames
+    assert not fails and [c.frames for c in clips] == [(0, 1, 2, 4), (6, 7, 8, 10), (12, 13, 14, 16)]
+    # a stride finer than the stored spacing: starts that round to the same clip count once
+    clips, _ = plan_clips([sub], ClipSettings(length=4, step=6, stride=1))
+    assert len(clips) == len({c.frames for c in clips}) and clips[0].frames == (0, 1, 2, 4)
+    # a step finer than the stored spacing would repeat frames: a failure that says why
+    clips, fails = plan_clips([sub], ClipSettings(length=4, step=2))
+    assert clips == [] and "finer than the frames on disk (every 5 raw frames)" in fails[0].reason
+    # short videos adapt in raw frames: 20 stored frames spanning 96 raw frames, T = 12 at step 10
+    # needs 111 -> step 96 // 12 = 8 raw frames: raw 0, 8, 16, ... 88 -> stored 0, 10, 15, 25, ...
+    clips, _ = plan_clips([sub], ClipSettings(length=12, step=10))
+    assert clips[0].frames == (0, 2, 3, 5, 6, 8, 10, 11, 13, 14, 16, 18)
+    # the same clips as before for sets that store every raw frame (synthetic, DAVIS, videos)
+    consecutive = VideoInfo("v", 40, 8, 8, frame_numbers=tuple(range(40)))
+    a, _ = plan_clips([consecutive], ClipSettings(length=4, step=2, clips_per_video=3))
+    b, _ = plan_clips([VideoInfo("v", 40, 8, 8)], ClipSettings(length=4, step=2, clips_per_video=3))
+    assert a == b and [c.frames[0] for c in a] == [0, 16, 33]
+
+
+def test_plan_clips_warns_once_about_coarse_frames(caplog):
+    subs = [VideoInfo(f"v{i}", 20, 8, 8, frame_numbers=tuple(range(0, 100, 5))) for i in range(3)]
+    with caplog.at_level("WARNING", logger="mosic.data"):
+        plan_clips(subs, ClipSettings(length=4, step=6))
+    warn = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warn) == 1 and "3 of 3 videos store only every 5-th raw frame" in warn[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mosic.data"):
+        plan_clips([VideoInfo("v", 40, 8, 8)], ClipSettings(length=4, step=6))
+    assert not caplog.records
+
+
+def test_the_two_youtube_vos_recipes():
+    """ytvos = the paper's text; ytvos-official = the published train.sh as it runs."""
+    from mosic.train.config import train_settings
+
+    paper = train_settings(load_pipeline("ytvos").train)
+    official = train_settings(load_pipeline("ytvos-official").train)
+    assert (paper.loss.teacher_sampling, paper.mask_ratio, paper.flip_p) == ("bilinear", 0.1, 0.5)
+    assert (paper.loss.marginals, paper.loss.normalize, paper.export) == ("visible", "visible", "teacher")
+    assert (official.loss.teacher_sampling, official.mask_ratio, official.flip_p) == ("nearest", 0.0, 0.0)
+    assert (official.loss.marginals, official.loss.normalize, official.export) == ("all", "all", "student")
+    assert official.precision == "fp32" and paper.precision == "auto"
+    for ts in (paper, official):
+        assert (ts.batch_size, ts.epochs, ts.grid, ts.clip_sampling) == (64, 8, 16, "per_video")
+        assert ts.loss.student_sampling == "nearest" and ts.model.num_prototypes == 100

@@ -257,3 +257,137 @@ def test_epoch_sampler_skip_resumes_the_same_order():
     assert list(s) == full[4:] and len(s) == 6
     s.set_epoch(3)
     assert list(s) != full and len(s) == 10
+
+
+def test_pick_clip_is_uniform_reproducible_and_new_every_epoch():
+    from mosic.train.ops import pick_clip
+
+    picks = [pick_clip(0, e, 3, 5) for e in range(2000)]
+    assert picks == [pick_clip(0, e, 3, 5) for e in range(2000)]
+    counts = np.bincount(picks, minlength=5)
+    assert counts.min() > 330 and counts.max() < 470  # ~400 each
+    assert [pick_clip(0, e, 3, 5) for e in range(20)] != [pick_clip(1, e, 3, 5) for e in range(20)]
+    assert [pick_clip(0, 0, v, 5) for v in range(20)] != [pick_clip(0, 1, v, 5) for v in range(20)]
+    assert all(pick_clip(0, e, 0, 1) == 0 for e in range(5))
+    with pytest.raises(ValueError):
+        pick_clip(0, 0, 0, 0)
+
+
+def test_one_clip_per_video_per_epoch(store):
+    """clips='per_video': an item is a video, each epoch reads one of its stored clips (drawn from
+    seed, epoch and video), the same with 0 and 2 workers and on DDP shards; 'all' keeps every
+    clip in every epoch."""
+    ds = ClipDataset(store, out_size=S, seed=5, clips="per_video")
+    assert len(ds) == 3 and len(ClipDataset(store, out_size=S)) == 6
+    assert ds.reader.spec.frame_numbering == "raw"  # what precompute writes now
+    videos = [ds.reader.clips[int(g[0])].video_id for g in ds.groups]
+    assert len(set(videos)) == 3
+    seen = {v: set() for v in range(3)}
+    for e in range(12):
+        for v in range(3):
+            c = ds.clip_index(v, e)
+            assert ds.reader.clips[c].video_id == videos[v] and c in ds.groups[v]
+            seen[v].add(c)
+            item = ds[(e, v)]
+            assert item["index"] == c and item["video_id"] == videos[v]
+    assert all(len(s) == 2 for s in seen.values())  # both stored clips come up over the epochs
+    a = _collect(make_loader(ds, batch_size=2, num_workers=0, shuffle=True, seed=3, drop_last=False), [0, 1, 2])
+    b = _collect(make_loader(ClipDataset(store, out_size=S, seed=5, clips="per_video"), batch_size=2,
+                             num_workers=2, shuffle=True, seed=3, drop_last=False), [0, 1, 2])
+    for (oa, ea), (ob, eb) in zip(a, b):
+        assert oa == ob and len(oa) == 3  # one clip per video
+        assert {ds.reader.clips[i].video_id for i in oa} == set(videos)
+        for idx in ea:
+            assert all(torch.equal(x, y) for x, y in zip(ea[idx], eb[idx]))
+    assert len({tuple(sorted(o)) for o, _ in a}) > 1  # other clips in other epochs
+    # DDP shards split the videos and read the same clips as one process
+    for e in (0, 1):
+        got = []
+        for rank in (0, 1):
+            ld = make_loader(ds, batch_size=1, num_workers=0, shuffle=True, seed=0, drop_last=False,
+                             distributed=True, num_replicas=2, rank=rank)
+            ld.set_epoch(e)
+            got += [(v, ds[(ep, v)]["index"]) for ep, v in ld.sampler]
+        assert {v for v, _ in got} == {0, 1, 2}
+        assert all(c == ds.clip_index(v, e) for v, c in got)
+    with pytest.raises(MosicError, match="per_video' or 'all"):
+        ClipDataset(store, out_size=S, clips="each")
+
+
+def test_store_whose_steps_counted_files_is_refused_where_that_differs():
+    """Stores made before steps counted raw frames lack spec.frame_numbering ('index'): refused
+    on data whose frames are not every raw frame (YouTube-VOS 'train'), accepted elsewhere."""
+    from types import SimpleNamespace
+
+    from mosic.data.base import VideoInfo
+    from mosic.train.data import check_frame_numbering
+
+    def reader(numbering):
+        from mosic.config import ClipSettings
+
+        return SimpleNamespace(path="old.zarr", spec=SimpleNamespace(frame_numbering=numbering,
+                                                                   clips=ClipSettings(step=6)))
+
+    def source(numbers):
+        return SimpleNamespace(kind="ytvos", split="train", videos=lambda: [
+            VideoInfo("a", 4, 8, 8, tuple(range(4))), VideoInfo("b", 4, 8, 8, numbers)])
+
+    check_frame_numbering(reader("index"), source(None))
+    check_frame_numbering(reader("index"), source((0, 1, 2, 3)))
+    check_frame_numbering(reader("raw"), source((0, 5, 10, 15)))
+    with pytest.raises(StoreError, match=r"counted stored frames.*'b': 0, 5, 10, \.\.\.\).*Rebuild"):
+        check_frame_numbering(reader("index"), source((0, 5, 10, 15)))
+
+
+@pytest.fixture(scope="module")
+def dense_store(synth, tmp_path_factory):
+    over = {"dataset.root": str(synth), "stores": str(tmp_path_factory.mktemp("dense")),
+            "tracker.name": "oracle", "tracker.grid": 8, "clips.length": 4, "clips.step": 2,
+            "clips.clips_per_video": 2}
+    return precompute(load_pipeline("synthetic", overrides=over), progress=False).store
+
+
+def test_a_full_grid_in_every_crop_from_a_dense_store(dense_store, store, caplog):
+    """A store grid of min_store_grid(G) or more: every crop gets G x G trajectories of its own,
+    all inside the crop on the first frame, near its grid cells. A sparser store: every stored
+    point, those outside the crop invisible, and one warning that says so."""
+    from mosic.train.ops import crop_grid, min_store_grid
+
+    G = 4
+    assert min_store_grid(G, out_size=S) == 8
+    ds = ClipDataset(dense_store, out_size=S, grid=G, seed=2)
+    assert ds.select_grid
+    spacing_max = S / (0.54 * 8)  # the stored grid's spacing in the narrowest crop, crop pixels
+    for e in range(4):
+        for i in range(len(ds)):
+            it = ds[(e, i)]
+            tr, vis = it["tracks"].numpy(), it["visibility"].numpy()
+            assert tr.shape == (4, G * G, 2) and vis.shape == (4, G * G)
+            assert vis[0].all() and ((tr[0] >= 0) & (tr[0] < S)).all()  # all inside, first frame
+            assert len({tuple(p) for p in tr[0].round(3)}) == G * G  # distinct trajectories
+            assert np.abs(tr[0] - crop_grid(S, G)).max() <= spacing_max / 2 + 1e-3
+            # and they are the stored trajectories, mapped as the crop maps them
+            item, _ = ds.read_clip(i, e)
+            full, _ = map_tracks(item.tracks, item.visibility, ds.crop(i, e))
+            assert all(any(np.array_equal(full[:, k], tr[:, j]) for k in range(64)) for j in range(G * G))
+    with caplog.at_level("WARNING", logger="mosic.train"):
+        sparse = ClipDataset(store, out_size=S, grid=G, seed=2)
+    assert not sparse.select_grid and "too sparse" in caplog.text and "needs 8 x 8" in caplog.text
+    vis0 = np.array([sparse[(0, i)]["visibility"][0].numpy() for i in range(len(sparse))])
+    assert vis0.shape[1] == 16 and vis0.mean() < 1  # points outside the crop are lost
+    with pytest.raises(MosicError, match="grid must be a positive integer"):
+        ClipDataset(dense_store, out_size=S, grid=0)
+
+
+def test_default_pipelines_track_a_grid_dense_enough_for_their_crops():
+    """points_per_clip >= 0.95 x grid^2 needs every training pipeline's store grid to be at least
+    min_store_grid(train.grid) for its crops."""
+    from mosic.config import pipeline_names
+    from mosic.train.config import train_settings
+    from mosic.train.ops import min_store_grid
+
+    for name in pipeline_names():
+        cfg = load_pipeline(name)
+        ts = train_settings(cfg.train)
+        need = min_store_grid(ts.grid, ts.crop_scale, (3 / 4, 4 / 3), ts.model.img_size)
+        assert cfg.tracker.grid >= need, (name, cfg.tracker.grid, need)

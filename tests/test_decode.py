@@ -128,7 +128,7 @@ def test_crops_from_reduced_frames_match_the_full_resolution_path(big_store):
             np.testing.assert_array_equal(a["tracks"].numpy(), b["tracks"].numpy())
             np.testing.assert_array_equal(a["visibility"].numpy(), b["visibility"].numpy())
             box = fast.crop(i, epoch)
-            item, red, s = fast.read_clip(i, max_reduction(box))
+            item, red, s = fast.read_clip(i, max_factor=max_reduction(box))
             _, full = slow.read_clip(i)
             factors.append(s)
             crop_fast = apply_crop(red, reduce_box(box, s))

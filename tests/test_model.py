@@ -114,3 +114,22 @@ def test_official_dinov2_style_checkpoint_loads(tmp_path):
     torch.save(sd, tmp_path / "dinov2_official.pth")
     bb = create_backbone(NAME, weights=tmp_path / "dinov2_official.pth", img_size=56, **TINY)
     torch.testing.assert_close(bb.blocks[1].attn.qkv.weight, src.blocks[1].attn.qkv.weight)
+
+
+def test_head_and_scores_are_fp32_under_bf16_autocast():
+    """The backbone may run in bf16; the head, its normalisation and the prototype scores do not:
+    with the same features, scores under autocast equal the fp32 scores."""
+    m = tiny_model(K=32)
+    feats = torch.randn(500, 48)
+    ref = m.scores(m.head(feats))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = m.scores(m.head(feats))
+        got_bf16_in = m.scores(m.head(feats.bfloat16()))
+    assert got.dtype == torch.float32 and got_bf16_in.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got_bf16_in, m.scores(m.head(feats.bfloat16().float())), rtol=0, atol=1e-5)
+    # what a bf16 head gives, for scale: far outside that tolerance
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = torch.nn.functional.normalize(m.head.mlp(feats), dim=-1)
+        bf = z @ torch.nn.functional.normalize(m.prototypes, dim=-1).t()
+    assert (bf.float() - ref).abs().max() > 1e-3

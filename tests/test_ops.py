@@ -430,3 +430,59 @@ def test_cluster_usage_entropy():
     # extra leading dims are points too
     assert cluster_usage_entropy(two.reshape(2, 5, K)) == pytest.approx(0.5)
     assert math.isnan(cluster_usage_entropy(torch.zeros(3, K)))
+
+
+# ---------------------------------------------------------------------------------------------
+# grid selection
+
+
+def test_crop_grid_and_select_grid_points_hand_made():
+    import numpy as np
+
+    from mosic.train.ops import crop_grid, select_grid_points
+
+    np.testing.assert_allclose(crop_grid(8, 2), [[2, 2], [6, 2], [2, 6], [6, 6]])
+    # stored points exactly on the ideal grid (shuffled) plus some outside: found, distance 0
+    ideal = crop_grid(56, 4)
+    perm = np.random.default_rng(0).permutation(16)
+    stored = np.concatenate([ideal[perm], [[-3.0, 5.0], [60.0, 7.0], [5.0, 56.0]]])
+    idx, d = select_grid_points(stored, 56, 4)
+    np.testing.assert_array_equal(perm[idx], np.arange(16))
+    np.testing.assert_array_equal(d, 0)
+    # a point outside the crop is never chosen, even when it is the nearest
+    idx, _ = select_grid_points(np.array([[-0.5, 7.0], [20.0, 20.0]]), 56, 1)
+    assert idx.tolist() == [1]
+    # a denser regular grid, shifted: distinct points, each within half a spacing per axis
+    sp = 56 / 7.3
+    xs = np.arange(-2, 10) * sp + 1.0
+    gx, gy = np.meshgrid(xs, xs)
+    dense = np.stack([gx.ravel(), gy.ravel()], -1)
+    idx, d = select_grid_points(dense, 56, 4)
+    assert len(set(idx.tolist())) == 16
+    assert np.all(np.abs(dense[idx] - crop_grid(56, 4)) <= sp / 2 + 1e-9)
+    assert np.all(d <= sp / 2 * np.sqrt(2) + 1e-9)
+    with pytest.raises(ValueError, match="no stored point"):
+        select_grid_points(np.array([[-1.0, -1.0]]), 56, 4)
+
+
+def test_min_store_grid_is_the_densest_needed_for_the_narrowest_crop():
+    """RandomResizedCrop(224, scale 0.4-1, ratio 3/4-4/3) in the squashed frame: the narrowest crop
+    side is round(sqrt(0.4 * 0.75) * 224) = 123 px. A full-frame grid of 30 puts >= 16 cell centres
+    across it wherever it lies; 29 does not (15 at some offsets)."""
+    import numpy as np
+
+    from mosic.train.ops import min_store_grid
+
+    assert min_store_grid(16) == 30 and min_store_grid(8, out_size=112) == 15
+
+    def fewest(G, w, S=224):
+        centres = (np.arange(G) + 0.5) * S / G
+        return min(int(((centres >= j) & (centres < j + w)).sum()) for j in range(S - w + 1))
+
+    assert fewest(30, 123) >= 16 and fewest(29, 123) < 16
+    # and no crop torchvision draws is narrower than 123 px
+    from mosic.train.augment import _rrc_params
+
+    rng = np.random.default_rng(0)
+    sides = [min(_rrc_params(rng, 224, 224, (0.4, 1.0), (3 / 4, 4 / 3))[2:]) for _ in range(20000)]
+    assert min(sides) >= 123

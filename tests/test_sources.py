@@ -142,8 +142,28 @@ def test_unreadable_first_frame_skips_video(tmp_path):
     assert "vid1" in src.skipped
 
 
+def test_ytvos_raw_frame_numbers_from_file_names(tmp_path):
+    """'train' keeps every 5th raw frame (00000, 00005, ...), 'train_all_frames' every one: clip
+    steps count raw frames on both, so step 10 is every 2nd file of 'train' and every 10th of
+    'train_all_frames'. Names without numbers count as consecutive frames."""
+    make_ytvos(tmp_path, split="train", videos=1, frames=8)
+    make_ytvos(tmp_path, split="train_all_frames", videos=1, frames=16, names=[f"{i:05d}.jpg" for i in range(16)])
+    make_ytvos(tmp_path, split="odd", videos=1, frames=3, names=["a.jpg", "b.jpg", "c.jpg"])
+    sub, full = YtvosSource(tmp_path, "train"), YtvosSource(tmp_path, "train_all_frames")
+    assert sub.video("vid0").frame_numbers == tuple(range(0, 40, 5))
+    assert full.video("vid0").frame_numbers == tuple(range(16))
+    assert YtvosSource(tmp_path, "odd").video("vid0").raw_numbers().tolist() == [0, 1, 2]
+    cs = ClipSettings(length=3, step=10, stride=15)
+    a, _ = plan_clips(sub.videos(), cs)
+    assert [c.frames for c in a] == [(0, 2, 4), (3, 5, 7)]  # raw 0, 10, 20 and 15, 25, 35
+    assert [[sub.frame_name("vid0", i) for i in c.frames] for c in a] == [["00000", "00010", "00020"],
+                                                                          ["00015", "00025", "00035"]]
+    b, _ = plan_clips(full.videos(), ClipSettings(length=3, step=4, stride=6))
+    assert [c.frames for c in b] == [(0, 4, 8), (6, 10, 14)]
+
+
 def test_read_clip_and_plan_clips(tmp_path):
-    make_ytvos(tmp_path, videos=2, frames=7)
+    make_ytvos(tmp_path, videos=2, frames=7, names=[f"{i:05d}.jpg" for i in range(7)])
     src = create_source("ytvos", tmp_path)
     clips, failures = plan_clips(src.videos(), ClipSettings(length=3, step=2, clips_per_video=2))
     assert not failures

@@ -30,15 +30,17 @@ TINY = {
     "train.checkpoint_every": 2,
     "train.log_every": 1,
     "train.optim.warmup_steps": 0,
+    "train.grid": 2,  # a 4 x 4 store grid holds a 2 x 2 grid in every 56 px crop
 }
 CLIPS = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "clips.clips_per_video": 2}
+CLI_STORE = [x for k, v in CLIPS.items() for x in ("--set", f"{k}={v}")]
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     base = tmp_path_factory.mktemp("train")
     root = base / "synthetic"
-    generate(root, videos=3, seed=1, num_frames=24, width=96, height=72)
+    generate(root, videos=4, seed=1, num_frames=24, width=96, height=72)
     cfg = load_pipeline("synthetic-oracle", overrides={"dataset.root": str(root), "stores": str(base / "stores"),
                                                        **CLIPS})
     res = precompute(cfg, progress=False)
@@ -68,8 +70,14 @@ def test_training_runs_logs_checkpoints_and_exports(store, tmp_path):
     assert res["steps"] == 4 and Path(res["store"]) == path
     lines = [json.loads(x) for x in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
-    for k in ("loss", "lr_backbone", "lr_head", "usage_teacher", "usage_student", "visible", "clips_per_s"):
+    # an epoch is one pass over the 4 videos (one clip each): 2 steps of 2 clips
+    assert [x["epoch"] for x in lines] == [0, 0, 1, 1]
+    for k in ("loss", "lr_backbone", "lr_head", "usage_teacher", "usage_student", "visible", "clips_per_s",
+              "points_per_clip"):
         assert all(isinstance(x[k], float) for x in lines), k
+    # a full 2 x 2 grid inside every crop, visible on the first frame
+    # (the 16 stored points, of which about 65% fall inside a crop, would give about 10)
+    assert all(0.95 * 2 ** 2 <= x["points_per_clip"] <= 2 ** 2 for x in lines), [x["points_per_clip"] for x in lines]
     assert lines[-1]["lr_backbone"] < lines[0]["lr_backbone"]  # cosine decay
     assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == [
         "latest.pt", "step_0000002.pt", "step_0000004.pt"]
@@ -132,35 +140,48 @@ def test_store_that_does_not_fit_is_refused_before_training(store, tmp_path):
         train(c2, train_settings(c2.train), tmp_path / "run2", progress=False)
 
 
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(store, tmp_path):
-    """torchrun --nproc_per_node 2 (gloo) with 1 clip per rank == one process with 2 clips per
-    step: same global batches, per-clip token masks, global Sinkhorn marginals and a global loss
-    normaliser. Tolerance: float reduction order only."""
+def test_global_batch_is_the_same_on_two_processes_one_process_and_micro_batches(store, tmp_path):
+    """batch_size is the global batch: torchrun --nproc_per_node 2 (gloo) with batch_size 4 (2 clips
+    per rank, in micro-batches of 1) == one process with 4 clips == one process with 4 clips in
+    micro-batches of 2: same
+    global batches, per-clip token masks, one Sinkhorn over all 4 clips, one loss normaliser.
+    Tolerance: float reduction order only."""
     cfg, path = store
     env = dict(os.environ, OMP_NUM_THREADS="1")
     sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
-            "--set", "model.num_prototypes=8", "--set", "checkpoint_every=3", "--set", "tracker.grid=4",
-            "--set", "clips.length=4", "--set", "clips.step=2", "--set", "clips.clips_per_video=2",
-            "--set", "optim.warmup_steps=0"]
+            "--set", "model.num_prototypes=8", "--set", "checkpoint_every=3", *CLI_STORE,
+            "--set", "optim.warmup_steps=0", "--set", "teacher_chunk=1", "--set", "grid=2"]
     common = ["-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path), "--max-steps", "3",
-              "--workers", "0", "--no-progress", *sets]
+              "--workers", "0", "--no-progress", "--batch-size", "4", *sets]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", str(free_port()), *common, "--batch-size", "1", "--out", str(tmp_path / "ddp")],
+                          "--master_port", str(free_port()), *common, "--micro-batch", "1",
+                          "--out", str(tmp_path / "ddp")],
                          env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one = subprocess.run([sys.executable, *common, "--batch-size", "2", "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
+    for name, extra in (("one", []), ("micro", ["--micro-batch", "2"])):
+        r = subprocess.run([sys.executable, *common, *extra, "--out", str(tmp_path / name)],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "ddp/config.json").read_text())["world_size"] == 2
     a = torch.load(tmp_path / "ddp/checkpoints/latest.pt", weights_only=False)
     b = torch.load(tmp_path / "one/checkpoints/latest.pt", weights_only=False)
-    assert a["step"] == b["step"] == 3 and len(a["rng"]) == 2
+    c = torch.load(tmp_path / "micro/checkpoints/latest.pt", weights_only=False)
+    assert a["step"] == b["step"] == c["step"] == 3 and len(a["rng"]) == 2
     for k, v in b["student"].items():
         torch.testing.assert_close(a["student"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+        torch.testing.assert_close(c["student"][k], v, rtol=1e-4, atol=1e-5, msg=k)
     init = torch.load(tmp_path / "one/backbone_init.pth")
     key = "blocks.1.attn.qkv.weight"  # the trained block moved, so the comparison means something
     assert (b["student"]["backbone." + key] - init[key]).abs().max() > 1e-4
+    logs = [json.loads(x) for x in (tmp_path / "ddp/log.jsonl").read_text().splitlines()]
+    one = [json.loads(x) for x in (tmp_path / "one/log.jsonl").read_text().splitlines()]
+    assert [x["points_per_clip"] for x in logs] == pytest.approx([x["points_per_clip"] for x in one])
+    # a global batch that does not split over the processes is refused
+    bad = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(free_port()), *common[:-len(sets) - 2], "--batch-size", "3", *sets,
+                          "--out", str(tmp_path / "bad")], env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "must split evenly over 2 processes" in bad.stderr
 
 
 def test_killed_training_resumes_to_the_same_state(store, tmp_path):
@@ -195,3 +216,48 @@ def test_killed_training_resumes_to_the_same_state(store, tmp_path):
     for key in ("student", "teacher"):
         for k in a[key]:
             torch.testing.assert_close(a[key][k], b[key][k], rtol=0, atol=0, msg=f"{key}.{k}")
+
+
+@pytest.mark.parametrize("symmetric,normalize", [(False, "visible"), (True, "all")])
+def test_micro_batches_and_teacher_chunks_give_the_whole_batch_gradients(symmetric, normalize):
+    """The teacher's assignments and the loss normaliser come from the whole batch; the student's
+    micro-batches add up to the whole batch's gradients. A per-micro-batch Sinkhorn or normaliser
+    would not (checked: it moves the gradients far beyond the tolerance)."""
+    from mosic.train.model import MoSiCModel, create_backbone, make_teacher
+    from mosic.train.train import mosic_step
+
+    torch.manual_seed(0)
+    bb = create_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=56,
+                         depth=2, embed_dim=48, num_heads=3, init_values=0.1)
+    student = MoSiCModel(bb, num_prototypes=8, head_hidden=(32,), head_dim=16, train_blocks=1)
+    teacher = make_teacher(student)
+    with torch.no_grad():  # a teacher unlike the student, so that its labels vary
+        for p_ in teacher.parameters():
+            p_.add_(0.05 * torch.randn_like(p_))
+    B, T, N = 6, 3, 9
+    g = torch.Generator().manual_seed(1)
+    batch = {"frames": torch.randn(B, T, 3, 56, 56, generator=g), "tracks": torch.rand(B, T, N, 2, generator=g) * 56,
+             "visibility": torch.rand(B, T, N, generator=g) > 0.3, "index": torch.arange(B)}
+    batch["visibility"][:, 0, :2] = False
+
+    def grads(**over):
+        _, ts = settings_for_step(symmetric=symmetric, normalize=normalize, **over)
+        student.zero_grad(set_to_none=True)
+        loss, mon = mosic_step(student, teacher, batch, ts, step=0, backward=lambda part: part.backward())
+        return loss, mon, {n: p_.grad.clone() for n, p_ in student.named_parameters() if p_.grad is not None}
+
+    loss, mon, ref = grads(micro_batch=None, teacher_chunk=None)
+    assert mon["points_per_clip"] == pytest.approx(float(batch["visibility"][:, 0].sum()) / B)
+    for over in ({"micro_batch": 2, "teacher_chunk": 4}, {"micro_batch": 4, "teacher_chunk": 1}):
+        loss2, _, got = grads(**over)
+        torch.testing.assert_close(loss2, loss, rtol=1e-5, atol=1e-6)
+        assert got.keys() == ref.keys() and len(ref) > 2
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def settings_for_step(symmetric=False, normalize="visible", **over):
+    o = {"train.mask_ratio": 0.25, "train.loss.symmetric": symmetric, "train.loss.normalize": normalize,
+         **{f"train.{k}": v for k, v in over.items()}}
+    c = load_pipeline("synthetic-oracle", overrides=o)
+    return c, train_settings(c.train)

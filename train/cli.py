@@ -38,7 +38,8 @@ def _parse_sets(sets: list[str]) -> dict:
 @app.command(
     name="train",
     help="Train a ViT with MoSiC on a trajectory store: an EMA teacher clusters tracked points with "
-    "Sinkhorn-Knopp, the student predicts each trajectory's first-frame cluster all along it. "
+    "Sinkhorn-Knopp in every frame, and the student, from each trajectory's first-frame point, predicts "
+    "the teacher's cluster of that trajectory in every later frame. "
     "Settings come from the pipeline's `train:` section in pipelines.yaml; the options below and "
     "--set KEY=VALUE (any train field, e.g. --set loss.symmetric=true) override them. The run folder "
     "gets config.json, log.jsonl, checkpoints/ and backbone.pth (a timm state dict).",
@@ -55,7 +56,10 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<pipeline>)"),
     max_steps: Optional[int] = typer.Option(None, help="stop after N steps (default: epochs x steps/epoch)"),
     epochs: Optional[int] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None, help="clips per process"),
+    batch_size: Optional[int] = typer.Option(
+        None, help="global batch: clips per optimiser step over all processes (default 64), split evenly over them"),
+    micro_batch: Optional[int] = typer.Option(
+        None, help="clips per student forward/backward on one process (gradient accumulation; same Sinkhorn batch)"),
     model: Optional[str] = typer.Option(None, help="timm model name"),
     weights: Optional[Path] = typer.Option(None, help="backbone weights file (timm or official DINOv2)"),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="hub weights or random init"),
@@ -85,6 +89,7 @@ def run(
         "train.max_steps": max_steps,
         "train.epochs": epochs,
         "train.batch_size": batch_size,
+        "train.micro_batch": micro_batch,
         "train.model.name": model,
         "train.model.weights": str(weights) if weights else None,
         "train.model.pretrained": pretrained,

@@ -2,7 +2,7 @@
 
 Defaults are the published MoSiC recipe (the paper and the official training script): ViT-S/14 DINOv2, last two blocks,
 K = 100 prototypes, EMA 0.99, temperature 0.1, Sinkhorn eps 0.06 x 3 iterations, AdamW (backbone
-1e-5, head 1e-4, weight decay 0.01), cosine to 0, batch 8 clips per GPU, 8 epochs, 224 px crops.
+1e-5, head 1e-4, weight decay 0.01), cosine to 0, a global batch of 64 clips, 8 epochs, 224 px crops.
 """
 
 from __future__ import annotations
@@ -70,11 +70,24 @@ class TrainSettings(BaseModel):
     model: ModelSettings = ModelSettings()
     loss: LossSettings = LossSettings()
     optim: OptimSettings = OptimSettings()
-    batch_size: int = Field(8, ge=1, description="clips per process")
-    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(
+        64, ge=1, description="global batch: clips per optimiser step over all processes, split evenly over them")
+    micro_batch: int | None = Field(
+        None, ge=1, description="clips per student forward/backward on one process (gradients accumulate; "
+        "the teacher's Sinkhorn still sees the whole batch); None = all of the process's clips at once")
+    teacher_chunk: int | None = Field(
+        16, ge=1, description="clips per teacher forward (memory only: the result is the same); None = all")
+    epochs: int = Field(8, ge=1, description="passes over the videos (clip_sampling per_video) or the clips (all)")
+    clip_sampling: Literal["per_video", "all"] = Field(
+        "per_video", description="per_video: one of a video's stored clips per epoch, drawn from (seed, epoch, "
+        "video), as the official loader; all: every stored clip in every epoch")
     max_steps: int | None = Field(None, ge=1)
     mask_ratio: float = Field(0.1, ge=0, lt=1)
     ema: float = Field(0.99, ge=0, le=1)
+    grid: int | None = Field(
+        16, ge=1, description="G: the loss uses the G x G stored trajectories nearest to each crop's grid cells "
+        "(needs a store grid of at least mosic.train.ops.min_store_grid(G), 30 for 16); a sparser store: the "
+        "points inside the crop; None: every stored point")
     crop_scale: tuple[float, float] = (0.4, 1.0)
     flip_p: float = Field(0.5, ge=0, le=1)
     num_workers: int = Field(2, ge=0)

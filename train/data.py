@@ -1,8 +1,10 @@
-"""The training data: clips of a trajectory store, their frames, one random crop per clip and epoch.
+"""The training data: one clip per video (or every clip) of a trajectory store per epoch, its
+frames, one random crop per clip and epoch, and the G x G trajectories nearest to the crop's grid.
 
 ```python
-ds = ClipDataset("stores/ytvos-...zarr", require={"grid": 16, "clips.length": 12})
-loader = make_loader(ds, batch_size=8, num_workers=4, shuffle=True, seed=0, drop_last=True,
+ds = ClipDataset("stores/ytvos-...zarr", require={"grid": 30, "clips.length": 12},
+                 clips="per_video", grid=16)
+loader = make_loader(ds, batch_size=64, num_workers=4, shuffle=True, seed=0, drop_last=True,
                      distributed=False)
 for epoch in range(epochs):
     loader.set_epoch(epoch)            # reaches the sampler, the dataset and (through the indices) the workers
@@ -10,15 +12,16 @@ for epoch in range(epochs):
         ...
 ```
 
-Reproducibility: the crop of item ``i`` in epoch ``e`` comes from ``np.random.default_rng([seed, e,
-i])`` and nothing else, so it does not depend on the number of workers, on which worker reads the
-item, or on what was read before. The epoch travels with every index: the loader's sampler yields
-``(epoch, i)`` pairs, because ``dataset.set_epoch`` in the main process never reaches the copies
-held by persistent workers.
+Reproducibility: the clip of item ``i`` (a video) in epoch ``e`` is ``pick_clip(seed, e, i, ...)``
+and its crop comes from ``np.random.default_rng([seed, e, i])``, and nothing else, so neither
+depends on the number of workers, on which worker reads the item, or on what was read before.
+The epoch travels with every index: the loader's sampler yields ``(epoch, i)`` pairs, because
+``dataset.set_epoch`` in the main process never reaches the copies held by persistent workers.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -32,6 +35,10 @@ from mosic.data.base import FrameReadError, plan_clips
 from mosic.store_schema.reader import StoreError, StoreReader, open_frame_source
 from mosic.train.augment import (CropBox, apply_crop, map_tracks, max_reduction, reduce_box, sample_crop,
                                  to_tensor)
+from mosic.train.ops import min_store_grid, pick_clip, select_grid_points
+
+
+log = logging.getLogger("mosic.train")
 
 
 def _check_epoch(epoch) -> int:
@@ -43,7 +50,12 @@ def _check_epoch(epoch) -> int:
 class ClipDataset(Dataset):
     """The DONE clips of a store. Item ``i`` (or ``(epoch, i)``) is a dict: ``frames`` float32
     [T, 3, S, S] (ImageNet-normalised), ``tracks`` float32 [T, N, 2] in crop pixels, ``visibility``
-    bool [T, N] (false outside the crop), ``index`` (the store's clip index), ``video_id``."""
+    bool [T, N] (false outside the crop), ``index`` (the store's clip index), ``video_id``.
+
+    ``clips="per_video"``: item i is the i-th video (of those with a done clip, in the store's
+    order), and epoch e reads the clip :func:`~mosic.train.ops.pick_clip` draws from (seed, e, i):
+    one clip per video per epoch, a new one every epoch, as the official loader. ``"all"``: item
+    i is the i-th done clip, the same in every epoch."""
 
     def __init__(
         self,
@@ -57,6 +69,8 @@ class ClipDataset(Dataset):
         seed: int = 0,
         max_clips: int | None = None,
         antialias: bool = True,
+        clips: str = "all",
+        grid: int | None = None,
         reduced_decode: bool = True,
         frame_cache: str | Path | None = "auto",
     ):
@@ -77,27 +91,60 @@ class ClipDataset(Dataset):
         #: frames pre-resized per clip (mosic-store cache-frames), used instead of the JPEGs when present
         self.frame_cache = _open_cache(self.reader, frame_cache, self.out_size, self.scale, self.ratio)
         self.epoch = 0
+        check_frame_numbering(self.reader, self.source)
         done = np.asarray(self.reader.done, dtype=np.int64)
         self.indices = done if max_clips is None else done[:max_clips]
         if len(self.indices) == 0:
             raise MosicError(f"store {self.reader.path} has no clip with tracks: nothing to train on")
+        if clips not in ("per_video", "all"):
+            raise MosicError(f"clips must be 'per_video' or 'all', got {clips!r}")
+        self.clips = clips
+        # per_video: the done clips of each video, in store order ([[i]] per clip for "all")
+        if clips == "per_video":
+            by_video: dict[str, list[int]] = {}
+            for c in self.indices.tolist():
+                by_video.setdefault(self.reader.clips[c].video_id, []).append(c)
+            self.groups = [np.asarray(v, dtype=np.int64) for v in by_video.values()]
+        else:
+            self.groups = [np.asarray([c], dtype=np.int64) for c in self.indices.tolist()]
         sample_crop(np.random.default_rng(0), 2, 2, self.scale, self.ratio, self.flip_p, self.out_size)  # checks
+        # points: a grid x grid selection of the stored trajectories in every crop where the store
+        # is dense enough, else every stored point (those outside the crop marked invisible)
+        self.grid = grid
+        self.select_grid = False
+        if grid is not None:
+            if int(grid) != grid or grid < 1:
+                raise MosicError(f"grid must be a positive integer, got {grid!r}")
+            need = min_store_grid(grid, self.scale, self.ratio, self.out_size)
+            have = self.reader.spec.grid
+            self.select_grid = have >= need
+            if not self.select_grid:
+                log.warning(
+                    "store grid %d x %d is too sparse for a full %d x %d grid in every crop (that needs %d x %d "
+                    "on the full frame): training uses the stored points that fall inside each crop", have, have,
+                    grid, grid, need, need)
 
     # -- epochs and crops ---------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """The epoch used for plain integer indices (the loader passes ``(epoch, i)`` instead)."""
         self.epoch = _check_epoch(epoch)
 
+    def clip_index(self, i: int, epoch: int | None = None) -> int:
+        """The store's index of the clip item ``i`` reads in ``epoch`` (default: the current one)."""
+        e = self.epoch if epoch is None else _check_epoch(epoch)
+        g = self.groups[int(i)]
+        return int(g[0]) if len(g) == 1 else int(g[pick_clip(self.seed, e, int(i), len(g))])
+
     def crop(self, i: int, epoch: int | None = None) -> CropBox:
         """The crop box of item ``i`` in ``epoch`` (default: the current epoch), in source pixels."""
         e = self.epoch if epoch is None else _check_epoch(epoch)
-        clip = self.reader.clips[int(self.indices[i])]
+        clip = self.reader.clips[self.clip_index(i, e)]
         rng = np.random.default_rng([self.seed, e, int(i)])
         return sample_crop(rng, clip.width, clip.height, self.scale, self.ratio, self.flip_p, self.out_size)
 
     # -- items --------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.groups)
 
     def _key(self, key) -> tuple[int, int]:
         if isinstance(key, (tuple, list)):
@@ -105,15 +152,17 @@ class ClipDataset(Dataset):
         else:
             e, i = self.epoch, key
         i = int(i)
-        if not 0 <= i < len(self.indices):
-            raise IndexError(f"item {i} out of range (the dataset has {len(self.indices)} clips)")
+        if not 0 <= i < len(self.groups):
+            what = "videos" if self.clips == "per_video" else "clips"
+            raise IndexError(f"item {i} out of range (the dataset has {len(self.groups)} {what})")
         return _check_epoch(e), i
 
-    def read_clip(self, i: int, max_factor: float | None = None):
-        """(ClipTracks, frames uint8 [T, H, W, 3]) of item ``i``, with the frames checked against
-        the size the store recorded for the clip. With ``max_factor``: (ClipTracks, frames, s), the
-        frames decoded reduced by s <= max_factor (:meth:`FrameSource.read_frames_reduced`)."""
-        item = self.reader[int(self.indices[i])]
+    def read_clip(self, i: int, epoch: int | None = None, max_factor: float | None = None):
+        """(ClipTracks, frames uint8 [T, H, W, 3]) of item ``i`` in ``epoch``, with the frames
+        checked against the size the store recorded for the clip. With ``max_factor``:
+        (ClipTracks, frames, s), the frames decoded reduced by s <= max_factor
+        (:meth:`FrameSource.read_frames_reduced`)."""
+        item = self.reader[self.clip_index(i, epoch)]
         clip = item.clip
         factor = 1
         if max_factor is None:
@@ -139,11 +188,14 @@ class ClipDataset(Dataset):
         epoch, i = self._key(key)
         box = self.crop(i, epoch)
         if self.frame_cache is not None:
-            item, frames, fbox = self._read_cached(i, box)
+            item, frames, fbox = self._read_cached(i, box, epoch)
         else:
-            item, frames, factor = self.read_clip(i, max_reduction(box) if self.reduced_decode else 1.0)
+            item, frames, factor = self.read_clip(i, epoch, max_reduction(box) if self.reduced_decode else 1.0)
             fbox = reduce_box(box, factor)
         tracks, vis = map_tracks(item.tracks, item.visibility, box)
+        if self.select_grid:  # the trajectories nearest to the crop's own grid cells
+            sel, _ = select_grid_points(tracks[0], self.out_size, self.grid)
+            tracks, vis = tracks[:, sel], vis[:, sel]
         return {
             "frames": to_tensor(apply_crop(frames, fbox, antialias=self.antialias)),
             "tracks": torch.from_numpy(tracks),
@@ -152,9 +204,9 @@ class ClipDataset(Dataset):
             "video_id": item.clip.video_id,
         }
 
-    def _read_cached(self, i: int, box: CropBox):
+    def _read_cached(self, i: int, box: CropBox, epoch: int | None = None):
         """(ClipTracks, cache frames [T, side, side, 3], the box in their pixels)."""
-        item = self.reader[int(self.indices[i])]
+        item = self.reader[self.clip_index(i, epoch)]
         frames = self.frame_cache.read(item.index)
         side = self.frame_cache.side
         if frames.shape[0] != item.tracks.shape[0]:
@@ -207,6 +259,21 @@ def _open_source(reader: StoreReader, root):
             "the frames or rebuild the store)"
         )
         raise StoreError(f"{e}\n  {detail}") from None
+
+
+def check_frame_numbering(reader: StoreReader, source) -> None:
+    """Refuse a store whose steps counted frame indices (made before steps counted raw frames)
+    when the data set's frames are not every raw frame: there the two meanings differ."""
+    if reader.spec.frame_numbering == "raw":
+        return
+    for v in source.videos():
+        if v.frame_numbers is not None and list(v.frame_numbers) != list(range(v.num_frames)):
+            c = reader.spec.clips
+            raise StoreError(
+                f"store {reader.path} was made when clips.step ({c.step}) and clips.stride counted stored "
+                f"frames, but the frames of {source.kind} {source.split!r} are not every raw frame (video "
+                f"{v.video_id!r}: {', '.join(map(str, v.frame_numbers[:3]))}, ...): steps now count raw frames. "
+                "Rebuild the store with mosic-precompute")
 
 
 def explain_mismatch(reader: StoreReader, source) -> list[str]:

@@ -72,7 +72,12 @@ def _looks_like_network_error(e: Exception) -> bool:
 
 
 class Head(nn.Module):
-    """MLP D -> 1024 -> 1024 -> 512 -> 256 with GELU between; output L2-normalised."""
+    """MLP D -> 1024 -> 1024 -> 512 -> 256 with GELU between; output L2-normalised.
+
+    Runs in float32 whatever autocast is in force: under bf16 autocast only the backbone computes
+    in bf16, while the head, its output normalisation and the prototype scores stay fp32 (a bf16
+    cosine score carries only ~3 significant digits, and the scores feed Sinkhorn / eps = 0.06 and
+    the loss / temperature 0.1). The head sees only the tracked points, so this costs little."""
 
     def __init__(self, in_dim: int, hidden: Sequence[int] = (1024, 1024, 512), out_dim: int = 256):
         super().__init__()
@@ -85,7 +90,8 @@ class Head(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mlp(x), dim=-1)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return F.normalize(self.mlp(x.float()), dim=-1)
 
 
 class MoSiCModel(nn.Module):
@@ -161,8 +167,10 @@ class MoSiCModel(nn.Module):
         return self.scores(z)
 
     def scores(self, z: torch.Tensor) -> torch.Tensor:
-        """z [..., head_dim] L2-normalised -> cosine scores [..., K] against normalised prototypes."""
-        return z @ F.normalize(self.prototypes, dim=-1).t()
+        """z [..., head_dim] L2-normalised -> float32 cosine scores [..., K] against normalised
+        prototypes (autocast off, see :class:`Head`)."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return z.float() @ F.normalize(self.prototypes.float(), dim=-1).t()
 
 
 def make_teacher(student: MoSiCModel) -> MoSiCModel:

@@ -2,9 +2,14 @@
 
     sample_at_tracks       patch features at continuous track positions (x, y pixels)
     sinkhorn               log-domain Sinkhorn-Knopp with (optionally DDP-global) marginals
+    loss_normaliser        the loss's denominator Z for a whole (global) batch
     propagation_loss       CE(student at the first frame, teacher label at frame t), visibility-weighted
     symmetric_loss         CE(student at frame t, teacher label at the first frame)  (optional term)
     cluster_usage_entropy  normalised entropy of the mean assignment (collapse monitor)
+    pick_clip              which stored clip of a video an epoch trains on (numpy)
+    crop_grid              the ideal G x G grid of a crop: its cell centres (numpy)
+    select_grid_points     the stored trajectories nearest to a crop's grid cells (numpy)
+    min_store_grid         how dense a full-frame grid must be for every crop to hold a G x G grid
 
 Shapes: B clips, T frames, N tracked points, D feature channels, K prototypes, M points in a
 Sinkhorn problem. Coordinates are (x, y) pixels of the frame the features were computed on, x
@@ -17,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -25,9 +31,14 @@ from torch import Tensor
 __all__ = [
     "sample_at_tracks",
     "sinkhorn",
+    "loss_normaliser",
     "propagation_loss",
     "symmetric_loss",
     "cluster_usage_entropy",
+    "pick_clip",
+    "crop_grid",
+    "select_grid_points",
+    "min_store_grid",
 ]
 
 
@@ -211,7 +222,7 @@ def sinkhorn(
 # losses
 
 
-def _weights(visibility: Tensor, valid: Tensor | None) -> Tensor:
+def loss_weights(visibility: Tensor, valid: Tensor | None) -> Tensor:
     """w[b, t, n] = visibility[b, t, n] & valid[b, n] (or valid[b, t, n]), as float."""
     w = visibility.float()
     if valid is not None:
@@ -222,6 +233,27 @@ def _weights(visibility: Tensor, valid: Tensor | None) -> Tensor:
     return w
 
 
+def loss_normaliser(w: Tensor, normalize: str, group=None) -> Tensor:
+    """The denominator Z of the loss over the batch whose term weights are w [B, T, N]:
+
+        "visible":  Z = max(sum w over all ranks, 1) / world size
+        "all":      Z = B * T * N   (this rank's terms; the official code's plain mean)
+
+    Under DDP the gradients are averaged over ranks, so dividing each rank's sum by the global
+    count / world size makes the result the mean over every visible term of the global batch
+    (and B*T*N per rank, averaged, is the global B*T*N). Computed once for a whole step, it lets
+    the student's terms be summed over micro-batches without changing the loss."""
+    if normalize not in ("visible", "all"):
+        raise ValueError(f"normalize must be 'visible' or 'all', got {normalize!r}")
+    if normalize == "all":
+        return torch.tensor(float(w.numel()), device=w.device)
+    group = _resolve_group(group)
+    denom = w.sum().float().detach()
+    if group is not None:
+        return _all_reduce(denom.clone(), dist.ReduceOp.SUM, group).clamp_min(1.0) / dist.get_world_size(group)
+    return denom.clamp_min(1.0)
+
+
 def _weighted_ce(
     logits: Tensor,
     target_q: Tensor,
@@ -230,38 +262,32 @@ def _weighted_ce(
     hard: bool,
     normalize: str,
     group=None,
+    denom: Tensor | float | None = None,
 ) -> Tensor:
-    """sum_{btn} w_btn CE(softmax(logits_btn / tau), target_btn) / normaliser.
+    """sum_{btn} w_btn CE(softmax(logits_btn / tau), target_btn) / normaliser, in float32.
 
     logits and target_q broadcast to [B, T, N, K]; w [B, T, N]. CE(p, y) = -sum_k y_k log p_k with
     y = onehot(argmax_k target_q) if hard, else target_q. Terms with w = 0 are exactly 0 (even if
-    their inputs are not finite). normaliser = max(sum w, 1) ("visible") or B*T*N ("all")."""
+    their inputs are not finite). normaliser = ``denom`` if given (a micro-batch of a larger
+    batch), else :func:`loss_normaliser` of w."""
     if normalize not in ("visible", "all"):
         raise ValueError(f"normalize must be 'visible' or 'all', got {normalize!r}")
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    target_q = target_q.detach()
-    shape = torch.broadcast_shapes(logp.shape, target_q.shape)
-    logp = logp.expand(shape)
-    if hard:
-        idx = target_q.argmax(dim=-1, keepdim=True).expand(*shape[:-1], 1)
-        ce = -logp.gather(-1, idx).squeeze(-1)  # [B, T, N]
-    else:
-        ce = -(target_q.float().expand(shape) * logp).sum(dim=-1)
-    if w.shape != ce.shape:
-        raise ValueError(f"weights {tuple(w.shape)} do not match the loss terms {tuple(ce.shape)}")
-    terms = torch.where(w > 0, ce * w, torch.zeros_like(ce))
-    if normalize == "all":
-        denom = float(ce.numel())
-    else:
-        # Under DDP the gradients are averaged over ranks, so each rank divides by the global
-        # count / world size: the result is the mean over every visible term of the global batch.
-        group = _resolve_group(group)
-        denom = w.sum().float().detach()
-        if group is not None:
-            denom = _all_reduce(denom.clone(), dist.ReduceOp.SUM, group).clamp_min(1.0) / dist.get_world_size(group)
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+        target_q = target_q.detach()
+        shape = torch.broadcast_shapes(logp.shape, target_q.shape)
+        logp = logp.expand(shape)
+        if hard:
+            idx = target_q.argmax(dim=-1, keepdim=True).expand(*shape[:-1], 1)
+            ce = -logp.gather(-1, idx).squeeze(-1)  # [B, T, N]
         else:
-            denom = denom.clamp_min(1.0)
-    return terms.sum() / denom
+            ce = -(target_q.float().expand(shape) * logp).sum(dim=-1)
+        if w.shape != ce.shape:
+            raise ValueError(f"weights {tuple(w.shape)} do not match the loss terms {tuple(ce.shape)}")
+        terms = torch.where(w > 0, ce * w, torch.zeros_like(ce))
+        if denom is None:
+            denom = loss_normaliser(w, normalize, group)
+        return terms.sum() / denom
 
 
 def propagation_loss(
@@ -273,6 +299,7 @@ def propagation_loss(
     hard: bool = True,
     normalize: Literal["visible", "all"] = "visible",
     group=None,
+    denom: Tensor | float | None = None,
 ) -> Tensor:
     """The MoSiC loss: the student at a trajectory's first point predicts the teacher's cluster
     of that trajectory in every frame.
@@ -286,10 +313,13 @@ def propagation_loss(
     Z = max(sum w, 1) for normalize="visible" (mean over the terms that count), or B*T*N for
     "all" (the official code's plain mean, invisible terms in the denominator). The teacher side
     is detached: only student_first receives gradient, d L / d s_bn = sum_t w_btn (p_bn - y_btn)
-    / (tau Z). Returns a float32 scalar.
+    / (tau Z). ``denom`` overrides Z: pass :func:`loss_normaliser` of the whole batch when this
+    is one micro-batch of it, so that the micro-batches' losses add up to the whole batch's.
+    Returns a float32 scalar.
     """
     return _weighted_ce(
-        student_first.unsqueeze(1), teacher_q, _weights(visibility, valid), temperature, hard, normalize, group
+        student_first.unsqueeze(1), teacher_q, loss_weights(visibility, valid), temperature, hard, normalize, group,
+        denom,
     )
 
 
@@ -302,6 +332,7 @@ def symmetric_loss(
     hard: bool = True,
     normalize: Literal["visible", "all"] = "visible",
     group=None,
+    denom: Tensor | float | None = None,
 ) -> Tensor:
     """The optional reverse term: the student at frame t predicts the teacher's FIRST-frame
     cluster of the trajectory.
@@ -310,10 +341,12 @@ def symmetric_loss(
 
     student_t [B, T, N, K]: student scores at the tracked point in frame t; teacher_q_first
     [B, N, K]: teacher assignments at frame 0, repeated over t; visibility [B, T, N]; valid [B, N]
-    or [B, T, N] (a point on a masked patch of frame t). Same targets and Z as propagation_loss.
+    or [B, T, N] (a point on a masked patch of frame t). Same targets, Z and ``denom`` as
+    propagation_loss.
     """
     return _weighted_ce(
-        student_t, teacher_q_first.unsqueeze(1), _weights(visibility, valid), temperature, hard, normalize, group
+        student_t, teacher_q_first.unsqueeze(1), loss_weights(visibility, valid), temperature, hard, normalize, group,
+        denom,
     )
 
 
@@ -349,3 +382,62 @@ def cluster_usage_entropy(q: Tensor, hard: bool = False, mask: Tensor | None = N
     p = p / p.sum()
     h = -(p * torch.log(p.clamp_min(1e-30))).sum()
     return float(h / math.log(K)) if K > 1 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# which clip, which points (numpy: the data loader's side)
+
+
+def pick_clip(seed: int, epoch: int, video: int, num_clips: int) -> int:
+    """The clip (0 .. num_clips - 1) of video number ``video`` that epoch ``epoch`` trains on:
+    uniform, drawn from (seed, epoch, video) and nothing else, like the official loader's new
+    random start per video and epoch (here among the starts the store holds). Independent of the
+    crop's draws, which use (seed, epoch, item)."""
+    if num_clips < 1:
+        raise ValueError(f"video {video} has no clip to pick from")
+    rng = np.random.default_rng([int(seed), int(epoch), int(video), 0x636C6970])  # "clip"
+    return int(rng.integers(num_clips))
+
+
+def crop_grid(out_size: int, grid: int) -> np.ndarray:
+    """float64 [grid * grid, 2]: the centres of a grid x grid partition of an out_size x out_size
+    crop, (x, y) in crop pixels, row-major. What the official code tracks: CoTracker's grid on the
+    already-cropped clip (with grid = 16 at 224 px these are the 14 px patch centres)."""
+    c = (np.arange(grid, dtype=np.float64) + 0.5) * (out_size / grid)
+    gx, gy = np.meshgrid(c, c)
+    return np.stack([gx.ravel(), gy.ravel()], axis=-1)
+
+
+def select_grid_points(first: np.ndarray, out_size: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each cell of the crop's ideal grid (:func:`crop_grid`), the stored trajectory whose
+    first-frame point (``first`` [N, 2], crop pixels) is nearest to the cell's centre, among the
+    points inside the crop. Returns (indices int64 [grid * grid] into N, distances float64
+    [grid * grid] in crop pixels). With a stored grid at least :func:`min_store_grid` dense, every
+    cell gets a point of its own within half a stored spacing of its centre (per axis)."""
+    first = np.asarray(first, dtype=np.float64)
+    if first.ndim != 2 or first.shape[1] != 2:
+        raise ValueError(f"first must be [N, 2] points, got {first.shape}")
+    S = float(out_size)
+    inside = np.flatnonzero(np.all((first >= 0) & (first < S), axis=1))
+    if len(inside) == 0:
+        raise ValueError("no stored point lies inside the crop")
+    ideal = crop_grid(out_size, grid)
+    d2 = ((ideal[:, None, :] - first[None, inside, :]) ** 2).sum(-1)  # [G*G, n_inside]
+    k = d2.argmin(axis=1)
+    return inside[k].astype(np.int64), np.sqrt(d2[np.arange(len(ideal)), k])
+
+
+def min_store_grid(grid: int, scale: tuple[float, float] = (0.4, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                   out_size: int = 224) -> int:
+    """The smallest G such that a G x G grid of cell centres on the full frame puts at least
+    ``grid`` points along each side of every RandomResizedCrop(scale, ratio) crop.
+
+    The crop is drawn in the frame squashed to out_size x out_size, so its sides are fractions of
+    the frame's sides. Its narrowest side is sqrt(scale_min * ratio_min) (width) or sqrt(scale_min
+    / ratio_max) (height) of the frame, less half a pixel of torchvision's rounding; an interval
+    of fraction f holds at least floor(f * G) of G evenly spaced cell centres. For scale 0.4 and
+    ratio 3/4..4/3 at 224 px, f = 0.5454 and a 16 x 16 crop grid needs G = 30."""
+    f = min(math.sqrt(scale[0] * ratio[0]), math.sqrt(scale[0] / ratio[1]), 1.0) - 0.5 / out_size
+    if f <= 0:
+        raise ValueError(f"crops of scale {scale} and ratio {ratio} can be empty")
+    return int(math.ceil(grid / f - 1e-9))

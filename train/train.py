@@ -1,17 +1,20 @@
 """The MoSiC training loop, top to bottom.
 
-One step on a batch of B clips of T frames with N tracked points each:
+One optimiser step on a global batch of B clips (``batch_size``, split evenly over the processes)
+of T frames with N tracked points each (the G x G trajectories nearest to each crop's grid):
 
-1. teacher (EMA, no grad) encodes all T frames; its patch features are sampled at every tracked
-   point (bilinear on the patch grid), projected by the head and scored against the prototypes;
-2. Sinkhorn-Knopp turns the teacher's scores of all points in the (global) batch into balanced
-   cluster assignments Q;
+1. teacher (EMA, no grad) encodes all T frames (``teacher_chunk`` clips at a time); its patch
+   features are sampled at every tracked point (bilinear on the patch grid), projected by the
+   head and scored against the prototypes (head, scores, Sinkhorn and loss in fp32);
+2. Sinkhorn-Knopp turns the teacher's scores of all points of the global batch into balanced
+   cluster assignments Q: the teacher's label of every trajectory in every frame t;
 3. the student encodes only the FIRST frame, with 10% of its patch tokens dropped, and is sampled
-   at each trajectory's first-frame point (nearest);
+   at each trajectory's first-frame point (nearest), ``micro_batch`` clips at a time;
 4. loss: cross-entropy between the student's first-frame scores (temperature 0.1) and the
-   teacher's assignment at frame t, for every t where the point is visible — the first frame's
-   cluster is carried along the track;
-5. AdamW step, then the teacher follows the student by EMA.
+   teacher's label of the same trajectory at frame t, for every t where the point is visible:
+   each later frame's teacher assignment is carried back along the track to the student's first
+   frame, so the student learns to predict where the trajectory will be clustered all along it;
+5. AdamW step (gradients of all micro-batches), then the teacher follows the student by EMA.
 
 Run it with ``mosic-train`` (single process) or ``torchrun --nproc_per_node K -m mosic.train`` (DDP).
 """
@@ -40,7 +43,8 @@ from mosic.store_schema.location import Location, as_location, list_stores
 from mosic.train.config import TrainSettings
 from mosic.train.data import ClipDataset, make_loader
 from mosic.train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
-from mosic.train.ops import cluster_usage_entropy, propagation_loss, sample_at_tracks, sinkhorn, symmetric_loss
+from mosic.train.ops import (cluster_usage_entropy, loss_normaliser, loss_weights, propagation_loss, sample_at_tracks,
+                            sinkhorn, symmetric_loss)
 
 log = logging.getLogger("mosic.train")
 
@@ -192,52 +196,102 @@ def clip_keep_masks(index: torch.Tensor, num_tokens: int, ratio: float, seed: in
     return torch.cat(masks)
 
 
-def mosic_step(student, teacher: MoSiCModel, batch: dict, ts: TrainSettings, step: int, rank: int,
-               group=None) -> tuple[torch.Tensor, dict]:
-    """Forward pass of one MoSiC step; returns the loss and monitors. ``student`` may be the DDP
-    wrapper of a MoSiCModel: its forward gives first-frame scores."""
-    frames, tracks, vis = batch["frames"], batch["tracks"], batch["visibility"]
+@torch.no_grad()
+def teacher_assignments(teacher: MoSiCModel, frames: torch.Tensor, tracks: torch.Tensor, vis: torch.Tensor,
+                        L, group=None, chunk: int | None = None) -> torch.Tensor:
+    """Steps 1-2: the teacher's Sinkhorn assignments Q [B, T, N, K] of every tracked point of the
+    batch. The backbone runs ``chunk`` clips at a time (memory); Sinkhorn always sees the whole
+    batch (and, under DDP, every rank's batch)."""
     B, T, _, S, _ = frames.shape
     N = tracks.shape[2]
+    chunk = chunk or B
+    feats = torch.cat([
+        sample_at_tracks(teacher.patch_features(frames[a:a + chunk].flatten(0, 1)).unflatten(0, (-1, T)),
+                         tracks[a:a + chunk], (S, S), mode=L.teacher_sampling)
+        for a in range(0, B, chunk)]).flatten(0, 2)  # [B*T*N, D]
+    if L.marginals == "visible":
+        # Invisible points take no part in the marginals and get no label: skip their head pass
+        # (occluded points, and points outside the crop), their rows of Q stay zero.
+        sel = vis.flatten()
+        q_sel = sinkhorn(teacher.scores(teacher.head(feats[sel])), eps=L.sinkhorn_eps, iters=L.sinkhorn_iters,
+                         group=group)
+        q = q_sel.new_zeros(B * T * N, q_sel.shape[-1])
+        q[sel] = q_sel
+    else:  # the official recipe: every tracked point in the marginals
+        q = sinkhorn(teacher.scores(teacher.head(feats)), eps=L.sinkhorn_eps, iters=L.sinkhorn_iters, group=group)
+    return q.view(B, T, N, -1)
+
+
+def mosic_step(student, teacher: MoSiCModel, batch: dict, ts: TrainSettings, step: int, rank: int = 0,
+               group=None, backward=None, no_sync=None) -> tuple[torch.Tensor, dict]:
+    """One MoSiC step on this process's share of the global batch; returns the loss and monitors.
+
+    ``student`` may be the DDP wrapper of a MoSiCModel: its forward gives first-frame scores. The
+    teacher's assignments and the loss normaliser are computed for the whole batch first; the
+    student then runs ``ts.micro_batch`` clips at a time. With ``backward`` (a function of a
+    micro-batch's loss) each micro-batch is back-propagated at once and the detached total is
+    returned: the gradients add up to those of the whole batch's loss. ``no_sync`` (DDP's
+    ``model.no_sync``) wraps the forward and backward of every micro-batch but the last, so that
+    gradients are averaged over ranks once. Without ``backward``, the loss keeps its graph (one
+    micro-batch: the whole batch)."""
+    frames, tracks, vis = batch["frames"], batch["tracks"], batch["visibility"]
+    B, T, _, S, _ = frames.shape
     L = ts.loss
     core: MoSiCModel = getattr(student, "module", student)
     p = core.patch_size
 
-    with torch.no_grad():
-        ft = teacher.patch_features(frames.flatten(0, 1))
-        ft = ft.view(B, T, *ft.shape[1:])
-        feats = sample_at_tracks(ft, tracks, (S, S), mode=L.teacher_sampling).flatten(0, 2)  # [B*T*N, D]
-        if L.marginals == "visible":
-            # Invisible points take no part in the marginals and get no label: skip their head
-            # pass (about half the points after cropping), their rows of Q stay zero.
-            sel = vis.flatten()
-            q_sel = sinkhorn(teacher.scores(teacher.head(feats[sel])).float(), eps=L.sinkhorn_eps,
-                             iters=L.sinkhorn_iters, group=group)
-            q = q_sel.new_zeros(B * T * N, q_sel.shape[-1])
-            q[sel] = q_sel
-        else:  # the official recipe: every tracked point in the marginals
-            q = sinkhorn(teacher.scores(teacher.head(feats)).float(), eps=L.sinkhorn_eps,
-                         iters=L.sinkhorn_iters, group=group)
-        q = q.view(B, T, N, -1)
+    q = teacher_assignments(teacher, frames, tracks, vis, L, group, ts.teacher_chunk)
 
-    # token dropping drawn per clip from (seed, step, clip index): the same whatever the number of ranks
+    # token dropping drawn per clip from (seed, step, clip index): the same whatever the number of
+    # ranks or micro-batches
     keep = clip_keep_masks(batch["index"], (S // p) ** 2, ts.mask_ratio, ts.seed, step, frames.device)
-    ss = student(frames[:, 0], tracks[:, 0], keep, L.student_sampling)  # [B, N, K]
     valid = student_valid(tracks[:, 0], vis[:, 0], keep, S, p)
-    loss = propagation_loss(ss, q, vis, valid, temperature=L.temperature, hard=L.hard, normalize=L.normalize,
-                            group=group)
-    if L.symmetric:
-        sa = student(frames.flatten(0, 1), tracks.flatten(0, 1), None, L.student_sampling).view(B, T, N, -1)
-        # the teacher's first-frame label exists where the point is inside the first crop
-        loss = loss + L.symmetric_weight * symmetric_loss(sa, q[:, 0], vis, vis[:, 0], temperature=L.temperature,
-                                                          hard=L.hard, normalize=L.normalize, group=group)
+    z = loss_normaliser(loss_weights(vis, valid), L.normalize, group)
+    # the symmetric term's teacher label exists where the point is inside the first crop
+    z_sym = loss_normaliser(loss_weights(vis, vis[:, 0]), L.normalize, group) if L.symmetric else None
+    mb = ts.micro_batch or B
+    if backward is None:
+        mb = B
+    total = torch.zeros((), device=frames.device)
+    ss_all = []
+    for a in range(0, B, mb):
+        sl = slice(a, a + mb)
+        last = a + mb >= B
+        with nullcontext() if last or no_sync is None else no_sync():
+            kp = None if keep is None else keep[sl]
+            ss = student(frames[sl, 0], tracks[sl, 0], kp, L.student_sampling)  # [b, N, K]
+            loss = propagation_loss(ss, q[sl], vis[sl], valid[sl], temperature=L.temperature, hard=L.hard,
+                                    normalize=L.normalize, denom=z)
+            if L.symmetric:
+                b = ss.shape[0]
+                sa = student(frames[sl].flatten(0, 1), tracks[sl].flatten(0, 1), None, L.student_sampling)
+                loss = loss + L.symmetric_weight * symmetric_loss(
+                    sa.unflatten(0, (b, T)), q[sl, 0], vis[sl], vis[sl, 0], temperature=L.temperature,
+                    hard=L.hard, normalize=L.normalize, denom=z_sym)
+            ss_all.append(ss.detach())
+            if backward is None:
+                total = loss
+            else:
+                backward(loss)
+                total = total + loss.detach()
+    ss = torch.cat(ss_all)
     mon = {  # cluster usage (1 = even, 0 = collapse) of the teacher's labels and the student's argmax
         "usage_teacher": cluster_usage_entropy(q, hard=True, mask=vis),
         "usage_student": cluster_usage_entropy(ss, hard=True, mask=valid),
         "visible": float(vis.float().mean()),
         "valid_first": float(valid.float().mean()),
+        # trajectories per clip inside the crop on the first frame: the points the loss reads
+        # before masking (global mean under DDP)
+        "points_per_clip": _global_mean(vis[:, 0].sum(1).float(), group),
     }
-    return loss, mon
+    return total, mon
+
+
+def _global_mean(x: torch.Tensor, group) -> float:
+    s = torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)])
+    if group is not None:
+        dist.all_reduce(s, group=group)
+    return float(s[0] / s[1].clamp_min(1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +347,14 @@ def train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool = Fals
             dist.destroy_process_group()
 
 
+def per_process_batch(global_batch: int, world: int) -> int:
+    """Clips per process: the global batch split evenly over the processes."""
+    if global_batch % world:
+        raise MosicError(f"batch_size {global_batch} is the global batch (clips per optimiser step over all "
+                         f"processes) and must split evenly over {world} processes: use a multiple of {world}")
+    return global_batch // world
+
+
 def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, progress: bool, ddp: Dist,
            device: torch.device) -> dict:
     out = Path(out)
@@ -313,11 +375,13 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     store = resolve_store(cfg, ts)
     req = store_requirements(cfg)
     dataset = ClipDataset(store, source_root=ts.source_root, require=req, out_size=ts.model.img_size,
-                          scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed)
-    if len(dataset) < ts.batch_size * ddp.world:
-        raise MosicError(f"the store has {len(dataset)} usable clips, fewer than one global batch "
-                         f"({ts.batch_size} x {ddp.world} processes)")
-    loader = make_loader(dataset, batch_size=ts.batch_size, num_workers=ts.num_workers, shuffle=True,
+                          scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed, clips=ts.clip_sampling,
+                          grid=ts.grid)
+    per_rank = per_process_batch(ts.batch_size, ddp.world)
+    if len(dataset) < ts.batch_size:
+        raise MosicError(f"the store gives {len(dataset)} training items per epoch, fewer than one global batch "
+                         f"of {ts.batch_size} clips (batch_size)")
+    loader = make_loader(dataset, batch_size=per_rank, num_workers=ts.num_workers, shuffle=True,
                          seed=ts.seed, drop_last=True, distributed=ddp.enabled)
     steps_per_epoch = len(loader)
     total = ts.max_steps or ts.epochs * steps_per_epoch
@@ -408,8 +472,15 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
             for g_, lr0 in zip(optim.param_groups, base_lrs):
                 g_["lr"] = lr0 * f
             student.normalize_prototypes()
-            with amp:
-                loss, mon = mosic_step(model, teacher, batch, ts, step, ddp.rank, group)
+            optim.zero_grad(set_to_none=True)
+
+            def backward(part: torch.Tensor) -> None:
+                with torch.autocast(device.type, enabled=False):
+                    scaler.scale(part).backward()
+
+            with amp:  # DDP averages the gradients once, after the last micro-batch
+                loss, mon = mosic_step(model, teacher, batch, ts, step, ddp.rank, group, backward=backward,
+                                       no_sync=model.no_sync if ddp.enabled else None)
             if not torch.isfinite(loss):
                 if bar is not None:
                     bar.close()
@@ -417,8 +488,6 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
                     f"loss is {loss.item()} at step {step} (clips {batch['index'].tolist()}); stopped "
                     f"before the optimiser step. The last good checkpoint is {latest if latest.exists() else 'none'}. "
                     "Try a lower learning rate, fp32 (--precision fp32) or a larger Sinkhorn eps")
-            optim.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
             if ts.optim.clip_grad > 0:
                 scaler.unscale_(optim)
                 torch.nn.utils.clip_grad_norm_([p for _, p in trainable], ts.optim.clip_grad)

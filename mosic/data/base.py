@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -13,6 +14,8 @@ import numpy as np
 from mosic import MosicError
 from mosic.config import ClipSettings
 from mosic.registry import Registry
+
+log = logging.getLogger("mosic.data")
 
 
 class FrameReadError(MosicError):
@@ -27,10 +30,23 @@ class FrameReadError(MosicError):
 
 @dataclass(frozen=True)
 class VideoInfo:
+    """A video: ``num_frames`` frames (indices 0 .. num_frames - 1) of ``width`` x ``height``.
+
+    ``frame_numbers`` are the RAW frame numbers of those frames in the original video, where a
+    data set stores only some of them (YouTube-VOS ``train`` holds every 5th raw frame: files
+    00000, 00005, ...; ``train_all_frames`` holds them all). None: frame i is raw frame i."""
+
     video_id: str
     num_frames: int
     width: int
     height: int
+    frame_numbers: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
+
+    def raw_numbers(self) -> np.ndarray:
+        """int64 [num_frames]: the raw frame number of every frame index."""
+        if self.frame_numbers is None:
+            return np.arange(self.num_frames, dtype=np.int64)
+        return np.asarray(self.frame_numbers, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -125,44 +141,87 @@ def create_source(kind: str, root: str | Path, split: str = "train") -> FrameSou
     return SOURCES.create(kind, root, split=split)
 
 
-def clip_starts(num_frames: int, span: int, clips: ClipSettings) -> list[int]:
-    """First-frame indices of a video's clips, each covering ``span`` frames."""
-    last = num_frames - span
-    if last < 0:
+def clip_starts(first: int, last: int, span: int, clips: ClipSettings) -> list[int]:
+    """Raw frame numbers where a video's clips start, for a video whose frames run from raw frame
+    ``first`` to ``last`` and clips that cover ``span`` raw frames: every ``clips.stride`` raw
+    frames from ``first``, or ``clips.clips_per_video`` starts spread evenly (one: at ``first``)."""
+    end = last - span + 1  # the last possible start
+    if end < first:
         return []
     if clips.stride is not None:
-        return list(range(0, last + 1, clips.stride))
+        return list(range(first, end + 1, clips.stride))
     if clips.clips_per_video == 1:
-        return [0]
-    starts = np.linspace(0, last, clips.clips_per_video).round().astype(int)
+        return [first]
+    starts = np.linspace(first, end, clips.clips_per_video).round().astype(int)
     return sorted(set(int(s) for s in starts))
+
+
+def nearest_frames(numbers: np.ndarray, wanted: Sequence[int]) -> np.ndarray:
+    """Frame indices whose raw numbers (``numbers``, increasing) are nearest to the raw frame
+    numbers ``wanted`` (ties: the earlier frame)."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    w = np.asarray(wanted, dtype=np.int64)
+    hi = np.clip(np.searchsorted(numbers, w), 1, len(numbers) - 1) if len(numbers) > 1 else np.zeros_like(w)
+    if len(numbers) == 1:
+        return hi
+    lo = hi - 1
+    return np.where(np.abs(numbers[hi] - w) < np.abs(w - numbers[lo]), hi, lo)
 
 
 def plan_clips(
     videos: Sequence[VideoInfo], clips: ClipSettings
 ) -> tuple[list[ClipRef], list[PlanFailure]]:
-    """Cut every video into clips; videos too short for one clip are returned as failures."""
+    """Cut every video into clips; videos too short for one clip are returned as failures.
+
+    Steps, strides and lengths count RAW frames (see :class:`VideoInfo`), so ``step: 6`` means
+    the same on a data set with every raw frame and on one that keeps every 5th: a clip wants raw
+    frames ``start, start + step, ...`` and takes the nearest frames that exist (on a subsampled
+    set the spacing is then uneven and coarser than asked; a warning says so once). A video
+    shorter than one clip (in raw frames) uses step = its raw length // T with ``short_videos:
+    adapt`` (the official recipe), or is a failure."""
     out: list[ClipRef] = []
     failures: list[PlanFailure] = []
     T = clips.length
+    coarse = []
     for v in videos:
+        numbers = v.raw_numbers()
+        if len(numbers) and np.any(np.diff(numbers) <= 0):
+            raise MosicError(f"video {v.video_id!r}: raw frame numbers are not increasing")
+        first, last = (int(numbers[0]), int(numbers[-1])) if len(numbers) else (0, -1)
+        length = last - first + 1
         step = clips.step
-        if (T - 1) * step + 1 > v.num_frames:
-            if clips.short_videos == "adapt" and v.num_frames >= T:
-                step = max(1, v.num_frames // T)
+        if (T - 1) * step + 1 > length:
+            if clips.short_videos == "adapt" and length >= T and v.num_frames >= T:
+                step = max(1, length // T)
             else:
                 failures.append(
                     PlanFailure(
                         v.video_id,
-                        f"too short: {v.num_frames} frames, a clip needs {(T - 1) * step + 1} "
-                        f"({T} frames every {step})"
-                        + (" and short_videos='skip'" if v.num_frames >= T else ""),
+                        f"too short: {length} raw frames ({v.num_frames} stored), a clip needs "
+                        f"{(T - 1) * step + 1} ({T} frames every {step})"
+                        + (" and short_videos='skip'" if length >= T and v.num_frames >= T else ""),
                     )
                 )
                 continue
         span = (T - 1) * step + 1
-        for s in clip_starts(v.num_frames, span, clips):
-            out.append(
-                ClipRef(v.video_id, tuple(range(s, s + span, step)), v.width, v.height)
-            )
+        gap = int(np.median(np.diff(numbers))) if len(numbers) > 1 else 1
+        if gap > 1:
+            coarse.append((v.video_id, gap))
+        seen = set()
+        for s in clip_starts(first, last, span, clips):
+            idx = tuple(int(i) for i in nearest_frames(numbers, range(s, s + span, step)))
+            if len(set(idx)) < T:
+                failures.append(PlanFailure(
+                    v.video_id, f"step {step} is finer than the frames on disk (every {gap} raw frames): "
+                    f"a clip of {T} frames from raw frame {s} would repeat frames"))
+                break
+            if idx not in seen:  # starts closer than the stored spacing round to the same clip
+                seen.add(idx)
+                out.append(ClipRef(v.video_id, idx, v.width, v.height))
+    if coarse:
+        log.warning(
+            "%d of %d videos store only every %d-th raw frame (e.g. %s; YouTube-VOS 'train' is 6 fps): clips "
+            "take the nearest stored frames, so their spacing is coarser than the paper's every %d-th frame "
+            "of the 30 fps frames ('train_all_frames')", len(coarse), len(videos), coarse[0][1], coarse[0][0],
+            clips.step)
     return out, failures

@@ -61,6 +61,20 @@ def list_jpegs(folder: Path) -> list[str]:
     return sorted(names, key=natural_key)
 
 
+def raw_frame_numbers(names: Sequence[str]) -> tuple[int, ...] | None:
+    """The raw frame numbers in file names such as "00005.jpg" (the stem's last number), or None
+    when a name has no number or the numbers do not increase (then frame i counts as raw frame i)."""
+    out = []
+    for n in names:
+        digits = _DIGITS.findall(Path(n).stem)
+        if not digits:
+            return None
+        out.append(int(digits[-1]))
+    if any(b <= a for a, b in zip(out, out[1:])):
+        return None
+    return tuple(out)
+
+
 def list_subdirs(folder: Path) -> list[str]:
     with os.scandir(folder) as it:
         return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
@@ -120,6 +134,8 @@ class JpegFolderSource(FrameSource):
 
     #: what the layout looks like, for error messages ("{root}" and "{split}" are filled in)
     layout: str = "<frames_root>/<video>/*.jpg"
+    #: file names carry the raw frame number ("00005.jpg" is raw frame 5), see VideoInfo
+    numbers_from_names: bool = False
 
     @property
     def frames_root(self) -> Path:
@@ -156,7 +172,8 @@ class JpegFolderSource(FrameSource):
                 self.skipped[vid] = f"first frame {first} unreadable: {e}"
                 continue
             self._files[vid] = names
-            self._infos[vid] = VideoInfo(vid, len(names), int(w), int(h))
+            numbers = raw_frame_numbers(names) if self.numbers_from_names else None
+            self._infos[vid] = VideoInfo(vid, len(names), int(w), int(h), numbers)
             infos.append(self._infos[vid])
         if self.skipped:
             log.warning(
@@ -255,6 +272,8 @@ class YtvosSource(JpegFolderSource):
 
     kind = "ytvos"
     layout = "{root}/{split}/JPEGImages/<video>/*.jpg"
+    # train_all_frames: 00000.jpg, 00001.jpg, ... (30 fps); train: 00000.jpg, 00005.jpg, ... (6 fps)
+    numbers_from_names = True
 
     @property
     def split_root(self) -> Path:
