@@ -25,12 +25,12 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from mosic import MosicError
 from mosic.data.base import SOURCES, FrameReadError, FrameSource, VideoInfo
+from mosic.data.decode import decode_jpeg_reduced
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +88,7 @@ def jpeg_size(path: Path) -> tuple[int, int]:
 
 def decode_jpeg(path: Path, video_id: str, frame: int) -> np.ndarray:
     """One JPEG as uint8 [H, W, 3] RGB; FrameReadError on a missing, truncated or corrupt file."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        raise FrameReadError(video_id, f"cannot read {path}: {e.strerror or e}", frame=frame) from None
-    if data.size == 0:
-        raise FrameReadError(video_id, f"{path} is empty", frame=frame)
-    # libjpeg (and some OpenCV builds) may fill a truncated image with grey and only warn; a
-    # complete JPEG ends with the end-of-image marker FF D9 (some writers append a few bytes).
-    tail = data[-1024:].tobytes()
-    if b"\xff\xd9" not in tail:
-        raise FrameReadError(video_id, f"{path} is truncated (no JPEG end-of-image marker)", frame=frame)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if img is None:
-        raise FrameReadError(video_id, f"{path} is not a readable JPEG (corrupt or truncated)", frame=frame)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return decode_jpeg_reduced(path, video_id, frame, 1)
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:
@@ -227,7 +213,7 @@ class JpegFolderSource(FrameSource):
     ) -> tuple[np.ndarray, int]:
         """Frames decoded with libjpeg's scaled IDCT at the largest factor s in 1, 2, 4, 8 that is
         at most ``max_factor`` (see :mod:`mosic.data.decode`): uint8 [T, ceil(H/s), ceil(W/s), 3], s."""
-        from mosic.data.decode import decode_jpeg_reduced, reduced_size, reduction_factor
+        from mosic.data.decode import reduced_size, reduction_factor
 
         s = reduction_factor(max_factor)
         if s == 1:
