@@ -9,6 +9,11 @@ known exactly. Used to show that training improves a backbone.
   point in feature space (cosine) must lie on the same layer (the same object, or the
   background); accuracy per layer, averaged over layers and videos (so the background, which
   holds most points, does not dominate).
+- ``motion_margin``: on the points that moved to another patch, how much more often the first
+  frame's cluster is found where the point went (``track_kept_moved``) than at the place it left
+  (``location_kept_moved``, the static-location baseline). Features that merely get smoother
+  raise both; features that follow objects raise the first; features trained on static tracks
+  (a location keeps its cluster) raise the second. See :func:`follow_scores`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,28 @@ def _semantic(source, video_id: str, frame: int) -> np.ndarray:
     for oid in gt.object_ids:
         lut[oid] = gt.class_of(oid)
     return lut[inst]
+
+
+def follow_scores(clusters: np.ndarray, cells: np.ndarray, visible: np.ndarray) -> dict:
+    """Cluster agreement along tracks against agreement at the start location, for one clip.
+
+    clusters int [T, h, w]: a cluster id per patch and frame; cells int [T, N, 2]: each tracked
+    point's patch (col, row) per frame; visible bool [T, N]. For every later frame t and point
+    visible at frames 0 and t: ``track`` = the cluster under the point at t equals its cluster at
+    frame 0; ``location`` = the cluster at t of the point's frame-0 patch equals it. Returns counts
+    over all such (t, point) pairs (``pairs``, ``track``) and over those where the point left its
+    frame-0 patch (``moved``, ``track_moved``, ``location_moved``)."""
+    T = clusters.shape[0]
+    t = np.arange(T)[:, None]
+    col, row = cells[..., 0], cells[..., 1]
+    c_track = clusters[t, row, col]  # [T, N]
+    c_loc = clusters[t, row[:1], col[:1]]  # [T, N]: frame t at the frame-0 patch
+    ok = visible[1:] & visible[:1]
+    moved = ok & (cells[1:] != cells[:1]).any(-1)
+    keep = c_track[1:] == c_track[:1]
+    stay = c_loc[1:] == c_track[:1]
+    return {"pairs": int(ok.sum()), "track": int((keep & ok).sum()), "moved": int(moved.sum()),
+            "track_moved": int((keep & moved).sum()), "location_moved": int((stay & moved).sum())}
 
 
 def probe(backbone: torch.nn.Module, root: str | Path, split: str = "train", img_size: int = 112,
@@ -64,13 +91,12 @@ def probe(backbone: torch.nn.Module, root: str | Path, split: str = "train", img
 
     # trajectory consistency: cluster of the patch under each tracked point, first frame vs later
     over = kmeans(x, overcluster, seed=seed).reshape(len(videos), frames_per_video, h, h)
-    keep, total = 0, 0
+    counts = {"pairs": 0, "track": 0, "moved": 0, "track_moved": 0, "location_moved": 0}
     for vi in range(len(videos)):
         tr = np.clip((tracks[vi] * h).astype(int), 0, h - 1)  # [T, N, 2] -> patch (col, row)
-        c = over[vi, np.arange(frames_per_video)[:, None], tr[..., 1], tr[..., 0]]  # [T, N]
-        ok = vis[vi][1:] & vis[vi][:1]
-        keep += int(((c[1:] == c[:1]) & ok).sum())
-        total += int(ok.sum())
+        for k, v in follow_scores(over[vi], tr, vis[vi]).items():
+            counts[k] += v
+    moved = max(1, counts["moved"])
     # correspondence: nearest first-frame point (same video) of each later tracked point
     fv = feats.view(len(videos), frames_per_video, h, h, -1)
     acc = []
@@ -88,7 +114,11 @@ def probe(backbone: torch.nn.Module, root: str | Path, split: str = "train", img
         "cluster_miou": 100 * miou,
         "correspondence": 100 * float(np.mean(acc)),
         "per_class_iou": [round(100 * v, 1) for v in per_class],
-        "track_consistency": 100 * keep / max(1, total),
+        "track_consistency": 100 * counts["track"] / max(1, counts["pairs"]),
+        "track_kept_moved": 100 * counts["track_moved"] / moved,
+        "location_kept_moved": 100 * counts["location_moved"] / moved,
+        "motion_margin": 100 * (counts["track_moved"] - counts["location_moved"]) / moved,
+        "moved_fraction": 100 * counts["moved"] / max(1, counts["pairs"]),
         "frames": F_,
         "videos": len(videos),
     }
