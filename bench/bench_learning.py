@@ -27,7 +27,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 KEYS = ("cluster_miou", "track_consistency", "correspondence", "motion_margin", "track_kept_moved",
-        "location_kept_moved")
+        "location_kept_moved", "origin_preferred", "origin_nearest")
+#: the trained model (backbone, head, prototypes) on held-out clips with the exact tracks, and the
+#: training loss (mean of the second half of the logged steps, against the run's own targets)
+PRED_KEYS = ("track_prediction", "prediction_moved", "prediction_location", "prediction_margin", "train_loss")
 VARIANTS = ("tracks", "static", "swapped")
 
 
@@ -95,11 +98,11 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
-    from mosic.evaluation.synthetic_probe import probe
+    from mosic.evaluation.synthetic_probe import probe, track_prediction
     from mosic.precompute.runner import precompute
     from mosic.store_schema.controls import write_control_store
     from mosic.train.config import train_settings
-    from mosic.train.model import create_backbone
+    from mosic.train.model import MoSiCModel, create_backbone
     from mosic.train.train import train
 
     variants = a.variants.split(",")
@@ -110,6 +113,8 @@ def main() -> None:
     generate(data, videos=a.valid_videos, seed=0, split="valid")
     cfg = load_pipeline("synthetic-oracle", overrides=settings(data, stores, a, 0, a.steps))
     store = precompute(cfg, progress=False).store
+    held_out = precompute(load_pipeline("synthetic-oracle", overrides={
+        **settings(data, stores, a, 0, a.steps), "dataset.split": "valid"}), progress=False).store
     paths = {"tracks": (str(store), "oracle")}
     for v in ("static", "swapped"):
         paths[v] = (str(write_control_store(store, v, stores)), f"oracle+{v}")
@@ -131,6 +136,18 @@ def main() -> None:
         r = probe(bb, data, split="valid", img_size=m.img_size, step=a.probe_step, seed=0)
         return {k: r[k] for k in (*KEYS, "moved_fraction")}
 
+    def predict(ts, run_dir: Path) -> dict:
+        m = ts.model
+        ck = torch.load(run_dir / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+        nets = []
+        for key in ("student", "teacher"):
+            bb = create_backbone(m.name, pretrained=False, img_size=m.img_size, **m.kwargs)
+            net = MoSiCModel(bb, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks)
+            net.load_state_dict(ck[key])
+            nets.append(net)
+        return track_prediction(*nets, held_out, m.img_size, sinkhorn_eps=ts.loss.sinkhorn_eps,
+                                sinkhorn_iters=ts.loss.sinkhorn_iters)
+
     init = None
     if a.pretrain_steps:
         res, _ = run("pretrain", 1000, a.pretrain_steps, "static", None)
@@ -144,11 +161,15 @@ def main() -> None:
             if start is None:  # the starting backbone is the same for every variant of a seed
                 start = measure(ts, str(work / f"{v}-seed{seed}" / "backbone_init.pth"))
             after = measure(ts, res["backbone"])
+            after.update(predict(ts, work / f"{v}-seed{seed}"))
+            logged = [json.loads(x)["loss"] for x in (work / f"{v}-seed{seed}" / "log.jsonl").read_text().splitlines()]
+            after["train_loss"] = statistics.mean(logged[len(logged) // 2:])  # against its own targets
             row = {"seed": seed, "variant": v, "loss": res.get("loss"), "minutes": (time.perf_counter() - t0) / 60,
-                   **{f"{k}_start": start[k] for k in KEYS}, **{k: after[k] for k in KEYS},
+                   **{f"{k}_start": start[k] for k in KEYS}, **{k: after[k] for k in (*KEYS, *PRED_KEYS)},
                    "moved_fraction": after["moved_fraction"]}
             rows.append(row)
-            print(f"seed {seed} {v:8s} " + "  ".join(f"{k} {start[k]:.1f}->{after[k]:.1f}" for k in KEYS), flush=True)
+            print(f"seed {seed} {v:8s} " + "  ".join(f"{k} {start[k]:.1f}->{after[k]:.1f}" for k in KEYS)
+                  + "  " + "  ".join(f"{k} {after[k]:.1f}" for k in PRED_KEYS), flush=True)
             out = Path(a.out)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({"args": vars(a), "runs": rows}, indent=2))
@@ -158,17 +179,17 @@ def main() -> None:
           + f"; clips {a.clip_length} x step {a.clip_step}; {a.videos} training videos, {a.valid_videos} held out; mean +- sd over seeds")
     print(f"{'measure':22s} {'start':>7s} " + " ".join(f"{v:>15s}" for v in variants))
     summary = {}
-    for k in KEYS:
-        start = [r[f"{k}_start"] for r in rows if r["variant"] == variants[0]]
-        line = f"{k:22s} {statistics.mean(start):7.1f} "
+    for k in (*KEYS, *PRED_KEYS):
+        start = [r[f"{k}_start"] for r in rows if r["variant"] == variants[0] and f"{k}_start" in r]
+        line = f"{k:22s} " + (f"{statistics.mean(start):7.1f} " if start else f"{'-':>7s} ")
         for v in variants:
             m, sd = summarise([r for r in rows if r["variant"] == v], k)
             summary.setdefault(k, {})[v] = {"mean": m, "sd": sd}
             line += f" {m:7.1f} +- {sd:4.1f}"
-        summary[k]["start"] = statistics.mean(start)
+        summary[k]["start"] = statistics.mean(start) if start else None
         print(line)
-    print("\nwins of (a) tracks per seed (higher is better):")
-    for k in KEYS:
+    print("\nseeds in which (a) tracks scores higher than the control:")
+    for k in (*KEYS, *PRED_KEYS):
         by = {(r["seed"], r["variant"]): r[k] for r in rows}
         wins = {v: sum(by[(s, "tracks")] > by[(s, v)] for s in seeds) for v in variants if v != "tracks" and "tracks" in variants}
         print(f"  {k:22s} " + "  ".join(f"vs {v}: {n}/{len(seeds)}" for v, n in wins.items()))

@@ -14,6 +14,11 @@ known exactly. Used to show that training improves a backbone.
   (``location_kept_moved``, the static-location baseline). Features that merely get smoother
   raise both; features that follow objects raise the first; features trained on static tracks
   (a location keeps its cluster) raise the second. See :func:`follow_scores`.
+- ``origin_preferred``: on the same moved points, how often the point's feature at frame t is
+  nearer (cosine, standardised features) to its own first-frame patch than to the first-frame
+  patch at the place it is now: 50 when features ignore where points came from, above when they
+  follow the point, below when they follow the image location. ``origin_nearest``: how often its
+  own first-frame patch is the nearest of all first-frame patches. See :func:`follow_features`.
 """
 
 from __future__ import annotations
@@ -57,6 +62,30 @@ def follow_scores(clusters: np.ndarray, cells: np.ndarray, visible: np.ndarray) 
             "track_moved": int((keep & moved).sum()), "location_moved": int((stay & moved).sum())}
 
 
+def follow_features(feats: np.ndarray, cells: np.ndarray, visible: np.ndarray) -> dict:
+    """Does a point's feature at frame t point back to where the point came from?
+
+    feats float [T, h, w, D] (L2-normalised); cells int [T, N, 2] patch (col, row); visible bool
+    [T, N]. Over (t >= 1, point) pairs visible at frames 0 and t whose patch changed (``moved``):
+    ``origin`` counts those whose feature is more similar to the point's frame-0 patch than to the
+    frame-0 patch at its frame-t position; ``nearest`` those whose most similar frame-0 patch (of
+    all h x w) is the point's own frame-0 patch."""
+    T, h, w, D = feats.shape
+    col, row = cells[..., 0], cells[..., 1]
+    ok = visible[1:] & visible[:1]
+    moved = ok & (cells[1:] != cells[:1]).any(-1)  # [T-1, N]
+    tt, nn = np.nonzero(moved)
+    if len(tt) == 0:
+        return {"moved": 0, "origin": 0, "nearest": 0}
+    f = feats[tt + 1, row[tt + 1, nn], col[tt + 1, nn]]  # [M, D]
+    sim0 = f @ feats[0].reshape(h * w, D).T  # [M, h*w] against every first-frame patch
+    origin = row[0, nn] * w + col[0, nn]
+    here = row[tt + 1, nn] * w + col[tt + 1, nn]
+    m = np.arange(len(tt))
+    return {"moved": int(len(tt)), "origin": int((sim0[m, origin] > sim0[m, here]).sum()),
+            "nearest": int((sim0.argmax(1) == origin).sum())}
+
+
 def probe(backbone: torch.nn.Module, root: str | Path, split: str = "train", img_size: int = 112,
           frames_per_video: int = 4, step: int = 6, max_videos: int | None = None, overcluster: int = 24,
           seed: int = 0) -> dict:
@@ -97,6 +126,13 @@ def probe(backbone: torch.nn.Module, root: str | Path, split: str = "train", img
         for k, v in follow_scores(over[vi], tr, vis[vi]).items():
             counts[k] += v
     moved = max(1, counts["moved"])
+    xn = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+    xn = xn.reshape(len(videos), frames_per_video, h, h, -1)
+    fc = {"moved": 0, "origin": 0, "nearest": 0}
+    for vi in range(len(videos)):
+        tr = np.clip((tracks[vi] * h).astype(int), 0, h - 1)
+        for k, v in follow_features(xn[vi], tr, vis[vi]).items():
+            fc[k] += v
     # correspondence: nearest first-frame point (same video) of each later tracked point
     fv = feats.view(len(videos), frames_per_video, h, h, -1)
     acc = []
@@ -118,7 +154,74 @@ def probe(backbone: torch.nn.Module, root: str | Path, split: str = "train", img
         "track_kept_moved": 100 * counts["track_moved"] / moved,
         "location_kept_moved": 100 * counts["location_moved"] / moved,
         "motion_margin": 100 * (counts["track_moved"] - counts["location_moved"]) / moved,
+        "origin_preferred": 100 * fc["origin"] / max(1, fc["moved"]),
+        "origin_nearest": 100 * fc["nearest"] / max(1, fc["moved"]),
         "moved_fraction": 100 * counts["moved"] / max(1, counts["pairs"]),
         "frames": F_,
         "videos": len(videos),
     }
+
+
+def prediction_hits(student_first: torch.Tensor, teacher: torch.Tensor, tracks_cells: torch.Tensor,
+                    visible: torch.Tensor) -> dict:
+    """What MoSiC trains, measured on held-out clips: does the student's cluster at a point's first
+    frame name the teacher's cluster where the point is at frame t (``track``), or where it started
+    (``location``)?
+
+    student_first int [B, N]: the student's cluster (argmax over prototypes) at each point on frame
+    0; teacher int [B, T, h, w]: the teacher's cluster of every patch of every frame; tracks_cells
+    int [B, T, N, 2]: each point's patch (col, row); visible bool [B, T, N]. Counts over (t >= 1,
+    point) pairs visible at frames 0 and t (``pairs``, ``track``) and over those whose patch changed
+    (``moved``, ``track_moved``, ``location_moved``)."""
+    B, T = teacher.shape[:2]
+    b = torch.arange(B)[:, None, None]
+    t = torch.arange(T)[None, :, None]
+    col, row = tracks_cells[..., 0], tracks_cells[..., 1]
+    at_track = teacher[b, t, row, col]  # [B, T, N]
+    at_start = teacher[b, t, row[:, :1], col[:, :1]]
+    ok = visible[:, 1:] & visible[:, :1]
+    moved = ok & (tracks_cells[:, 1:] != tracks_cells[:, :1]).any(-1)
+    s = student_first[:, None]
+    hit_track = at_track[:, 1:] == s
+    hit_loc = at_start[:, 1:] == s
+    return {"pairs": int(ok.sum()), "track": int((hit_track & ok).sum()), "moved": int(moved.sum()),
+            "track_moved": int((hit_track & moved).sum()), "location_moved": int((hit_loc & moved).sum())}
+
+
+@torch.no_grad()
+def track_prediction(student, teacher, store: str | Path, img_size: int, batch_size: int = 8,
+                     max_clips: int | None = None, sinkhorn_eps: float = 0.06, sinkhorn_iters: int = 3) -> dict:
+    """The trained MoSiC model (student and teacher, :class:`mosic.train.model.MoSiCModel`) on the
+    clips of a held-out store, whole frames resized to ``img_size`` (no crop, no flip, no token
+    dropping): how often the student's first-frame cluster of a point is the teacher's cluster of
+    the same point at a later frame (``track_prediction``), and, on points that moved to another
+    patch, along the track (``prediction_moved``) against at the place the point left
+    (``prediction_location``). The teacher's clusters are balanced by Sinkhorn-Knopp over all
+    patches of a batch, as in training (so a model whose features merely got smoother cannot
+    score by putting most patches in a few clusters); the student's are its argmax. Percent."""
+    from mosic.train.data import ClipDataset, collate_clips
+    from mosic.train.ops import sinkhorn
+
+    ds = ClipDataset(store, out_size=img_size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, max_clips=max_clips)
+    student.eval()
+    teacher.eval()
+    p = student.patch_size
+    h = img_size // p
+    counts = {"pairs": 0, "track": 0, "moved": 0, "track_moved": 0, "location_moved": 0}
+    for a in range(0, len(ds), batch_size):
+        batch = collate_clips([ds[i] for i in range(a, min(a + batch_size, len(ds)))])
+        frames, tracks, vis = batch["frames"], batch["tracks"], batch["visibility"]
+        B, T = frames.shape[:2]
+        ft = teacher.patch_features(frames.flatten(0, 1))  # [B*T, D, h, w]
+        z = teacher.head(ft.permute(0, 2, 3, 1))
+        q = sinkhorn(teacher.scores(z).flatten(0, 2).float(), eps=sinkhorn_eps, iters=sinkhorn_iters)
+        tc = q.argmax(-1).view(B, T, h, h)
+        sc = student(frames[:, 0], tracks[:, 0], None, "nearest").argmax(-1)  # [B, N]
+        cells = (tracks / p).floor().long().clamp(0, h - 1)
+        for k, v in prediction_hits(sc, tc, cells, vis).items():
+            counts[k] += v
+    moved = max(1, counts["moved"])
+    return {"track_prediction": 100 * counts["track"] / max(1, counts["pairs"]),
+            "prediction_moved": 100 * counts["track_moved"] / moved,
+            "prediction_location": 100 * counts["location_moved"] / moved,
+            "prediction_margin": 100 * (counts["track_moved"] - counts["location_moved"]) / moved}
