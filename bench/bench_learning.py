@@ -5,7 +5,7 @@ on held-out videos (evaluation/synthetic_probe.py): cluster mIoU, track consiste
 correspondence, and the motion margin (on points that moved to another patch: first-frame cluster
 kept along the track minus kept at the place the point left).
 
-    python bench/bench_learning.py [--seeds 3] [--steps 300] [--pretrain-steps 0] [--clip-step 6]
+    python bench/bench_learning.py [--seeds 3] [--steps 300] [--pretrain-steps 0] [--clip-length 6] [--clip-step 12]
 
 ``--pretrain-steps P`` first trains the random ViT for P steps on static tracks (MoSiC's
 clustering without motion, from a seed no post-training run uses) and starts every run from that
@@ -74,8 +74,8 @@ def main() -> None:
     p.add_argument("--pretrain-steps", type=int, default=0)
     p.add_argument("--videos", type=int, default=48)
     p.add_argument("--valid-videos", type=int, default=16)
-    p.add_argument("--clip-length", type=int, default=12)
-    p.add_argument("--clip-step", type=int, default=6)
+    p.add_argument("--clip-length", type=int, default=6)
+    p.add_argument("--clip-step", type=int, default=12)
     p.add_argument("--clips-per-video", type=int, default=2)
     p.add_argument("--grid", type=int, default=16)
     p.add_argument("--img-size", type=int, default=112)
@@ -188,11 +188,20 @@ def main() -> None:
             line += f" {m:7.1f} +- {sd:4.1f}"
         summary[k]["start"] = statistics.mean(start) if start else None
         print(line)
-    print("\nseeds in which (a) tracks scores higher than the control:")
-    for k in (*KEYS, *PRED_KEYS):
-        by = {(r["seed"], r["variant"]): r[k] for r in rows}
-        wins = {v: sum(by[(s, "tracks")] > by[(s, v)] for s in seeds) for v in variants if v != "tracks" and "tracks" in variants}
-        print(f"  {k:22s} " + "  ".join(f"vs {v}: {n}/{len(seeds)}" for v, n in wins.items()))
+    if "tracks" in variants and len(variants) > 1:
+        # same seed: same initial weights, same batches and crops, so the differences are paired
+        print("\n(a) tracks minus each control, paired by seed (mean +- sd; seeds where (a) is higher):")
+        for k in (*KEYS, *PRED_KEYS):
+            by = {(r["seed"], r["variant"]): r[k] for r in rows}
+            parts = []
+            for v in variants:
+                if v == "tracks":
+                    continue
+                d = [by[(s, "tracks")] - by[(s, v)] for s in seeds]
+                sd = statistics.stdev(d) if len(d) > 1 else 0.0
+                summary[k][f"tracks_minus_{v}"] = {"mean": statistics.mean(d), "sd": sd, "higher": sum(x > 0 for x in d)}
+                parts.append(f"vs {v}: {statistics.mean(d):+6.2f} +- {sd:4.2f} ({sum(x > 0 for x in d)}/{len(d)})")
+            print(f"  {k:22s} " + "   ".join(parts))
     Path(a.out).write_text(json.dumps({"args": vars(a), "runs": rows, "summary": summary}, indent=2))
     if not a.work:
         shutil.rmtree(work, ignore_errors=True)

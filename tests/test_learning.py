@@ -94,9 +94,9 @@ TINY = {
     "train.loss.student_sampling": "nearest",
     "train.optim.lr_backbone": 3e-4, "train.optim.lr_head": 1e-3, "train.optim.weight_decay": 0.01,
     "train.optim.warmup_steps": 0, "train.optim.min_lr_ratio": 0.0, "train.optim.clip_grad": 0.0,
-    "train.batch_size": 4, "train.epochs": 100, "train.max_steps": 30, "train.mask_ratio": 0.1, "train.ema": 0.99,
+    "train.batch_size": 4, "train.epochs": 100, "train.max_steps": 80, "train.mask_ratio": 0.1, "train.ema": 0.99,
     "train.crop_scale": [0.4, 1.0], "train.flip_p": 0.5, "train.num_workers": 0, "train.device": "cpu",
-    "train.precision": "fp32", "train.checkpoint_every": 30, "train.log_every": 1,
+    "train.precision": "fp32", "train.checkpoint_every": 80, "train.log_every": 1,
 }
 
 
@@ -109,38 +109,65 @@ def motion_stores(tmp_path_factory):
     base = tmp_path_factory.mktemp("motion")
     root = base / "synthetic"
     generate(root, videos=8, seed=3, num_frames=48, width=160, height=120)
+    generate(root, videos=8, seed=3, num_frames=48, width=160, height=120, split="valid")
     clips = {"dataset.root": str(root), "dataset.split": "train", "stores": str(base / "stores"), "tracker.grid": 8,
              "clips.length": 4, "clips.step": 12, "clips.clips_per_video": 1, "clips.short_videos": "adapt",
              "clips.track_size": None}
     src = precompute(load_pipeline("synthetic-oracle", overrides=clips), progress=False).store
+    held_out = precompute(load_pipeline("synthetic-oracle", overrides={**clips, "dataset.split": "valid"}),
+                          progress=False).store
     stores = {"oracle": src}
     for c in ("static", "swapped"):
         stores[f"oracle+{c}"] = write_control_store(src, c, base / "stores")
-    return base, clips, stores
+    return base, clips, stores, held_out
 
 
-def test_the_objective_is_more_predictable_along_the_true_tracks(motion_stores):
-    """Wiring, not feature quality: training on the exact tracks must reach a lower MoSiC loss than
-    on static tracks (no motion) or x/y-swapped tracks (the transposed positions), for every seed.
-    Along a true track the teacher sees the same object point the student saw, so its cluster is
-    predictable; at a static or transposed position it is often something else. The test fails
-    if the data path or the sampler mixes up x and y (training on the true store then samples the
-    swapped positions) or drops the motion."""
+def test_training_on_the_true_tracks_beats_static_and_swapped_tracks(motion_stores):
+    """Training on the exact tracks against static tracks (no motion) and x/y-swapped tracks (the
+    transposed positions), same model, data, crops and seeds (80 steps of a 2-block ViT, 3 seeds):
+
+    - per seed, the MoSiC loss (second half of the run) is lower on the exact tracks: along a true
+      track the teacher sees the object point the student saw, so its cluster is predictable; at
+      a static or transposed position it is often something else;
+    - on held-out videos with the exact tracks, the trained model's first-frame cluster names the
+      teacher's cluster where the point went, rather than where it was, more often (the
+      ``prediction_margin`` of :func:`track_prediction`, mean over the seeds).
+
+    Both fail if the data path or the sampler mixes up x and y (training on the true store then
+    uses the swapped positions, and the other way round) or if the motion is dropped. This is what
+    the tracks teach the model; it is not a claim that the backbone's features got better (see the
+    README, "Does it learn?")."""
     import json
 
+    import torch
+
     from mosic.config import load_pipeline
+    from mosic.evaluation.synthetic_probe import track_prediction
     from mosic.train.config import train_settings
+    from mosic.train.model import MoSiCModel, create_backbone
     from mosic.train.train import train
 
-    base, clips, stores = motion_stores
-    for seed in (0, 1):
+    base, clips, stores, held_out = motion_stores
+    margins = {t: [] for t in stores}
+    for seed in (0, 1, 2):
         loss = {}
         for tracker, path in stores.items():
             cfg = load_pipeline("synthetic-oracle", overrides={**clips, **TINY, "tracker.name": tracker,
                                                                "train.store": str(path), "train.seed": seed})
+            ts = train_settings(cfg.train)
             out = base / f"{tracker}-{seed}"
-            train(cfg, train_settings(cfg.train), out, progress=False)
+            train(cfg, ts, out, progress=False)
             lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-            loss[tracker] = float(np.mean([x["loss"] for x in lines[len(lines) // 2:]]))  # the second half
-        print(seed, loss)
+            loss[tracker] = float(np.mean([x["loss"] for x in lines[len(lines) // 2:]]))
+            m = ts.model
+            ck = torch.load(out / "checkpoints" / "latest.pt", weights_only=False)
+            nets = []
+            for key in ("student", "teacher"):
+                net = MoSiCModel(create_backbone(m.name, pretrained=False, img_size=m.img_size, **m.kwargs),
+                                 m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks)
+                net.load_state_dict(ck[key])
+                nets.append(net)
+            margins[tracker].append(track_prediction(*nets, held_out, m.img_size)["prediction_margin"])
         assert loss["oracle"] < loss["oracle+static"] and loss["oracle"] < loss["oracle+swapped"], (seed, loss)
+    mean = {t: float(np.mean(v)) for t, v in margins.items()}
+    assert mean["oracle"] > mean["oracle+static"] and mean["oracle"] > mean["oracle+swapped"], margins
