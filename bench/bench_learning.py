@@ -1,9 +1,17 @@
-"""Does MoSiC training improve dense features? Train a small random ViT on synthetic clips with
-exact (oracle) tracks for several seeds, and compare each run's initial and trained backbone on
-held-out videos: patch clustering mIoU, trajectory consistency and correspondence (percent; see
-evaluation/synthetic_probe.py).
+"""Do the tracks matter? Train the same small ViT on the same synthetic clips with (a) the exact
+(oracle) tracks, (b) static tracks (every frame holds the first-frame point: no motion) and (c)
+x/y-swapped tracks (the transposed positions), for several seeds, and probe each trained backbone
+on held-out videos (evaluation/synthetic_probe.py): cluster mIoU, track consistency,
+correspondence, and the motion margin (on points that moved to another patch: first-frame cluster
+kept along the track minus kept at the place the point left).
 
-    python bench/bench_learning.py [--seeds 3] [--steps 300] [--videos 48]
+    python bench/bench_learning.py [--seeds 3] [--steps 300] [--pretrain-steps 0] [--clip-length 6] [--clip-step 12]
+
+``--pretrain-steps P`` first trains the random ViT for P steps on static tracks (MoSiC's
+clustering without motion, from a seed no post-training run uses) and starts every run from that
+backbone, so that post-training starts from features that are not random. Every training setting
+is given here explicitly, not taken from the pipeline's defaults. Figures: mean +- sd over seeds
+of each measure after training, and of its change from the starting backbone.
 """
 
 from __future__ import annotations
@@ -13,66 +21,190 @@ import json
 import shutil
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-KEYS = ("cluster_miou", "track_consistency", "correspondence")
+KEYS = ("cluster_miou", "track_consistency", "correspondence", "motion_margin", "track_kept_moved",
+        "location_kept_moved", "origin_preferred", "origin_nearest")
+#: the trained model (backbone, head, prototypes) on held-out clips with the exact tracks, and the
+#: training loss (mean of the second half of the logged steps, against the run's own targets)
+PRED_KEYS = ("track_prediction", "prediction_moved", "prediction_location", "prediction_margin", "train_loss")
+VARIANTS = ("tracks", "static", "swapped")
+
+
+def settings(data: Path, stores: Path, a, seed: int, steps: int, weights: str | None = None,
+             store: str | None = None, tracker: str = "oracle") -> dict:
+    """Every setting the runs rely on, as pipeline overrides."""
+    return {
+        "dataset.root": str(data), "dataset.split": "train", "stores": str(stores),
+        "clips.length": a.clip_length, "clips.step": a.clip_step, "clips.clips_per_video": a.clips_per_video,
+        "clips.short_videos": "adapt", "clips.track_size": None,
+        "tracker.name": tracker, "tracker.grid": a.grid, "tracker.batch_size": 16,
+        "train.store": store,
+        "train.model.name": "vit_small_patch14_dinov2", "train.model.pretrained": False,
+        "train.model.weights": weights, "train.model.img_size": a.img_size,
+        "train.model.kwargs": {"depth": a.depth, "embed_dim": a.width, "num_heads": 3, "init_values": 0.1},
+        "train.model.train_blocks": a.depth, "train.model.head_hidden": [256, 256], "train.model.head_dim": 64,
+        "train.model.num_prototypes": a.prototypes,
+        "train.loss.temperature": 0.1, "train.loss.sinkhorn_eps": 0.06, "train.loss.sinkhorn_iters": 3,
+        "train.loss.hard": True, "train.loss.symmetric": False, "train.loss.normalize": "visible",
+        "train.loss.marginals": "visible", "train.loss.teacher_sampling": "bilinear",
+        "train.loss.student_sampling": "nearest",
+        "train.optim.lr_backbone": a.lr_backbone, "train.optim.lr_head": a.lr_head, "train.optim.weight_decay": 0.01,
+        "train.optim.warmup_steps": 10, "train.optim.min_lr_ratio": 0.0, "train.optim.clip_grad": 0.0,
+        "train.batch_size": a.batch_size, "train.epochs": 1000, "train.max_steps": steps, "train.mask_ratio": 0.1,
+        "train.ema": 0.99, "train.crop_scale": [0.4, 1.0], "train.flip_p": 0.5, "train.num_workers": a.workers,
+        "train.seed": seed, "train.device": "cpu", "train.precision": "fp32", "train.checkpoint_every": steps,
+        "train.log_every": max(1, steps // 10),
+    }
+
+
+def summarise(rows: list[dict], key: str) -> tuple[float, float]:
+    v = [r[key] for r in rows]
+    return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--pretrain-steps", type=int, default=0)
     p.add_argument("--videos", type=int, default=48)
-    p.add_argument("--tracker", default="oracle")
+    p.add_argument("--valid-videos", type=int, default=16)
+    p.add_argument("--clip-length", type=int, default=6)
+    p.add_argument("--clip-step", type=int, default=12)
+    p.add_argument("--clips-per-video", type=int, default=2)
+    p.add_argument("--grid", type=int, default=16)
+    p.add_argument("--img-size", type=int, default=112)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--width", type=int, default=96)
+    p.add_argument("--prototypes", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr-backbone", type=float, default=3e-4)
+    p.add_argument("--lr-head", type=float, default=1e-3)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--probe-step", type=int, default=12, help="frames between the probe's 4 frames")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--work", default=None, help="keep data, stores and runs here (default: a temporary folder)")
+    p.add_argument("--out", default=str(HERE / "results" / "learning.json"))
     a = p.parse_args()
 
     import torch
 
-    from mosic.evaluation.synthetic_probe import probe
+    torch.set_num_threads(a.threads)
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
+    from mosic.evaluation.synthetic_probe import probe, track_prediction
     from mosic.precompute.runner import precompute
+    from mosic.store_schema.controls import write_control_store
     from mosic.train.config import train_settings
-    from mosic.train.model import create_backbone
+    from mosic.train.model import MoSiCModel, create_backbone
     from mosic.train.train import train
 
-    work = Path(tempfile.mkdtemp(prefix="mosic-bench-"))
-    data = work / "synthetic"
+    variants = a.variants.split(",")
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="mosic-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data, stores = work / "synthetic", work / "stores"
     generate(data, videos=a.videos, seed=0)
-    generate(data, videos=16, seed=0, split="valid")
-    rows = []
-    for seed in range(a.seeds):
-        cfg = load_pipeline("synthetic", overrides={
-            "dataset.root": str(data), "stores": str(work / "stores"), "tracker.name": a.tracker,
-            "train.max_steps": a.steps, "train.seed": seed, "train.log_every": a.steps})
-        precompute(cfg, progress=False)
-        ts = train_settings(cfg.train)
-        res = train(cfg, ts, work / f"run{seed}", progress=False)
+    generate(data, videos=a.valid_videos, seed=0, split="valid")
+    cfg = load_pipeline("synthetic-oracle", overrides=settings(data, stores, a, 0, a.steps))
+    store = precompute(cfg, progress=False).store
+    held_out = precompute(load_pipeline("synthetic-oracle", overrides={
+        **settings(data, stores, a, 0, a.steps), "dataset.split": "valid"}), progress=False).store
+    paths = {"tracks": (str(store), "oracle")}
+    for v in ("static", "swapped"):
+        paths[v] = (str(write_control_store(store, v, stores)), f"oracle+{v}")
+
+    def run(name: str, seed: int, steps: int, variant: str, weights: str | None):
+        st, tracker = paths[variant]
+        c = load_pipeline("synthetic-oracle", overrides=settings(data, stores, a, seed, steps, weights, st, tracker))
+        ts = train_settings(c.train)
+        out = work / name
+        if (out / "result.json").is_file():
+            return json.loads((out / "result.json").read_text()), ts
+        shutil.rmtree(out, ignore_errors=True)
+        return train(c, ts, out, progress=False), ts
+
+    def measure(ts, weights: str) -> dict:
         m = ts.model
         bb = create_backbone(m.name, pretrained=False, img_size=m.img_size, **m.kwargs)
-        bb.load_state_dict(torch.load(work / f"run{seed}/backbone_init.pth"))
-        before = probe(bb, data, split="valid", img_size=m.img_size, seed=seed)
-        bb.load_state_dict(torch.load(res["backbone"]))
-        after = probe(bb, data, split="valid", img_size=m.img_size, seed=seed)
-        rows.append({"seed": seed, "loss": res["loss"], **{f"{k}_initial": before[k] for k in KEYS},
-                     **{f"{k}_trained": after[k] for k in KEYS}})
-        print(f"seed {seed}: " + "  ".join(f"{k} {before[k]:.1f} -> {after[k]:.1f}" for k in KEYS), flush=True)
-    print(f"\n{a.seeds} seeds x {a.steps} steps, {a.tracker} tracks, {a.videos} training videos, 16 held-out:")
-    print(f"{'measure':20s} {'initial':>8s} {'trained':>8s} {'gain (mean +- sd)':>18s}")
+        bb.load_state_dict(torch.load(weights))
+        r = probe(bb, data, split="valid", img_size=m.img_size, step=a.probe_step, seed=0)
+        return {k: r[k] for k in (*KEYS, "moved_fraction")}
+
+    def predict(ts, run_dir: Path) -> dict:
+        m = ts.model
+        ck = torch.load(run_dir / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
+        nets = []
+        for key in ("student", "teacher"):
+            bb = create_backbone(m.name, pretrained=False, img_size=m.img_size, **m.kwargs)
+            net = MoSiCModel(bb, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks)
+            net.load_state_dict(ck[key])
+            nets.append(net)
+        return track_prediction(*nets, held_out, m.img_size, sinkhorn_eps=ts.loss.sinkhorn_eps,
+                                sinkhorn_iters=ts.loss.sinkhorn_iters)
+
+    init = None
+    if a.pretrain_steps:
+        res, _ = run("pretrain", 1000, a.pretrain_steps, "static", None)
+        init = res["backbone"]
+    rows = []
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
+        start = None
+        for v in variants:
+            t0 = time.perf_counter()
+            res, ts = run(f"{v}-seed{seed}", seed, a.steps, v, init)
+            if start is None:  # the starting backbone is the same for every variant of a seed
+                start = measure(ts, str(work / f"{v}-seed{seed}" / "backbone_init.pth"))
+            after = measure(ts, res["backbone"])
+            after.update(predict(ts, work / f"{v}-seed{seed}"))
+            logged = [json.loads(x)["loss"] for x in (work / f"{v}-seed{seed}" / "log.jsonl").read_text().splitlines()]
+            after["train_loss"] = statistics.mean(logged[len(logged) // 2:])  # against its own targets
+            row = {"seed": seed, "variant": v, "loss": res.get("loss"), "minutes": (time.perf_counter() - t0) / 60,
+                   **{f"{k}_start": start[k] for k in KEYS}, **{k: after[k] for k in (*KEYS, *PRED_KEYS)},
+                   "moved_fraction": after["moved_fraction"]}
+            rows.append(row)
+            print(f"seed {seed} {v:8s} " + "  ".join(f"{k} {start[k]:.1f}->{after[k]:.1f}" for k in KEYS)
+                  + "  " + "  ".join(f"{k} {after[k]:.1f}" for k in PRED_KEYS), flush=True)
+            out = Path(a.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"args": vars(a), "runs": rows}, indent=2))
+
+    seeds = sorted({r["seed"] for r in rows})
+    print(f"\n{len(seeds)} seeds x {a.steps} steps" + (f" after {a.pretrain_steps} static pretraining steps" if a.pretrain_steps else ", random init")
+          + f"; clips {a.clip_length} x step {a.clip_step}; {a.videos} training videos, {a.valid_videos} held out; mean +- sd over seeds")
+    print(f"{'measure':22s} {'start':>7s} " + " ".join(f"{v:>15s}" for v in variants))
     summary = {}
-    for k in KEYS:
-        b = [r[f"{k}_initial"] for r in rows]
-        t = [r[f"{k}_trained"] for r in rows]
-        g = [y - x for x, y in zip(b, t)]
-        sd = statistics.stdev(g) if len(g) > 1 else 0.0
-        summary[k] = {"initial": statistics.mean(b), "trained": statistics.mean(t), "gain": statistics.mean(g), "gain_sd": sd}
-        print(f"{k:20s} {statistics.mean(b):8.1f} {statistics.mean(t):8.1f} {statistics.mean(g):+10.1f} +- {sd:.1f}")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "learning.json").write_text(json.dumps({"runs": rows, "summary": summary}, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
+    for k in (*KEYS, *PRED_KEYS):
+        start = [r[f"{k}_start"] for r in rows if r["variant"] == variants[0] and f"{k}_start" in r]
+        line = f"{k:22s} " + (f"{statistics.mean(start):7.1f} " if start else f"{'-':>7s} ")
+        for v in variants:
+            m, sd = summarise([r for r in rows if r["variant"] == v], k)
+            summary.setdefault(k, {})[v] = {"mean": m, "sd": sd}
+            line += f" {m:7.1f} +- {sd:4.1f}"
+        summary[k]["start"] = statistics.mean(start) if start else None
+        print(line)
+    if "tracks" in variants and len(variants) > 1:
+        # same seed: same initial weights, same batches and crops, so the differences are paired
+        print("\n(a) tracks minus each control, paired by seed (mean +- sd; seeds where (a) is higher):")
+        for k in (*KEYS, *PRED_KEYS):
+            by = {(r["seed"], r["variant"]): r[k] for r in rows}
+            parts = []
+            for v in variants:
+                if v == "tracks":
+                    continue
+                d = [by[(s, "tracks")] - by[(s, v)] for s in seeds]
+                sd = statistics.stdev(d) if len(d) > 1 else 0.0
+                summary[k][f"tracks_minus_{v}"] = {"mean": statistics.mean(d), "sd": sd, "higher": sum(x > 0 for x in d)}
+                parts.append(f"vs {v}: {statistics.mean(d):+6.2f} +- {sd:4.2f} ({sum(x > 0 for x in d)}/{len(d)})")
+            print(f"  {k:22s} " + "   ".join(parts))
+    Path(a.out).write_text(json.dumps({"args": vars(a), "runs": rows, "summary": summary}, indent=2))
+    if not a.work:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

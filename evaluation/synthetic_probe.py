@@ -9,6 +9,16 @@ known exactly. Used to show that training improves a backbone.
   point in feature space (cosine) must lie on the same layer (the same object, or the
   background); accuracy per layer, averaged over layers and videos (so the background, which
   holds most points, does not dominate).
+- ``motion_margin``: on the points that moved to another patch, how much more often the first
+  frame's cluster is found where the point went (``track_kept_moved``) than at the place it left
+  (``location_kept_moved``, the static-location baseline). Features that merely get smoother
+  raise both; features that follow objects raise the first; features trained on static tracks
+  (a location keeps its cluster) raise the second. See :func:`follow_scores`.
+- ``origin_preferred``: on the same moved points, how often the point's feature at frame t is
+  nearer (cosine, standardised features) to its own first-frame patch than to the first-frame
+  patch at the place it is now: 50 when features ignore where points came from, above when they
+  follow the point, below when they follow the image location. ``origin_nearest``: how often its
+  own first-frame patch is the nearest of all first-frame patches. See :func:`follow_features`.
 """
 
 from __future__ import annotations
@@ -28,6 +38,52 @@ def _semantic(source, video_id: str, frame: int) -> np.ndarray:
     for oid in gt.object_ids:
         lut[oid] = gt.class_of(oid)
     return lut[inst]
+
+
+def follow_scores(clusters: np.ndarray, cells: np.ndarray, visible: np.ndarray) -> dict:
+    """Cluster agreement along tracks against agreement at the start location, for one clip.
+
+    clusters int [T, h, w]: a cluster id per patch and frame; cells int [T, N, 2]: each tracked
+    point's patch (col, row) per frame; visible bool [T, N]. For every later frame t and point
+    visible at frames 0 and t: ``track`` = the cluster under the point at t equals its cluster at
+    frame 0; ``location`` = the cluster at t of the point's frame-0 patch equals it. Returns counts
+    over all such (t, point) pairs (``pairs``, ``track``) and over those where the point left its
+    frame-0 patch (``moved``, ``track_moved``, ``location_moved``)."""
+    T = clusters.shape[0]
+    t = np.arange(T)[:, None]
+    col, row = cells[..., 0], cells[..., 1]
+    c_track = clusters[t, row, col]  # [T, N]
+    c_loc = clusters[t, row[:1], col[:1]]  # [T, N]: frame t at the frame-0 patch
+    ok = visible[1:] & visible[:1]
+    moved = ok & (cells[1:] != cells[:1]).any(-1)
+    keep = c_track[1:] == c_track[:1]
+    stay = c_loc[1:] == c_track[:1]
+    return {"pairs": int(ok.sum()), "track": int((keep & ok).sum()), "moved": int(moved.sum()),
+            "track_moved": int((keep & moved).sum()), "location_moved": int((stay & moved).sum())}
+
+
+def follow_features(feats: np.ndarray, cells: np.ndarray, visible: np.ndarray) -> dict:
+    """Does a point's feature at frame t point back to where the point came from?
+
+    feats float [T, h, w, D] (L2-normalised); cells int [T, N, 2] patch (col, row); visible bool
+    [T, N]. Over (t >= 1, point) pairs visible at frames 0 and t whose patch changed (``moved``):
+    ``origin`` counts those whose feature is more similar to the point's frame-0 patch than to the
+    frame-0 patch at its frame-t position; ``nearest`` those whose most similar frame-0 patch (of
+    all h x w) is the point's own frame-0 patch."""
+    T, h, w, D = feats.shape
+    col, row = cells[..., 0], cells[..., 1]
+    ok = visible[1:] & visible[:1]
+    moved = ok & (cells[1:] != cells[:1]).any(-1)  # [T-1, N]
+    tt, nn = np.nonzero(moved)
+    if len(tt) == 0:
+        return {"moved": 0, "origin": 0, "nearest": 0}
+    f = feats[tt + 1, row[tt + 1, nn], col[tt + 1, nn]]  # [M, D]
+    sim0 = f @ feats[0].reshape(h * w, D).T  # [M, h*w] against every first-frame patch
+    origin = row[0, nn] * w + col[0, nn]
+    here = row[tt + 1, nn] * w + col[tt + 1, nn]
+    m = np.arange(len(tt))
+    return {"moved": int(len(tt)), "origin": int((sim0[m, origin] > sim0[m, here]).sum()),
+            "nearest": int((sim0.argmax(1) == origin).sum())}
 
 
 def probe(backbone: torch.nn.Module, root: str | Path, split: str = "train", img_size: int = 112,
@@ -64,13 +120,19 @@ def probe(backbone: torch.nn.Module, root: str | Path, split: str = "train", img
 
     # trajectory consistency: cluster of the patch under each tracked point, first frame vs later
     over = kmeans(x, overcluster, seed=seed).reshape(len(videos), frames_per_video, h, h)
-    keep, total = 0, 0
+    counts = {"pairs": 0, "track": 0, "moved": 0, "track_moved": 0, "location_moved": 0}
     for vi in range(len(videos)):
         tr = np.clip((tracks[vi] * h).astype(int), 0, h - 1)  # [T, N, 2] -> patch (col, row)
-        c = over[vi, np.arange(frames_per_video)[:, None], tr[..., 1], tr[..., 0]]  # [T, N]
-        ok = vis[vi][1:] & vis[vi][:1]
-        keep += int(((c[1:] == c[:1]) & ok).sum())
-        total += int(ok.sum())
+        for k, v in follow_scores(over[vi], tr, vis[vi]).items():
+            counts[k] += v
+    moved = max(1, counts["moved"])
+    xn = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+    xn = xn.reshape(len(videos), frames_per_video, h, h, -1)
+    fc = {"moved": 0, "origin": 0, "nearest": 0}
+    for vi in range(len(videos)):
+        tr = np.clip((tracks[vi] * h).astype(int), 0, h - 1)
+        for k, v in follow_features(xn[vi], tr, vis[vi]).items():
+            fc[k] += v
     # correspondence: nearest first-frame point (same video) of each later tracked point
     fv = feats.view(len(videos), frames_per_video, h, h, -1)
     acc = []
@@ -88,7 +150,78 @@ def probe(backbone: torch.nn.Module, root: str | Path, split: str = "train", img
         "cluster_miou": 100 * miou,
         "correspondence": 100 * float(np.mean(acc)),
         "per_class_iou": [round(100 * v, 1) for v in per_class],
-        "track_consistency": 100 * keep / max(1, total),
+        "track_consistency": 100 * counts["track"] / max(1, counts["pairs"]),
+        "track_kept_moved": 100 * counts["track_moved"] / moved,
+        "location_kept_moved": 100 * counts["location_moved"] / moved,
+        "motion_margin": 100 * (counts["track_moved"] - counts["location_moved"]) / moved,
+        "origin_preferred": 100 * fc["origin"] / max(1, fc["moved"]),
+        "origin_nearest": 100 * fc["nearest"] / max(1, fc["moved"]),
+        "moved_fraction": 100 * counts["moved"] / max(1, counts["pairs"]),
         "frames": F_,
         "videos": len(videos),
     }
+
+
+def prediction_hits(student_first: torch.Tensor, teacher: torch.Tensor, tracks_cells: torch.Tensor,
+                    visible: torch.Tensor) -> dict:
+    """What MoSiC trains, measured on held-out clips: does the student's cluster at a point's first
+    frame name the teacher's cluster where the point is at frame t (``track``), or where it started
+    (``location``)?
+
+    student_first int [B, N]: the student's cluster (argmax over prototypes) at each point on frame
+    0; teacher int [B, T, h, w]: the teacher's cluster of every patch of every frame; tracks_cells
+    int [B, T, N, 2]: each point's patch (col, row); visible bool [B, T, N]. Counts over (t >= 1,
+    point) pairs visible at frames 0 and t (``pairs``, ``track``) and over those whose patch changed
+    (``moved``, ``track_moved``, ``location_moved``)."""
+    B, T = teacher.shape[:2]
+    b = torch.arange(B)[:, None, None]
+    t = torch.arange(T)[None, :, None]
+    col, row = tracks_cells[..., 0], tracks_cells[..., 1]
+    at_track = teacher[b, t, row, col]  # [B, T, N]
+    at_start = teacher[b, t, row[:, :1], col[:, :1]]
+    ok = visible[:, 1:] & visible[:, :1]
+    moved = ok & (tracks_cells[:, 1:] != tracks_cells[:, :1]).any(-1)
+    s = student_first[:, None]
+    hit_track = at_track[:, 1:] == s
+    hit_loc = at_start[:, 1:] == s
+    return {"pairs": int(ok.sum()), "track": int((hit_track & ok).sum()), "moved": int(moved.sum()),
+            "track_moved": int((hit_track & moved).sum()), "location_moved": int((hit_loc & moved).sum())}
+
+
+@torch.no_grad()
+def track_prediction(student, teacher, store: str | Path, img_size: int, batch_size: int = 8,
+                     max_clips: int | None = None, sinkhorn_eps: float = 0.06, sinkhorn_iters: int = 3) -> dict:
+    """The trained MoSiC model (student and teacher, :class:`mosic.train.model.MoSiCModel`) on the
+    clips of a held-out store, whole frames resized to ``img_size`` (no crop, no flip, no token
+    dropping): how often the student's first-frame cluster of a point is the teacher's cluster of
+    the same point at a later frame (``track_prediction``), and, on points that moved to another
+    patch, along the track (``prediction_moved``) against at the place the point left
+    (``prediction_location``). The teacher's clusters are balanced by Sinkhorn-Knopp over all
+    patches of a batch, as in training (so a model whose features merely got smoother cannot
+    score by putting most patches in a few clusters); the student's are its argmax. Percent."""
+    from mosic.train.data import ClipDataset, collate_clips
+    from mosic.train.ops import sinkhorn
+
+    ds = ClipDataset(store, out_size=img_size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, max_clips=max_clips)
+    student.eval()
+    teacher.eval()
+    p = student.patch_size
+    h = img_size // p
+    counts = {"pairs": 0, "track": 0, "moved": 0, "track_moved": 0, "location_moved": 0}
+    for a in range(0, len(ds), batch_size):
+        batch = collate_clips([ds[i] for i in range(a, min(a + batch_size, len(ds)))])
+        frames, tracks, vis = batch["frames"], batch["tracks"], batch["visibility"]
+        B, T = frames.shape[:2]
+        ft = teacher.patch_features(frames.flatten(0, 1))  # [B*T, D, h, w]
+        z = teacher.head(ft.permute(0, 2, 3, 1))
+        q = sinkhorn(teacher.scores(z).flatten(0, 2).float(), eps=sinkhorn_eps, iters=sinkhorn_iters)
+        tc = q.argmax(-1).view(B, T, h, h)
+        sc = student(frames[:, 0], tracks[:, 0], None, "nearest").argmax(-1)  # [B, N]
+        cells = (tracks / p).floor().long().clamp(0, h - 1)
+        for k, v in prediction_hits(sc, tc, cells, vis).items():
+            counts[k] += v
+    moved = max(1, counts["moved"])
+    return {"track_prediction": 100 * counts["track"] / max(1, counts["pairs"]),
+            "prediction_moved": 100 * counts["track_moved"] / moved,
+            "prediction_location": 100 * counts["location_moved"] / moved,
+            "prediction_margin": 100 * (counts["track_moved"] - counts["location_moved"]) / moved}
