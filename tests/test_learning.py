@@ -97,6 +97,9 @@ TINY = {
     "train.batch_size": 4, "train.epochs": 100, "train.max_steps": 80, "train.mask_ratio": 0.1, "train.ema": 0.99,
     "train.crop_scale": [0.4, 1.0], "train.flip_p": 0.5, "train.num_workers": 0, "train.device": "cpu",
     "train.precision": "fp32", "train.checkpoint_every": 80, "train.log_every": 1,
+    # every stored clip in every epoch, every stored point inside the crop (the 8 x 8 store is
+    # sparser than a per-crop 8 x 8 selection needs)
+    "train.clip_sampling": "all", "train.grid": 8,
 }
 
 
