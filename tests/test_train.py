@@ -132,12 +132,27 @@ def test_nan_loss_stops_with_last_good_checkpoint(store, tmp_path, monkeypatch):
 
 def test_store_that_does_not_fit_is_refused_before_training(store, tmp_path):
     cfg, path = store
-    c = load_pipeline("synthetic-oracle", overrides={"stores": cfg.stores, **CLIPS, "tracker.grid": 8, **TINY})
+    c = load_pipeline("synthetic-oracle", overrides={"stores": cfg.stores, **CLIPS, "clips.length": 6, **TINY})
     with pytest.raises(MosicError, match="no complete store .* fits pipeline"):
         train(c, train_settings(c.train), tmp_path / "run", progress=False)
-    c2 = load_pipeline("synthetic-oracle", overrides={**CLIPS, "tracker.grid": 8, "train.store": str(path), **TINY})
-    with pytest.raises(MosicError, match="grid: store has 4"):
+    c2 = load_pipeline("synthetic-oracle", overrides={**CLIPS, "clips.length": 6, "train.store": str(path), **TINY})
+    with pytest.raises(MosicError, match="clips.length: store has 4"):
         train(c2, train_settings(c2.train), tmp_path / "run2", progress=False)
+
+
+def test_a_store_tracked_on_another_grid_still_trains(store, tmp_path, caplog):
+    """`mosic-precompute --grid G` stays valid: a pipeline asking for a denser stored grid finds the
+    store of the same clips on another grid, and training uses the stored points inside each crop."""
+    cfg, path = store
+    c = load_pipeline("synthetic-oracle", overrides={"dataset.root": cfg.dataset.root, "stores": cfg.stores,
+                                                     **CLIPS, "tracker.grid": 30, **TINY, "train.grid": 4})
+    with caplog.at_level("WARNING", logger="mosic.train"):
+        res = train(c, train_settings(c.train), tmp_path / "run", progress=False)
+    assert Path(res["store"]) == path and res["steps"] == 4
+    text = caplog.text
+    assert "no store with the pipeline's 30 x 30 grid" in text and "tracked on a 4 x 4 grid" in text
+    # a 4 x 4 per-crop grid needs 8 x 8 stored points: the data set says it uses those inside each crop
+    assert "too sparse" in text
 
 
 def test_global_batch_is_the_same_on_two_processes_one_process_and_micro_batches(store, tmp_path):

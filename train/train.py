@@ -57,14 +57,17 @@ class NonFiniteLossError(MosicError):
 # finding the store a pipeline trains on
 
 
-def store_requirements(cfg: PipelineConfig) -> dict[str, Any]:
-    """What a pipeline asks of its store (dotted StoreSpec fields)."""
+def store_requirements(cfg: PipelineConfig, grid: bool = True) -> dict[str, Any]:
+    """What a pipeline asks of its store (dotted StoreSpec fields). ``grid=False`` leaves the
+    stored grid free: training takes a per-crop grid from any store dense enough, else the stored
+    points inside each crop."""
     req = {
         "dataset.kind": cfg.dataset.kind,
         "dataset.split": cfg.dataset.split,
         "tracker.name": cfg.tracker.name,
-        "grid": cfg.tracker.grid,
     }
+    if grid:
+        req["grid"] = cfg.tracker.grid
     req.update({f"clips.{k}": v for k, v in cfg.clips.model_dump(mode="json").items()})
     return req
 
@@ -78,15 +81,24 @@ def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Location:
 
     stores = as_location(cfg.stores)
     req = store_requirements(cfg)
-    fits, others = [], []
+    fits, other_grid, others = [], [], []
     for p in list_stores(stores):
         try:
             StoreReader(p, require=req)
             fits.append(p)
         except StoreError:
-            others.append(p.name)
+            try:  # the same clips tracked on another grid (e.g. `mosic-precompute --grid 16`)
+                other_grid.append((p, StoreReader(p, require=store_requirements(cfg, grid=False)).spec.grid))
+            except StoreError:
+                others.append(p.name)
     if len(fits) == 1:
         return fits[0]
+    if not fits and len(other_grid) == 1:
+        p, g = other_grid[0]
+        log.warning("no store with the pipeline's %d x %d grid in %s; training on %s, tracked on a %d x %d grid",
+                    cfg.tracker.grid, cfg.tracker.grid, stores, p.name, g, g)
+        return p
+    others += [p.name for p, _ in other_grid]
     want = ", ".join(f"{k}={v}" for k, v in req.items())
     if not fits:
         raise MosicError(
@@ -373,7 +385,7 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
 
     # -- data ---------------------------------------------------------------------------------
     store = resolve_store(cfg, ts)
-    req = store_requirements(cfg)
+    req = store_requirements(cfg, grid=False)  # any stored grid trains (see ClipDataset's grid)
     dataset = ClipDataset(store, source_root=ts.source_root, require=req, out_size=ts.model.img_size,
                           scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed, clips=ts.clip_sampling,
                           grid=ts.grid)
