@@ -168,28 +168,39 @@ def _inverse_affine(box: CropBox) -> np.ndarray:
     return np.array([[mx[0], 0.0, mx[1]], [0.0, c, box.y0 + 0.5 * c - 0.5]], dtype=np.float64)
 
 
-def _reduce(frames: np.ndarray, box: CropBox) -> tuple[np.ndarray, CropBox]:
-    """Anti-aliasing for crops that shrink: area-average the region around the box down to about
-    ``out_size`` pixels across the box (per axis, never enlarging), and return the box in the
-    reduced image's pixels. cv2's INTER_AREA follows the pixel-centre convention (output pixel k
-    averages source ``[k * s, (k + 1) * s)``), so the composed map is still exact."""
-    T, H, W = frames.shape[:3]
+def antialias_region(box: CropBox, width: int, height: int) -> tuple[tuple[int, int, int, int], tuple[int, int], CropBox] | None:
+    """Where a shrinking crop is anti-aliased: the integer region ``(ax, bx, ay, by)`` holding the
+    box plus a margin for the final bilinear taps, the size ``(W2, H2)`` it is reduced to (about
+    ``out_size`` pixels across the box per axis, never enlarging), and the box in the reduced
+    region's pixels. None where the crop does not shrink the image."""
     S = box.out_size
     fx, fy = box.w / S, box.h / S
     if fx <= 1 and fy <= 1:
-        return frames, box
-    # integer region holding the box plus a margin for the final bilinear taps
+        return None
     mx, my = math.ceil(2 * max(fx, 1)), math.ceil(2 * max(fy, 1))
-    ax, bx = max(0, math.floor(box.x0) - mx), min(W, math.ceil(box.x0 + box.w) + mx)
-    ay, by = max(0, math.floor(box.y0) - my), min(H, math.ceil(box.y0 + box.h) + my)
+    ax, bx = max(0, math.floor(box.x0) - mx), min(width, math.ceil(box.x0 + box.w) + mx)
+    ay, by = max(0, math.floor(box.y0) - my), min(height, math.ceil(box.y0 + box.h) + my)
     rw, rh = bx - ax, by - ay
     W2 = max(1, math.ceil(rw / fx)) if fx > 1 else rw
     H2 = max(1, math.ceil(rh / fy)) if fy > 1 else rh
     kx, ky = W2 / rw, H2 / rh
+    rbox = CropBox((box.x0 - ax) * kx, (box.y0 - ay) * ky, box.w * kx, box.h * ky, box.flip, S)
+    return (ax, bx, ay, by), (W2, H2), rbox
+
+
+def _reduce(frames: np.ndarray, box: CropBox) -> tuple[np.ndarray, CropBox]:
+    """Anti-aliasing for crops that shrink: area-average the region around the box
+    (:func:`antialias_region`) and return the box in the reduced image's pixels. cv2's INTER_AREA
+    follows the pixel-centre convention (output pixel k averages source ``[k * s, (k + 1) * s)``),
+    so the composed map is still exact."""
+    T, H, W = frames.shape[:3]
+    region = antialias_region(box, W, H)
+    if region is None:
+        return frames, box
+    (ax, bx, ay, by), (W2, H2), rbox = region
     out = np.empty((T, H2, W2, 3), np.uint8)
     for t in range(T):
         out[t] = cv2.resize(frames[t, ay:by, ax:bx], (W2, H2), interpolation=cv2.INTER_AREA)
-    rbox = CropBox((box.x0 - ax) * kx, (box.y0 - ay) * ky, box.w * kx, box.h * ky, box.flip, S)
     return out, rbox
 
 

@@ -10,13 +10,11 @@ is ``grid_sample`` (bilinear, border replicated) at exactly the points ``cv2.war
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from mosic import MosicError
-from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD, CropBox
+from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD, CropBox, antialias_region
 
 
 def crop_on_device(frames: torch.Tensor, box: CropBox, antialias: bool = True, normalize: bool = True) -> torch.Tensor:
@@ -28,19 +26,12 @@ def crop_on_device(frames: torch.Tensor, box: CropBox, antialias: bool = True, n
     x = x.float()
     T, _, H, W = x.shape
     S = box.out_size
-    fx, fy = box.w / S, box.h / S
-    if antialias and (fx > 1 or fy > 1):
+    region = antialias_region(box, W, H) if antialias else None
+    if region is not None:
         # the region around the box (as apply_crop takes it), shrunk to about S pixels across the box
-        mx, my = math.ceil(2 * max(fx, 1)), math.ceil(2 * max(fy, 1))
-        ax, bx = max(0, math.floor(box.x0) - mx), min(W, math.ceil(box.x0 + box.w) + mx)
-        ay, by = max(0, math.floor(box.y0) - my), min(H, math.ceil(box.y0 + box.h) + my)
-        rw, rh = bx - ax, by - ay
-        W2 = max(1, math.ceil(rw / fx)) if fx > 1 else rw
-        H2 = max(1, math.ceil(rh / fy)) if fy > 1 else rh
-        kx, ky = W2 / rw, H2 / rh
+        (ax, bx, ay, by), (W2, H2), box = region
         x = F.interpolate(x[:, :, ay:by, ax:bx], size=(H2, W2), mode="bilinear", align_corners=False,
                           antialias=True)
-        box = CropBox((box.x0 - ax) * kx, (box.y0 - ay) * ky, box.w * kx, box.h * ky, box.flip, S)
         H, W = H2, W2
     # output pixel centre (o + 0.5) -> source coordinate, the inverse of map_points
     o = (torch.arange(S, device=x.device, dtype=torch.float32) + 0.5) / S
