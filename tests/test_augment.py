@@ -275,3 +275,27 @@ def test_flip_twice_is_identity(W, H, S, seed, pts):
         f = np.random.default_rng(seed).integers(0, 256, (1, H, W, 3), dtype=np.uint8)
         diff = apply_crop(f, fbox)[:, :, ::-1].astype(int) - apply_crop(f, box)
         assert np.abs(diff).max() <= 1
+
+
+@pytest.mark.parametrize("f", [1.3, 1.9, 2.5])
+def test_antialiasing_moves_nothing(f):
+    """Mild reductions (Gaussian in place) and strong ones (area average) keep a spot of light
+    where the crop map sends it: the centroid of a small bright blob lands on its mapped position."""
+    from mosic.train.augment import _reduce
+
+    S, W, H = 32, 400, 300
+    box = CropBox(37.0, 21.0, S * f, S * f * 0.9, False, S)
+    px, py = 61.3, 47.8  # the blob's centre, source pixels
+    yy, xx = np.mgrid[0:H, 0:W] + 0.5
+    blob = 255 * np.exp(-((xx - px) ** 2 + (yy - py) ** 2) / (2 * (3.0 * f) ** 2))
+    img = np.repeat(np.round(blob).astype(np.uint8)[None, :, :, None], 3, axis=3)
+    red, rbox = _reduce(img, box)
+    if f < 2:  # blurred in place on the region around the box: the same pixel grid, the box shifted
+        assert rbox.w == box.w and rbox.h == box.h and float(box.x0 - rbox.x0).is_integer()
+    else:  # area-averaged: fewer pixels
+        assert rbox.w < box.w and red.shape[2] < W
+    out = apply_crop(img, box).astype(np.float64)[0, :, :, 0]
+    ys, xs = np.mgrid[0:S, 0:S] + 0.5
+    cx, cy = (out * xs).sum() / out.sum(), (out * ys).sum() / out.sum()
+    (mx, my), = map_points(np.array([[px, py]]), box)
+    assert abs(cx - mx) < 0.05 and abs(cy - my) < 0.05, (cx, cy, mx, my)

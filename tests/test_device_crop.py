@@ -41,7 +41,7 @@ def test_device_crop_matches_the_opencv_crop_and_is_aligned(S):
                                    to_tensor(np.clip(np.round(got), 0, 255).astype(np.uint8)), atol=0.03, rtol=0)
     diffs = np.array(diffs)
     assert flips == {True, False}
-    # grey levels; measured 0.44 (S = 224) and 1.56 (S = 64: reductions up to 6.5x, where the
+    # grey levels; measured 0.54 (S = 224) and 1.56 (S = 64: reductions up to 6.5x, where the
     # triangle filter and the area average differ most); 0.3 px off: 2.3 and 4.1
     assert diffs.mean() < 2.0 and diffs.max() < 3.0, diffs
     assert np.mean(shifted) > 2 * diffs.mean(), (diffs.mean(), np.mean(shifted))
