@@ -45,14 +45,13 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     a = p.parse_args()
 
-    from torch_ema import ExponentialMovingAverage
 
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
     from mosic.precompute.runner import precompute
     from mosic.train.config import train_settings
     from mosic.train.data import ClipDataset, make_loader
-    from mosic.train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
+    from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
     from mosic.train.train import mosic_step, param_groups, store_requirements
 
     torch.set_num_threads(2)
@@ -77,10 +76,7 @@ def main() -> None:
     bb = create_backbone(m.name, pretrained=False, img_size=m.img_size, **m.kwargs)
     student = MoSiCModel(bb, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks)
     teacher = make_teacher(student)
-    trainable = [p_ for p_ in student.parameters() if p_.requires_grad]
-    t_named = dict(teacher.named_parameters())
-    t_trainable = [t_named[n] for n, p_ in student.named_parameters() if p_.requires_grad]
-    ema = ExponentialMovingAverage(trainable, decay=ts.ema, use_num_updates=False)
+    ema = TeacherEMA(student, teacher, ts.ema)
     opt = torch.optim.AdamW(param_groups(student, ts.optim))
     frames = batch["frames"]
     B, T, _, S, _ = frames.shape
@@ -107,8 +103,6 @@ def main() -> None:
         loss.backward()
         opt.step()
         ema.update()
-        ema.copy_to(t_trainable)
-        teacher.normalize_prototypes()
 
     n = a.steps
     t_teacher = timeit(teacher_fwd, n)

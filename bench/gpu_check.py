@@ -189,11 +189,10 @@ def part_cotracker(ctx: Ctx) -> dict:
 def build_step(ctx: Ctx, store: Path, pfile: Path):
     """The real model, optimiser, EMA and step of mosic.train.train, on the device."""
     import torch
-    from torch_ema import ExponentialMovingAverage
 
     from mosic.config import load_pipeline
     from mosic.train.config import train_settings
-    from mosic.train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
+    from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
     from mosic.train.train import autocast_for, mosic_step, param_groups
 
     cfg = ctx.cfg
@@ -206,10 +205,7 @@ def build_step(ctx: Ctx, store: Path, pfile: Path):
     student = MoSiCModel(bb, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks).to(dev)
     student.normalize_prototypes()
     teacher = make_teacher(student)
-    named = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
-    t_named = dict(teacher.named_parameters())
-    t_trainable = [t_named[n] for n, _ in named]
-    ema = ExponentialMovingAverage([p for _, p in named], decay=ts.ema, use_num_updates=False)
+    ema = TeacherEMA(student, teacher, ts.ema)
     opt = torch.optim.AdamW(param_groups(student, ts.optim), betas=ts.optim.betas)
     amp, precision = autocast_for(dev, ts.precision)
 
@@ -221,8 +217,6 @@ def build_step(ctx: Ctx, store: Path, pfile: Path):
         loss.backward()
         opt.step()
         ema.update()
-        ema.copy_to(t_trainable)
-        teacher.normalize_prototypes()
         return loss
 
     def bare(batch):

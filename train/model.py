@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch_ema import ExponentialMovingAverage
 
 from mosic import MosicError
 
@@ -178,6 +179,31 @@ def make_teacher(student: MoSiCModel) -> MoSiCModel:
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()
+
+
+class TeacherEMA:
+    """The teacher as a constant-momentum exponential moving average of the student's trainable
+    parameters (torch-ema with ``use_num_updates=False``: no warm-up of the decay). :meth:`update`,
+    after every optimiser step, moves the average, copies it into the teacher's matching
+    parameters and renormalises the teacher's prototypes. Its state dict is torch-ema's."""
+
+    def __init__(self, student: MoSiCModel, teacher: MoSiCModel, decay: float):
+        named = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+        t_params = dict(teacher.named_parameters())
+        self.teacher = teacher
+        self.targets = [t_params[n] for n, _ in named]
+        self.ema = ExponentialMovingAverage([p for _, p in named], decay=decay, use_num_updates=False)
+
+    def update(self) -> None:
+        self.ema.update()
+        self.ema.copy_to(self.targets)
+        self.teacher.normalize_prototypes()
+
+    def state_dict(self) -> dict:
+        return self.ema.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema.load_state_dict(state)
 
 
 def random_keep_mask(batch: int, num_tokens: int, ratio: float, generator: torch.Generator | None = None,

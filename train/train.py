@@ -35,14 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch_ema import ExponentialMovingAverage
 
 from mosic import MosicError
 from mosic.config import PipelineConfig
 from mosic.store_schema.location import Location, as_location, list_stores
 from mosic.train.config import TrainSettings
 from mosic.train.data import ClipDataset, make_loader
-from mosic.train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
+from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
 from mosic.train.ops import (cluster_usage_entropy, loss_normaliser, loss_weights, propagation_loss, sample_at_tracks,
                             sinkhorn, symmetric_loss)
 
@@ -406,10 +405,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     student = MoSiCModel(backbone, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks).to(device)
     student.normalize_prototypes()
     teacher = make_teacher(student)
-    trainable = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
-    t_params = dict(teacher.named_parameters())
-    teacher_trainable = [t_params[n] for n, _ in trainable]
-    ema = ExponentialMovingAverage([p for _, p in trainable], decay=ts.ema, use_num_updates=False)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    ema = TeacherEMA(student, teacher, ts.ema)
     model = student
     if ddp.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -502,12 +499,10 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
                     "Try a lower learning rate, fp32 (--precision fp32) or a larger Sinkhorn eps")
             if ts.optim.clip_grad > 0:
                 scaler.unscale_(optim)
-                torch.nn.utils.clip_grad_norm_([p for _, p in trainable], ts.optim.clip_grad)
+                torch.nn.utils.clip_grad_norm_(trainable, ts.optim.clip_grad)
             scaler.step(optim)
             scaler.update()
-            ema.update()
-            ema.copy_to(teacher_trainable)
-            teacher.normalize_prototypes()
+            ema.update()  # the teacher follows: EMA of the student, prototypes renormalised
             step += 1
             clips_since += batch["frames"].shape[0] * ddp.world
             if bar is not None:
