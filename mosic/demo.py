@@ -116,15 +116,20 @@ def _train_and_compare(data: Path, stores: Path, out: Path, steps: int | None) -
             "initial": rows["initial"], "trained": rows["trained"], "gains": gains}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mosic.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("data/synthetic"))
     p.add_argument("--stores", type=Path, default=Path("stores"))
     p.add_argument("--videos", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--train-steps", type=int, default=None, help="default: the synthetic pipeline's max_steps")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     try:
         run(a.data, a.stores, a.videos, a.seed, a.out, a.train_steps)
     except MosicError as e:
