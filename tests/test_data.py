@@ -393,3 +393,22 @@ def test_default_pipelines_track_a_grid_dense_enough_for_their_crops():
         ts = train_settings(cfg.train)
         need = min_store_grid(ts.grid, ts.crop_scale, (3 / 4, 4 / 3), ts.model.img_size)
         assert cfg.tracker.grid >= need, (name, cfg.tracker.grid, need)
+
+
+def test_small_shared_memory_switches_to_file_system_sharing(tmp_path, store, caplog):
+    """Workers hand batches over through /dev/shm; when it cannot hold those in flight (a container's
+    64 MB default), torch shares tensors through files instead, and says so."""
+    import torch.multiprocessing as tmp
+
+    from mosic.train.data import batch_bytes, shared_memory_check
+
+    ds = ClipDataset(store, out_size=S)
+    assert batch_bytes(ds, 4) == 4 * 4 * 3 * S * S  # uint8 frames of a batch of 4 clips of 4 frames
+    before = tmp.get_sharing_strategy()
+    try:
+        assert shared_memory_check(1, str(tmp_path)) == before  # plenty of room: unchanged
+        with caplog.at_level("WARNING", logger="mosic.train"):
+            assert shared_memory_check(2 ** 62, str(tmp_path)) == "file_system"
+        assert "file" in caplog.text and "MB free" in caplog.text
+    finally:
+        tmp.set_sharing_strategy(before)
