@@ -94,13 +94,13 @@ bench-frames: setup
 GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 GPU_CHECK_ARGS ?=
 gpu-check:
-	@if [ -d .gpu-wheels ] && [ ! -d .gpu-site ]; then PYTHON=$(GPU_PY) bash bench/gpu_wheels.sh install; fi
+	@if [ -d .gpu-wheels ]; then PYTHON=$(GPU_PY) bash bench/gpu_wheels.sh install; fi
 	PYTHONPATH=$(CURDIR)/.gpu-site$(if $(PYTHONPATH),:$(PYTHONPATH)) $(GPU_PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 # on a machine with a package index: wheels for the GPU machine's Python into .gpu-wheels/
 GPU_PYVER ?= 3.12
 gpu-wheels:
-	bash bench/gpu_wheels.sh $(GPU_PYVER)
+	bash bench/gpu_wheels.sh download $(GPU_PYVER)
 
 clean:
 	rm -rf $(STORES) data runs .pytest_cache

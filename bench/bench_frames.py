@@ -1,7 +1,10 @@
 """Frame-pipeline benchmark: ClipDataset items (T frames, one random crop to S x S, tracks mapped)
 per second on ONE core, from 320x240 and 1280x720 JPEGs, with the full-resolution decode (before)
 and the reduced DCT-scale decode (after), measured in one run; plus where the time goes, the crop
-difference between the two paths, and measured alternatives.
+difference between the two paths, and measured alternatives. "default" is what training reads
+after `mosic-store cache-frames` (the 410 cache where the frames are larger than it, else the
+reduced decode), with its frames handed over as uint8 (now) and as float32 normalised on the CPU
+(before); the bytes of a 64-clip batch of each.
 
     python bench/bench_frames.py [--frames 12] [--img 224] [--repeats 3] [--quick]
 
@@ -65,20 +68,24 @@ def old_to_tensor(frames):
 
 
 class OldPath:
-    """Today's path before the change: full-resolution decode and the three-pass normalisation."""
+    """Items with ``to_frames`` making the item's frames (instead of the uint8 ClipDataset hands
+    over now): ``old_to_tensor`` for the path before any change (full-resolution decode and the
+    three-pass normalisation), ``to_tensor`` for float32 normalised on the CPU (before frames
+    travelled as uint8)."""
 
-    def __init__(self, ds):
+    def __init__(self, ds, to_frames=old_to_tensor):
         self.ds = ds
+        self.to_frames = to_frames
 
     def __getitem__(self, key):
         import mosic.train.data as D
 
-        new = D.to_tensor
-        D.to_tensor = old_to_tensor
+        new = D.to_uint8_chw
+        D.to_uint8_chw = self.to_frames
         try:
             return self.ds[key]
         finally:
-            D.to_tensor = new
+            D.to_uint8_chw = new
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -116,7 +123,7 @@ def main() -> None:
 
     from mosic.data.decode import read_jpeg_bytes
     from mosic.data.frame_cache import FrameCache, build_frame_cache, cache_side
-    from mosic.train.augment import apply_crop, max_reduction, reduce_box
+    from mosic.train.augment import apply_crop, max_reduction, reduce_box, to_tensor
     from mosic.train.data import ClipDataset
 
     work = Path(tempfile.mkdtemp(prefix="mosic-bench-frames-"))
@@ -137,15 +144,24 @@ def main() -> None:
             smeta = json.loads((small / "cache.json").read_text())
             recipe = ClipDataset(store, out_size=a.img, frame_cache=None)
             recipe.frame_cache = FrameCache(small)
+            # what training reads by default once the cache command ran: the 410 cache where it holds
+            # the clips (frames larger than it), else the reduced decode
+            default = ClipDataset(store, out_size=a.img)
+            in_cache = default.frame_cache is not None and default.frame_cache.holds(w, h)
+            default_f32 = OldPath(default, to_tensor)
             n = len(fast)
             before = OldPath(slow)
             # interleaved repeats: the paths see the same machine load
-            r_slow, r_fast, r_cache, r_small = [], [], [], []
+            r_slow, r_fast, r_cache, r_small, r_def, r_def32 = [], [], [], [], [], []
             for _ in range(a.repeats):
                 r_slow += rates(lambda e: [before[(e, i)] for i in range(n)], n, 1)
                 r_fast += rates(lambda e: [fast[(e, i)] for i in range(n)], n, 1)
-                r_cache += rates(lambda e: [cached[(e, i)] for i in range(n)], n, 1)
-                r_small += rates(lambda e: [recipe[(e, i)] for i in range(n)], n, 1)
+                if in_cache:
+                    r_cache += rates(lambda e: [cached[(e, i)] for i in range(n)], n, 1)
+                if recipe.frame_cache.holds(w, h):
+                    r_small += rates(lambda e: [recipe[(e, i)] for i in range(n)], n, 1)
+                r_def += rates(lambda e: [default[(e, i)] for i in range(n)], n, 1)
+                r_def32 += rates(lambda e: [default_f32[(e, i)] for i in range(n)], n, 1)
             # quality and what the decode chose, over a few epochs
             diffs, ps, factors, cdiffs, cps, sdiffs, sps = [], [], [], [], [], [], []
             for e in range(3):
@@ -157,14 +173,16 @@ def main() -> None:
                     diffs.append(np.abs(x.astype(np.float64) - y).mean())
                     ps.append(psnr(x, y))
                     factors.append(s)
-                    _, cf, cbox = cached._read_cached(i, box)
-                    z = apply_crop(cf, cbox)
-                    cdiffs.append(np.abs(z.astype(np.float64) - y).mean())
-                    cps.append(psnr(z, y))
-                    _, sf, sbox = recipe._read_cached(i, box)
-                    z = apply_crop(sf, sbox)
-                    sdiffs.append(np.abs(z.astype(np.float64) - y).mean())
-                    sps.append(psnr(z, y))
+                    if in_cache:
+                        _, cf, cbox = cached._read_cached(i, box)
+                        z = apply_crop(cf, cbox)
+                        cdiffs.append(np.abs(z.astype(np.float64) - y).mean())
+                        cps.append(psnr(z, y))
+                    if r_small:
+                        _, sf, sbox = recipe._read_cached(i, box)
+                        z = apply_crop(sf, sbox)
+                        sdiffs.append(np.abs(z.astype(np.float64) - y).mean())
+                        sps.append(psnr(z, y))
             # where the time goes (per clip): decode, full vs reduced; crop
             clip = fast.reader.clips[0]
             box = fast.crop(0, 0)
@@ -207,11 +225,15 @@ def main() -> None:
                 "mad": float(np.mean(diffs)), "mad_max": float(np.max(diffs)),
                 "psnr_db": float(np.mean([q for q in ps if math.isfinite(q)] or [float("inf")])),
                 "cache_clips_s": r_cache, "cache_side": cmeta["side"], "cache_bytes_per_clip": cmeta["bytes"] / n,
-                "cache_build_clips_s": n / t_cache, "cache_mad": float(np.mean(cdiffs)),
-                "cache_psnr_db": float(np.mean(cps)),
+                "cache_build_clips_s": n / t_cache if in_cache else None,
+                "cache_mad": float(np.mean(cdiffs)) if cdiffs else None,
+                "cache_psnr_db": float(np.mean(cps)) if cps else None,
                 "small_cache_clips_s": r_small, "small_cache_side": smeta["side"],
-                "small_cache_bytes_per_clip": smeta["bytes"] / n, "small_cache_mad": float(np.mean(sdiffs)),
-                "small_cache_psnr_db": float(np.mean(sps)),
+                "small_cache_bytes_per_clip": smeta["bytes"] / n,
+                "small_cache_mad": float(np.mean(sdiffs)) if sdiffs else None,
+                "small_cache_psnr_db": float(np.mean(sps)) if sps else None,
+                "default_path": "frame cache 410" if in_cache else "reduced decode",
+                "default_clips_s": r_def, "default_float32_clips_s": r_def32,
                 "per_clip": parts, "per_frame_alternatives": alts,
             }
             results["sizes"][f"{w}x{h}"] = res
@@ -232,10 +254,24 @@ def main() -> None:
             b = r["before_clips_s"]
             for pre in ("cache", "small_cache"):
                 c = r[f"{pre}_clips_s"]
+                if not c:
+                    print(f"{k:>10} {r[f'{pre}_side']:>6} x {r[f'{pre}_side']:<5} not built: the frames are no larger")
+                    continue
                 print(f"{k:>10} {r[f'{pre}_side']:>6} x {r[f'{pre}_side']:<5} {min(c):>7.1f} - {max(c):<6.1f} "
                       f"{np.median(c) / np.median(b):>9.2f}x {r[f'{pre}_mad']:>5.2f} {r[f'{pre}_psnr_db']:>8.1f} "
                       f"{r[f'{pre}_bytes_per_clip'] / 1024:>9.0f} "
                       + (f"{r['cache_build_clips_s']:>14.1f}" if pre == "cache" else ""))
+        B = 64
+        u8 = B * T * 3 * S * S
+        results["batch_bytes"] = {"batch": B, "uint8": u8, "float32": 4 * u8}
+        print(f"default path (training, after mosic-store cache-frames); frames of a {B}-clip batch: "
+              f"{u8 / 1e6:.0f} MB as uint8 (now), {4 * u8 / 1e6:.0f} MB as float32 (before)")
+        print(f"{'frames':>10} {'path':>16} {'uint8 (now)':>16} {'float32 (before)':>18} {'CPU ms/clip':>16} "
+              f"{'vs full decode':>15}")
+        for k, r in results["sizes"].items():
+            d, d32, b = r["default_clips_s"], r["default_float32_clips_s"], r["before_clips_s"]
+            print(f"{k:>10} {r['default_path']:>16} {min(d):>7.1f} - {max(d):<6.1f} {min(d32):>8.1f} - {max(d32):<7.1f} "
+                  f"{1e3 / np.median(d32):>6.1f} -> {1e3 / np.median(d):<6.1f} {np.median(d) / np.median(b):>14.2f}x")
         for k, r in results["sizes"].items():
             q = r["per_clip"]
             print(f"{k}: per clip decode {q['decode_full_ms']:.1f} ms full -> {q['decode_reduced_ms']:.1f} ms at "

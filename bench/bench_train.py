@@ -70,6 +70,12 @@ def main() -> None:
                          distributed=False)
     batch = next(iter(make_loader(ds, batch_size=a.batch, num_workers=0, shuffle=False, seed=0,
                                   drop_last=True, distributed=False)))
+    u8_bytes = batch["frames"].numel()  # the loader hands frames over as uint8 ...
+    # ... and the training loop normalises them on its device (here the CPU), as train.py does
+    from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD
+    from mosic.train.train import device_batch
+
+    batch = device_batch(batch, torch.device("cpu"), IMAGENET_MEAN, IMAGENET_STD)
 
     m = ts.model
     torch.manual_seed(0)
@@ -130,12 +136,15 @@ def main() -> None:
     step_rate = B / t_full
     print(f"DataLoader ({a.workers} workers): {got / dt:.1f} clips/s; training step consumes {step_rate:.1f} clips/s "
           f"-> data/step = {got / dt / step_rate:.2f} (>= 1: the step never waits, with cores to spare)")
+    print(f"frames of one batch from the loader: {u8_bytes / 1e6:.1f} MB as uint8 (float32 would be "
+          f"{4 * u8_bytes / 1e6:.1f} MB)")
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "train.json").write_text(json.dumps({
         "model": a.model, "img": S, "batch": B, "frames": T, "teacher_ms": t_teacher * 1e3,
         "student_ms": t_student * 1e3, "bare_ms": t_bare * 1e3, "full_ms": t_full * 1e3,
-        "ratio": t_full / t_bare, "loader_clips_per_s": got / dt, "step_clips_per_s": step_rate}, indent=2))
+        "ratio": t_full / t_bare, "loader_clips_per_s": got / dt, "step_clips_per_s": step_rate,
+        "batch_frames_bytes_uint8": u8_bytes}, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
 

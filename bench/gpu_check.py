@@ -1,34 +1,44 @@
 """Check and measure every CUDA path of mosic on one GPU, with random weights and synthetic data, in
-one command (`make gpu-check`, under 10 minutes on one GPU). Prints one table and writes a JSON file.
+one command (`make gpu-check`, under 8 minutes on one GPU). Prints one table and writes a JSON file,
+rewritten after every part (a hung or killed run keeps what was measured).
 
     python bench/gpu_check.py [--out bench/results/gpu_check.json] [--workers 8] [--parts ...]
     python bench/gpu_check.py --cpu      # dry run of every part that can run without a GPU (tiny sizes)
 
 Parts:
-  cotracker  `cotracker3` through the real package (random-weight checkpoint), bf16: batch 1 vs batched
-             clips/s, batched tracks equal to batch 1 within a stated tolerance
+  cotracker  `cotracker3` through the real package (random-weight checkpoint), bf16, 16 x 16 and the
+             default 30 x 30 grid: batch 1 vs batched clips/s; the batched tracks (positions and
+             visibility, every point and frame) equal to batch 1 within a stated tolerance, a fall
+             back to batch 1 counted as a failure, and the tolerance shown to tell clips apart
   train      ViT-S/14 at 224, global batch 64, bf16: step time, bare student+teacher time, their
              ratio (goal <= 1.10), peak memory; the real step (mosic.train.train.mosic_step)
   loader     nvJPEG decode, and decode + crop on the GPU (mosic.train.device_crop); the DataLoader with
              W workers (320x240 and 1280x720 JPEGs, and the frame cache) against the step: clips/s
              delivered vs consumed, GPU busy fraction
-  torchrun   `torchrun --nproc_per_node 1 -m mosic.train` (NCCL on CUDA): a few steps, checkpoint,
-             resume; the resumed run must end at the requested step
+  torchrun   `torchrun --standalone --nproc_per_node 1 -m mosic.train` (a free port; NCCL on CUDA,
+             gloo on the CPU: the process group, DDP wrapper and all-reduces run with one process):
+             a few steps, checkpoint, resume; the resumed run must end at the requested step and
+             report the backend that ran
   eval       every mosic-eval protocol on CUDA at the paper's input sizes on a small synthetic set,
              wall time per image
 
 A part that cannot run here (no CUDA, the cotracker package missing) is reported as skipped with the
 reason; a part that fails is reported with its error and the others still run; the exit status is 1
-if any part failed. Nothing is downloaded.
+if any part failed. A part also fails when a figure it reports is not finite. Every part has a time
+limit (PART_LIMIT_S, at most 3 minutes, subprocesses included) within a total budget (--budget);
+a part left without time is skipped. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
+import math
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +49,49 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("cotracker", "train", "loader", "torchrun", "eval")
+#: seconds each part may take (its subprocesses included), and the default total budget: the whole
+#: check stays under 8 minutes on one GPU (README "GPU": how the figures were estimated)
+PART_LIMIT_S = {"data": 90, "cotracker": 90, "train": 50, "loader": 100, "torchrun": 70, "eval": 100}
+BUDGET_S = 450
+SUBPROCESS_LIMIT_S = 180
+LOADER_TIMEOUT_S = 60
+#: the CoTracker comparison: batched vs batch 1, every point of every frame
+COTRACKER_TOL = {"p99_px": 1.0, "vis_agree": 0.99}
+HEAD_SCALE = 300.0  # random CoTracker output heads at std 0.3 instead of 0.001 (see part_cotracker)
+
+
+class PartTimeout(Exception):
+    pass
+
+
+class Deadline:
+    """The time left to the running part: subprocesses get at most that (and SUBPROCESS_LIMIT_S)."""
+
+    def __init__(self):
+        self.end = math.inf
+
+    def left(self) -> float:
+        return max(1.0, min(SUBPROCESS_LIMIT_S, self.end - time.monotonic()))
+
+
+DEADLINE = Deadline()
+
+
+def run_sub(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """A subprocess in its own process group, killed with all its children when the part's time is
+    up (torchrun's workers included)."""
+    limit = DEADLINE.left()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    try:
+        out, err = p.communicate(timeout=limit)
+    except BaseException:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -48,14 +101,17 @@ def settings(cpu: bool) -> dict:
     if cpu:  # tiny: exercises every code path in well under a minute on 2 CPU cores
         return dict(device="cpu", precision="fp32", model="vit_small_patch14_dinov2",
                     kwargs={"depth": 2, "embed_dim": 48, "num_heads": 2}, img=56, head_hidden=[64], head_dim=32,
-                    prototypes=8, batch=4, T=3, step=2, grid=4, sizes=[(64, 48), (128, 72)], videos=4, cpv=4,
-                    frames=12, steps=2, warmup=1, workers=[1], cot_clips=2, cot_batches=[2], eval_imgs=(4, 2),
-                    eval_size=56)
+                    prototypes=8, batch=4, T=3, step=2, grid=4, sizes=[(64, 48), (160, 96)], videos=[4, 4], cpv=4,
+                    frames=12, steps=2, warmup=1, workers=[1], cot_clips=2, cot_batches=[2], cot_grids=[4, 6],
+                    cot_sizes=1,
+                    eval_imgs=(4, 2), eval_size=56)
     return dict(device="cuda", precision="bf16", model="vit_small_patch14_dinov2", kwargs={}, img=224,
                 head_hidden=[1024, 1024, 512], head_dim=256, prototypes=100, batch=64, T=12, step=3, grid=16,
-                sizes=[(320, 240), (1280, 720)], videos=24, cpv=12, frames=48, steps=10, warmup=3,
+                # videos per size: 288 clips at 320 x 240 (one training batch of distinct clips), 72
+                # at 1280 x 720 (making the set is single-threaded CPU work: keep it short)
+                sizes=[(320, 240), (1280, 720)], videos=[24, 6], cpv=12, frames=48, steps=10, warmup=3,
                 workers=sorted({min(8, os.cpu_count() or 1), min(16, os.cpu_count() or 1)}),
-                cot_clips=32, cot_batches=[8, 32], eval_imgs=(40, 20), eval_size=None)
+                cot_clips=32, cot_batches=[8, 32], cot_grids=[16, 30], cot_sizes=2, eval_imgs=(40, 20), eval_size=None)
 
 
 def pipelines_yaml(cfg: dict, root: Path, stores: Path) -> str:
@@ -76,6 +132,8 @@ class Ctx:
     def __init__(self, cfg: dict, work: Path):
         self.cfg, self.work = cfg, work
         self._stores: dict = {}
+        self.data_s: dict = {}  # seconds to make each synthetic set and its store
+        self.needed_sizes = list(cfg["sizes"])
 
     def data(self, size: tuple[int, int]) -> tuple[Path, Path, Path]:
         """(root, pipelines file, store) of a synthetic set at ``size``, made once."""
@@ -86,13 +144,15 @@ class Ctx:
         from mosic.precompute.runner import precompute
 
         w, h = size
+        t = time.perf_counter()
         root = self.work / f"syn{w}x{h}"
-        generate(root, videos=self.cfg["videos"], seed=11, num_frames=self.cfg["frames"], width=w, height=h,
+        generate(root, videos=self.cfg["videos"][self.cfg["sizes"].index(size)], seed=11, num_frames=self.cfg["frames"], width=w, height=h,
                  exact_length=True)
         pfile = self.work / f"pipelines{w}.yaml"
         pfile.write_text(pipelines_yaml(self.cfg, root, self.work / f"stores{w}"))
         res = precompute(load_pipeline("check", pfile), progress=False)
         self._stores[size] = (root, pfile, Path(res.store))
+        self.data_s[f"{w}x{h}"] = time.perf_counter() - t
         return self._stores[size]
 
 
@@ -119,6 +179,46 @@ def timed(fn, reps: int, warmup: int, device) -> list[float]:
 # ------------------------------------------------------------------------------------------------
 # 1. CoTracker
 # ------------------------------------------------------------------------------------------------
+def compare_tracks(ref, got) -> dict:
+    """Batched ``got`` against batch-1 ``ref`` (TrackResults of the same clips): distances over every
+    point of every frame, visibility agreement over the same."""
+    import numpy as np
+
+    d = np.linalg.norm(got.tracks.astype(np.float64) - ref.tracks, axis=-1)
+    finite = bool(np.isfinite(got.tracks).all() and np.isfinite(ref.tracks).all())
+    return {"p99_px": float(np.percentile(d, 99)) if finite else float("nan"),
+            "max_px": float(d.max()) if finite else float("nan"),
+            "vis_agree": float((got.visibility == ref.visibility).mean()), "finite": finite}
+
+
+def clip_separation(ref) -> float:
+    """99th percentile distance between the batch-1 tracks of neighbouring clips after frame 0: what
+    a batched call that mixed clips up would at least be off by. The comparison means something
+    only when this is well above the tolerance."""
+    import numpy as np
+
+    tr = ref.tracks
+    if len(tr) < 2 or tr.shape[1] < 2:
+        return float("nan")
+    d = np.linalg.norm(tr[1:, 1:].astype(np.float64) - tr[:-1, 1:], axis=-1)
+    return float(np.percentile(d, 99))
+
+
+def batched_row(cmp: dict, separation: float, fell_back: bool) -> tuple[bool, str]:
+    """(ok, why not) of one batched-vs-batch-1 comparison."""
+    if fell_back:
+        return False, "the batched call failed and the tracker fell back to batch 1"
+    if not cmp["finite"]:
+        return False, "non-finite tracks"
+    if not separation > 2 * COTRACKER_TOL["p99_px"]:
+        return False, (f"neighbouring clips' tracks differ by only {separation:.2f} px (p99): the comparison "
+                       "cannot tell clips apart")
+    if cmp["p99_px"] > COTRACKER_TOL["p99_px"] or cmp["vis_agree"] < COTRACKER_TOL["vis_agree"]:
+        return False, (f"batched tracks differ from batch 1: p99 {cmp['p99_px']:.2f} px, visibility agrees on "
+                       f"{100 * cmp['vis_agree']:.1f}%")
+    return True, ""
+
+
 def part_cotracker(ctx: Ctx) -> dict:
     import numpy as np
     import torch
@@ -129,57 +229,76 @@ def part_cotracker(ctx: Ctx) -> dict:
         return {"status": "skipped", "reason": "the cotracker package is not installed (see bench/gpu_wheels.sh)"}
     from mosic.precompute.trackers.base import grid_queries
     from mosic.precompute.trackers.cotracker import CoTrackerTracker, import_predictor_class
+    from mosic.store_schema.reader import StoreReader, open_frame_source
 
     cfg = ctx.cfg
     ck = ctx.work / "cotracker_random.pth"
     torch.manual_seed(0)
     pred = import_predictor_class()(checkpoint=None, offline=True, v2=False, window_len=60)
-    torch.save(pred.model.state_dict(), ck)
+    # CoTracker initialises its output heads at std 0.001: with random weights every track would stay
+    # within a hundredth of a pixel of its query, and a batched call that mixed clips up would pass.
+    # Scaled up, the random tracks and visibilities differ from clip to clip (clip_separation shows it)
+    sd = pred.model.state_dict()
+    for k in sd:
+        if k.endswith(("flow_head.weight", "vis_conf_head.weight")):
+            sd[k] = sd[k] * HEAD_SCALE
+    torch.save(sd, ck)
     del pred
-    out: dict = {"status": "ok", "precision": cfg["precision"], "tolerance": "batched vs batch 1: 99% of visible "
-                 "points within 1 px and visibility agreeing on 99% of points"}
-    for size in cfg["sizes"]:
-        root, _, store = ctx.data(size)
-        from mosic.store_schema.reader import StoreReader, open_frame_source
+    out: dict = {"status": "ok", "precision": cfg["precision"],
+                 "tolerance": f"batched vs batch 1 over every point and frame: p99 <= {COTRACKER_TOL['p99_px']} px, "
+                              f"visibility agreeing on >= {100 * COTRACKER_TOL['vis_agree']:.0f}%; no fall-back "
+                              "to batch 1; neighbouring clips' tracks > 2x the tolerance apart"}
+    errors = []
 
+    def tracker(bs):
+        return CoTrackerTracker(checkpoint=ck, batch_size=bs, device=cfg["device"], precision=cfg["precision"])
+
+    warm = cfg["device"] != "cpu"  # warm-up calls (CUDA kernels, allocator); on the CPU: time
+    for size in cfg["sizes"][: cfg["cot_sizes"]]:
+        root, _, store = ctx.data(size)
         r = StoreReader(store)
         src = open_frame_source(r, None, verify=False)
-        clips = [r.clips[i] for i in r.done][: cfg["cot_clips"]]
-        while len(clips) < cfg["cot_clips"]:
-            clips = clips + clips
-        clips = clips[: cfg["cot_clips"]]
+        clips = [r.clips[i] for i in r.done]
+        clips = [clips[k % len(clips)] for k in range(cfg["cot_clips"])]
         frames = np.stack([src.read_clip(c) for c in clips])
-        q = grid_queries(cfg["grid"], size[0], size[1])
-        row: dict = {}
-        tr1 = CoTrackerTracker(checkpoint=ck, batch_size=1, device=cfg["device"], precision=cfg["precision"])
-        res1 = tr1.track(frames[:1], q)  # warm-up
-        t = time.perf_counter()
-        res1 = tr1.track(frames, q)
-        sync(cfg["device"])
-        row["batch1_clips_s"] = len(clips) / (time.perf_counter() - t)
-        for bs in cfg["cot_batches"]:
-            tr1.batch_size = bs
-            tr1.track(frames[:bs], q)  # warm-up
-            t = time.perf_counter()
-            resb = tr1.track(frames, q)
+        for grid in cfg["cot_grids"]:
+            q = grid_queries(grid, size[0], size[1])
+            row: dict = {"points": int(len(q))}
+            tr1 = tracker(1)
+            if warm:
+                tr1.track(frames[:1], q)
             sync(cfg["device"])
-            row[f"batch{bs}_clips_s"] = len(clips) / (time.perf_counter() - t)
-            d = np.linalg.norm(resb.tracks - res1.tracks, axis=-1)
-            vis = res1.visibility
-            row[f"batch{bs}_p99_px"] = float(np.percentile(d[vis], 99)) if vis.any() else 0.0
-            row[f"batch{bs}_max_px"] = float(d.max())
-            row[f"batch{bs}_vis_agree"] = float((resb.visibility == res1.visibility).mean())
-            row[f"batch{bs}_ok"] = bool(row[f"batch{bs}_p99_px"] <= 1.0 and row[f"batch{bs}_vis_agree"] >= 0.99)
-        row["batched_fallback_used"] = not tr1._batched_ok
-        row["view_fixes_used"] = tr1.view_fixes_used
-        out[f"{size[0]}x{size[1]}"] = row
-        del tr1
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    ok = all(v for s in out.values() if isinstance(s, dict) for k, v in s.items() if k.endswith("_ok"))
-    out["status"] = "ok" if ok else "failed"
-    if not ok:
-        out["error"] = "batched tracks differ from batch 1 beyond the tolerance"
+            t = time.perf_counter()
+            res1 = tr1.track(frames, q)
+            sync(cfg["device"])
+            row["batch1_clips_s"] = len(clips) / (time.perf_counter() - t)
+            row["clip_separation_p99_px"] = sep = clip_separation(res1)
+            del tr1
+            for bs in cfg["cot_batches"]:
+                trb = tracker(bs)  # a fresh tracker: a fall-back to batch 1 is permanent in one
+                if warm:
+                    trb.track(frames[:bs], q)
+                sync(cfg["device"])
+                t = time.perf_counter()
+                resb = trb.track(frames, q)
+                sync(cfg["device"])
+                row[f"batch{bs}_clips_s"] = len(clips) / (time.perf_counter() - t)
+                cmp = compare_tracks(res1, resb)
+                fell_back = not trb._batched_ok
+                ok, why = batched_row(cmp, sep, fell_back)
+                row.update({f"batch{bs}_{k}": v for k, v in cmp.items()})
+                row[f"batch{bs}_fell_back"] = fell_back
+                row[f"batch{bs}_view_fixes_used"] = trb.view_fixes_used
+                row[f"batch{bs}_ok"] = ok
+                if not ok:
+                    errors.append(f"{size[0]}x{size[1]} grid {grid} batch {bs}: {why}")
+                del trb
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            out[f"{size[0]}x{size[1]} grid {grid}"] = row
+    if errors:
+        out["status"] = "failed"
+        out["error"] = "; ".join(errors)
     return out
 
 
@@ -235,9 +354,11 @@ def build_step(ctx: Ctx, store: Path, pfile: Path):
 
 
 def to_device(batch: dict, dev) -> dict:
-    import torch
+    """What the training loop does with a loader's batch: to the device, frames normalised there."""
+    from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD
+    from mosic.train.train import device_batch
 
-    return {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return device_batch(batch, dev, IMAGENET_MEAN, IMAGENET_STD)
 
 
 def part_train(ctx: Ctx) -> dict:
@@ -274,44 +395,58 @@ def part_train(ctx: Ctx) -> dict:
 # 3. the DataLoader against the step
 # ------------------------------------------------------------------------------------------------
 def part_loader(ctx: Ctx) -> dict:
-    import numpy as np
     import torch
+    import torch.multiprocessing as tmp
 
-    from mosic.data.frame_cache import build_frame_cache, cache_side
-    from mosic.train.data import ClipDataset, make_loader
+    from mosic.data.frame_cache import build_frame_cache, cache_side, worth_caching
+    from mosic.train.data import ClipDataset, batch_bytes, make_loader
 
     cfg = ctx.cfg
     dev = torch.device(cfg["device"])
     root, pfile, store0 = ctx.data(cfg["sizes"][0])
     full, _, _, _ = build_step(ctx, store0, pfile)
     out: dict = {"status": "ok"}
+    side = cache_side(cfg["img"])
     for size in cfg["sizes"]:
         root, pfile, store = ctx.data(size)
         out[f"{size[0]}x{size[1]} decode_jpeg on {dev.type}"] = jpeg_decode_rate(root, dev)
         out[f"{size[0]}x{size[1]} decode+crop on {dev.type}"] = device_pipeline_rate(store, cfg, dev)
-        for cached in (False, True):
+        # the frame cache is built only where it is faster than the source (frames larger than it)
+        caching = [False] + ([True] if worth_caching(*size, side) else [])
+        for cached in caching:
             if cached:
-                build_frame_cache(store, cache_side(cfg["img"]))
-            ds = ClipDataset(store, out_size=cfg["img"], seed=0, frame_cache="auto" if cached else None)
+                t = time.perf_counter()
+                build_frame_cache(store, side, workers=os.cpu_count() or 1)
+                out[f"{size[0]}x{size[1]} cache build s"] = time.perf_counter() - t
             for W in cfg["workers"]:
                 key = f"{size[0]}x{size[1]}{' cache' if cached else ''} W={W}"
-                # 3 W batches per epoch (the set's clips repeated, each with its own crop): the first
-                # W are made in parallel at start-up, the rest show the steady rate
-                nb = 3 * W
-                ds.indices = np.tile(ds.indices[: len(ds.reader.done)],
-                                     -(-nb * cfg["batch"] // len(ds.reader.done)))[: nb * cfg["batch"]]
+                # 2 W + 1 batches per epoch (the set's clips repeated, each item with its own crop): the
+                # first W are made in parallel at start-up, the other W + 1 show the steady rate
+                nb = 2 * W + 1
+                ds = ClipDataset(store, out_size=cfg["img"], seed=0, frame_cache="auto" if cached else None)
+                if cached and ds.frame_cache is None:
+                    raise RuntimeError(f"the frame cache of {store.name} was built but not found")
+                ds.groups = [ds.groups[k % len(ds.groups)] for k in range(nb * cfg["batch"])]
                 loader = make_loader(ds, batch_size=cfg["batch"], num_workers=W, shuffle=True, seed=0,
-                                     pin_memory=dev.type == "cuda", prefetch_factor=1 if W else None)
+                                     pin_memory=dev.type == "cuda", prefetch_factor=2, timeout=LOADER_TIMEOUT_S)
+                if len(loader) != nb:
+                    raise RuntimeError(f"the loader gives {len(loader)} batches, not {nb}")
                 loader.set_epoch(0)
                 arrivals = []
+                t0 = time.perf_counter()
                 for b in loader:
                     arrivals.append(time.perf_counter())
-                got = (len(arrivals) - W) * cfg["batch"]
-                delivered = got / (arrivals[-1] - arrivals[W - 1]) if got > 0 else float("nan")
+                    if b["frames"].dtype != torch.uint8 or (dev.type == "cuda" and not b["frames"].is_pinned()):
+                        raise RuntimeError(f"the loader's frames are {b['frames'].dtype}, pinned: "
+                                           f"{b['frames'].is_pinned()} (want uint8, pinned on CUDA)")
+                if len(arrivals) != nb:
+                    raise RuntimeError(f"the loader delivered {len(arrivals)} of {nb} batches")
+                got = (nb - W) * cfg["batch"]
+                delivered = got / (arrivals[-1] - arrivals[W - 1])
                 # together: step after step on what the loader delivers
                 steps, busy = 0, 0.0
                 loader.set_epoch(1)
-                t0 = time.perf_counter()
+                t1 = time.perf_counter()
                 for b in loader:
                     b = to_device(b, dev)
                     ts_ = time.perf_counter()
@@ -319,12 +454,15 @@ def part_loader(ctx: Ctx) -> dict:
                     sync(dev)
                     busy += time.perf_counter() - ts_
                     steps += 1
-                wall = time.perf_counter() - t0
+                wall = time.perf_counter() - t1
                 step_alone = getattr(ctx, "step_s", None) or busy / max(1, steps)
                 out[key] = {"delivered_clips_s": delivered, "consumed_clips_s": cfg["batch"] / step_alone,
                             "busy_fraction": busy / wall, "steps": steps, "batches_per_epoch": nb,
+                            "first_batches_s": arrivals[W - 1] - t0,
                             "note": "delivered: after the first W batches; busy: including worker start-up"}
                 del loader
+    out["batch_mb"] = batch_bytes(ds, cfg["batch"]) / 1e6
+    out["sharing_strategy"] = tmp.get_sharing_strategy()
     return out
 
 
@@ -386,34 +524,39 @@ def part_torchrun(ctx: Ctx) -> dict:
     cfg = ctx.cfg
     root, pfile, store = ctx.data(cfg["sizes"][0])
     run = ctx.work / "run"
-    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29517",
+    # --standalone: a rendezvous on a free local port (a fixed port collides with another run)
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
             "-m", "mosic.train", "--config", str(pfile), "--pipeline", "check", "--store", str(store),
             "--out", str(run), "--no-progress", "--batch-size", str(min(cfg["batch"], 8)), "--workers", "2",
             "--set", "checkpoint_every=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     t = time.perf_counter()
     # cwd: the scratch folder, never the repository (its mosic/ folder would shadow the installed package)
-    r1 = subprocess.run(base + ["--max-steps", "3"], capture_output=True, text=True, env=env, timeout=600,
-                        cwd=ctx.work)
+    r1 = run_sub(base + ["--max-steps", "3"], env=env, cwd=ctx.work)
     t1 = time.perf_counter() - t
     if r1.returncode != 0:
         return {"status": "failed", "error": f"first run exit {r1.returncode}: {(r1.stderr or r1.stdout)[-1500:]}"}
     ck = sorted(p.name for p in (run / "checkpoints").glob("step_*.pt"))
     t = time.perf_counter()
-    r2 = subprocess.run(base + ["--max-steps", "5", "--resume"], capture_output=True, text=True, env=env,
-                        timeout=600, cwd=ctx.work)
+    r2 = run_sub(base + ["--max-steps", "5", "--resume"], env=env, cwd=ctx.work)
     t2 = time.perf_counter() - t
     if r2.returncode != 0:
         return {"status": "failed", "error": f"resumed run exit {r2.returncode}: {(r2.stderr or r2.stdout)[-1500:]}"}
     res = json.loads((run / "result.json").read_text())
     conf = json.loads((run / "config.json").read_text())
     resumed = "resumed from" in (r2.stdout + r2.stderr)
-    ok = res.get("steps") == 5 and resumed and "step_0000002.pt" in ck
-    return {"status": "ok" if ok else "failed", "device": conf.get("device"),
-            "backend": "nccl" if str(conf.get("device", "")).startswith("cuda") else "gloo",
-            "checkpoints_after_first": ck, "resumed": resumed, "final_step": res.get("steps"),
-            "first_run_s": t1, "resumed_run_s": t2,
-            **({} if ok else {"error": "the resumed run did not end at step 5 from the step-2 checkpoint"})}
+    # the backend the run's process group used (none: training ran without one)
+    backend, want = conf.get("backend"), "nccl" if cfg["device"] == "cuda" else "gloo"
+    errors = []
+    if not (res.get("steps") == 5 and resumed and "step_0000002.pt" in ck):
+        errors.append("the resumed run did not end at step 5 from the step-2 checkpoint")
+    if backend != want or conf.get("world_size") != 1:
+        errors.append(f"the run's process group: backend {backend}, world size {conf.get('world_size')} "
+                      f"(want {want}, 1)")
+    return {"status": "failed" if errors else "ok", "device": conf.get("device"), "backend": backend,
+            "world_size": conf.get("world_size"), "checkpoints_after_first": ck, "resumed": resumed,
+            "final_step": res.get("steps"), "first_run_s": t1, "resumed_run_s": t2,
+            **({"error": "; ".join(errors)} if errors else {})}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -455,8 +598,7 @@ def part_eval(ctx: Ctx) -> dict:
         if cfg["eval_size"]:
             cmd += ["--img-size", str(cfg["eval_size"])]
         t = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ctx.work,
-                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        r = run_sub(cmd, cwd=ctx.work, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         dt = time.perf_counter() - t
         if r.returncode != 0:
             failed.append(proto)
@@ -484,7 +626,7 @@ def table(results: dict) -> str:
     def add(part, what, value, note=""):
         rows.append((part, what, value, note))
 
-    for part in PARTS:
+    for part in ("data",) + PARTS:
         r = results.get(part)
         if r is None:
             continue
@@ -494,12 +636,17 @@ def table(results: dict) -> str:
                 (r.get("reason") or r.get("error")) else "")
             if st == "skipped":
                 continue
-        if part == "cotracker":
+        if part == "data" and st == "ok":
+            add(part, "synthetic sets and stores", ", ".join(f"{k[:-2]}: {v:.0f} s" for k, v in r.items() if k.endswith(" s")))
+        elif part == "cotracker":
             for k, v in r.items():
                 if isinstance(v, dict):
-                    cols = [f"{n}={x:.1f}" for n, x in v.items() if n.endswith("clips_s")]
+                    cols = [f"{n[:-8]}={x:.1f}" for n, x in v.items() if n.endswith("clips_s")]
                     add(part, f"{k} clips/s", ", ".join(cols),
-                        "; ".join(f"{n[:-7]} vs batch 1: p99 {v[n]:.2f} px" for n in v if n.endswith("_p99_px")))
+                        "; ".join(f"{n[:-7]} vs batch 1: p99 {v[n]:.2f} px, vis {100 * v[n[:-7] + '_vis_agree']:.1f}%"
+                                  f"{' FELL BACK' if v[n[:-7] + '_fell_back'] else ''}"
+                                  for n in v if n.endswith("_p99_px") and not n.startswith("clip"))
+                        + f"; clips apart {v['clip_separation_p99_px']:.1f} px")
         elif part == "train" and st == "ok":
             add(part, f"step ({r['batch']} clips x {r['frames']} frames, {r['img']} px, {r['precision']})",
                 f"{r['step_ms']:.1f} ms", f"{r['step_clips_s']:.0f} clips/s")
@@ -516,8 +663,11 @@ def table(results: dict) -> str:
                 elif isinstance(v, dict):
                     add(part, k, f"{v['delivered_clips_s']:.0f} delivered / {v['consumed_clips_s']:.0f} consumed clips/s",
                         f"device busy {100 * v['busy_fraction']:.0f}%")
+            if "batch_mb" in r:
+                add(part, "frames per batch (uint8)", f"{r['batch_mb']:.1f} MB", f"sharing: {r['sharing_strategy']}")
         elif part == "torchrun":
-            add(part, f"{r.get('backend')} on {r.get('device')}", f"steps 0-3, resume at 2 -> {r.get('final_step')}",
+            add(part, f"{r.get('backend')} on {r.get('device')}, world {r.get('world_size')}",
+                f"steps 0-3, resume at 2 -> {r.get('final_step')}",
                 f"{r.get('first_run_s', 0):.0f} s + {r.get('resumed_run_s', 0):.0f} s")
         elif part == "eval":
             for k, v in r.items():
@@ -528,6 +678,61 @@ def table(results: dict) -> str:
     return "\n".join([line(("part", "what", "value", "note")), line(tuple("-" * n for n in w))] + [line(x) for x in rows])
 
 
+def non_finite(r, path="") -> list[str]:
+    """The keys of ``r`` (nested) whose number is NaN or infinite."""
+    if isinstance(r, dict):
+        return [k for key, v in r.items() for k in non_finite(v, f"{path}{key}/")]
+    if isinstance(r, (list, tuple)):
+        return [k for i, v in enumerate(r) for k in non_finite(v, f"{path}{i}/")]
+    if isinstance(r, float) and not math.isfinite(r):
+        return [path.rstrip("/")]
+    return []
+
+
+def write_json(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def part_data(ctx: Ctx) -> dict:
+    """The synthetic sets and their stores the other parts read (made once, timed here)."""
+    out: dict = {"status": "ok"}
+    for size in ctx.needed_sizes:
+        ctx.data(size)
+    out.update({f"{k} s": v for k, v in ctx.data_s.items()})
+    return out
+
+
+def run_part(fn, ctx: Ctx, limit: float) -> dict:
+    """``fn(ctx)`` with a time limit: SIGALRM raises PartTimeout in it (a DataLoader's own timeout
+    and the subprocesses' limits end waits the alarm cannot); should the part still not return,
+    faulthandler prints every thread's stack and ends the process 30 s later (the JSON keeps the
+    parts before it)."""
+    def alarm(signum, frame):
+        raise PartTimeout(f"the part ran past its {limit:.0f} s limit")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(max(1, int(math.ceil(limit))))
+    faulthandler.dump_traceback_later(limit + 30, exit=True)
+    DEADLINE.end = time.monotonic() + limit
+    try:
+        r = fn(ctx)
+    except Exception as e:  # noqa: BLE001 - a failing part is reported, the others still run
+        r = {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+    finally:
+        signal.alarm(0)
+        faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGALRM, old)
+        DEADLINE.end = math.inf
+    bad = non_finite(r)
+    if bad and r.get("status") == "ok":
+        r["status"] = "failed"
+        r["error"] = f"non-finite figures: {', '.join(bad)}"
+    return r
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpu", action="store_true", help="dry run on the CPU at tiny sizes (no CUDA needed)")
@@ -535,7 +740,9 @@ def main(argv=None) -> int:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--workers", default=None, help="DataLoader workers to try, e.g. 8,16")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for all parts together")
     a = p.parse_args(argv)
+    t_all = time.perf_counter()
     import torch
 
     cfg = settings(a.cpu)
@@ -553,38 +760,51 @@ def main(argv=None) -> int:
     work = a.work or Path(tempfile.mkdtemp(prefix="mosic-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
     ctx = Ctx(cfg, work)
+    try:
+        shm_free = shutil.disk_usage("/dev/shm").free / 2 ** 30
+    except OSError:
+        shm_free = None
     results: dict = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                                 "cuda": torch.version.cuda, "cpus": os.cpu_count(),
+                                 "cuda": torch.version.cuda, "cpus": os.cpu_count(), "shm_free_gib": shm_free,
                                  "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() and not a.cpu
                                  else None, "mode": "cpu dry run" if a.cpu else "cuda"},
                      "settings": {k: v for k, v in cfg.items()}}
-    t_all = time.perf_counter()
-    fns = {"cotracker": part_cotracker, "train": part_train, "loader": part_loader, "torchrun": part_torchrun,
+    # sizes the chosen parts read: the first for the step, both for CoTracker and the loader
+    ctx.needed_sizes = cfg["sizes"][: 2 if {"cotracker", "loader"} & set(parts) else 1] \
+        if {"cotracker", "train", "loader", "torchrun"} & set(parts) else []
+    limits = {n: PART_LIMIT_S[n] for n in ("data",) + PARTS if n in parts or (n == "data" and ctx.needed_sizes)}
+    print(f"[gpu_check] time budget {a.budget:.0f} s: " + ", ".join(f"{n} <= {v} s" for n, v in limits.items())
+          + f"; results in {a.out} after every part", flush=True)
+    results["budget_s"] = {"total": a.budget, **limits}
+    write_json(a.out, results)
+    t_parts = time.monotonic()
+    fns = {"data": part_data, "cotracker": part_cotracker, "train": part_train, "loader": part_loader, "torchrun": part_torchrun,
            "eval": part_eval}
     try:
-        for name in PARTS:
-            if name not in parts:
+        for name in limits:
+            left = a.budget - (time.monotonic() - t_parts)
+            if left < 10:
+                results[name] = {"status": "skipped", "reason": f"out of the {a.budget:.0f} s time budget"}
+                write_json(a.out, results)
                 continue
             t = time.perf_counter()
-            print(f"[gpu_check] {name} ...", flush=True)
-            try:
-                r = fns[name](ctx)
-            except Exception as e:  # noqa: BLE001 - a failing part is reported, the others still run
-                r = {"status": "failed", "error": f"{type(e).__name__}: {e}",
-                     "traceback": traceback.format_exc()[-3000:]}
+            print(f"[gpu_check] {name} (<= {min(limits[name], left):.0f} s) ...", flush=True)
+            results[name] = {"status": "running"}  # what a killed run leaves
+            write_json(a.out, results)
+            r = run_part(fns[name], ctx, min(limits[name], left))
             r["seconds"] = time.perf_counter() - t
             results[name] = r
+            write_json(a.out, results)
             print(f"[gpu_check] {name}: {r['status']} ({r['seconds']:.0f} s)", flush=True)
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
     results["seconds"] = time.perf_counter() - t_all
+    write_json(a.out, results)
     print(table(results))
-    print(f"total {results['seconds']:.0f} s")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"total {results['seconds']:.0f} s (budget {a.budget:.0f} s for the parts)")
     print(f"wrote {a.out}")
-    return 1 if any(results.get(n, {}).get("status") == "failed" for n in parts) else 0
+    return 1 if any(results.get(n, {}).get("status") == "failed" for n in limits) else 0
 
 
 if __name__ == "__main__":

@@ -199,6 +199,7 @@ def track_prediction(student, teacher, store: str | Path, img_size: int, batch_s
     (``prediction_location``). The teacher's clusters are balanced by Sinkhorn-Knopp over all
     patches of a batch, as in training (so a model whose features merely got smoother cannot
     score by putting most patches in a few clusters); the student's are its argmax. Percent."""
+    from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD, normalize_frames
     from mosic.train.data import ClipDataset, collate_clips
     from mosic.train.ops import sinkhorn
 
@@ -210,7 +211,8 @@ def track_prediction(student, teacher, store: str | Path, img_size: int, batch_s
     counts = {"pairs": 0, "track": 0, "moved": 0, "track_moved": 0, "location_moved": 0}
     for a in range(0, len(ds), batch_size):
         batch = collate_clips([ds[i] for i in range(a, min(a + batch_size, len(ds)))])
-        frames, tracks, vis = batch["frames"], batch["tracks"], batch["visibility"]
+        frames, tracks, vis = normalize_frames(batch["frames"], IMAGENET_MEAN, IMAGENET_STD), batch["tracks"], \
+            batch["visibility"]
         B, T = frames.shape[:2]
         ft = teacher.patch_features(frames.flatten(0, 1))  # [B*T, D, h, w]
         z = teacher.head(ft.permute(0, 2, 3, 1))

@@ -128,7 +128,8 @@ def finalize(path: str = typer.Argument(..., help=_STORE_HELP)) -> None:
 
 @app.command("cache-frames", help="Write a frame cache beside a local store: each clip's frames resized to "
              "SIDE x SIDE (default: what 224 px training crops need, 410) as JPEG bytes, one file per clip. "
-             "Training reads it instead of the full-size JPEGs when it is there.")
+             "Training reads it instead of the full-size JPEGs when it is there. Clips whose frames are no larger "
+             "than the cache are left to their source; run it again to rebuild damaged files.")
 @friendly_errors
 def cache_frames(
     path: str = typer.Argument(..., help="the store (a local .zarr folder)"),
@@ -136,14 +137,21 @@ def cache_frames(
     out_size: int = typer.Option(224, help="training crop size the cache is for"),
     quality: int = typer.Option(90, help="JPEG quality"),
     root: Optional[str] = typer.Option(None, help="the data set root, if not where the store was made from"),
+    workers: int = typer.Option(0, help="threads (0: one per core)"),
 ) -> None:
+    import os
+
     from mosic.data.frame_cache import build_frame_cache, cache_side
 
-    folder = build_frame_cache(path, side or cache_side(out_size), quality, root, progress=True)
+    folder = build_frame_cache(path, side or cache_side(out_size), quality, root, progress=True,
+                               workers=workers or os.cpu_count() or 1)
     meta = json.loads((folder / "cache.json").read_text())
     per = meta["bytes"] / max(1, meta["clips"])
     typer.echo(f"{folder}: {meta['clips']} clips at {meta['side']}x{meta['side']}, "
-               f"{meta['bytes'] / 2**20:.1f} MiB ({per / 2**10:.0f} KiB per clip)")
+               f"{meta['bytes'] / 2**20:.1f} MiB ({per / 2**10:.0f} KiB per clip)"
+               + (f"; {meta['rebuilt']} damaged files rebuilt" if meta.get("rebuilt") else "")
+               + (f"; {meta['source_clips']} clips with frames no larger than the cache stay with their source "
+                  "(faster to decode)" if meta.get("source_clips") else ""))
 
 
 def main() -> None:

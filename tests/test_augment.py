@@ -147,6 +147,31 @@ def test_to_tensor_normalises_with_imagenet_statistics():
     np.testing.assert_allclose(x[0, :, 0, 0].numpy(), -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD), rtol=1e-6)
 
 
+def test_device_normalisation_equals_the_former_cpu_normalisation():
+    """The loader hands over uint8 and the training loop normalises on the device: bit for bit the
+    float32 frames the loader used to make on the CPU (the former to_tensor, written out here)."""
+    from mosic.train.augment import normalize_frames, to_uint8_chw
+
+    f = np.random.default_rng(0).integers(0, 256, (3, 9, 7, 3), dtype=np.uint8)
+    x = torch.from_numpy(f).permute(0, 3, 1, 2)
+    old = torch.empty(x.shape, dtype=torch.float32)
+    old.copy_(x)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], dtype=torch.float32).view(1, 3, 1, 1)
+    bias = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], dtype=torch.float32).view(1, 3, 1, 1)
+    old.mul_(scale).add_(bias)
+    u = to_uint8_chw(f)
+    assert u.dtype == torch.uint8 and u.shape == (3, 3, 9, 7) and u.is_contiguous()
+    assert torch.equal(normalize_frames(u, IMAGENET_MEAN, IMAGENET_STD), old)
+    # a batch [B, T, 3, H, W] (what the training loop gets) normalises the same
+    assert torch.equal(normalize_frames(torch.stack([u, u]), IMAGENET_MEAN, IMAGENET_STD)[1], old)
+    assert torch.equal(to_tensor(f), old)
+    # other statistics are taken as given
+    got = normalize_frames(u, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    torch.testing.assert_close(got, u.float() / 127.5 - 1, rtol=0, atol=1e-6)
+    with pytest.raises(MosicError, match="uint8"):
+        normalize_frames(u.float(), IMAGENET_MEAN, IMAGENET_STD)
+
+
 def test_bad_arguments_are_refused():
     rng = np.random.default_rng(0)
     with pytest.raises(MosicError):

@@ -13,7 +13,8 @@ from mosic.data.base import FrameReadError
 from mosic.data.synthetic import generate
 from mosic.precompute.runner import precompute
 from mosic.store_schema.reader import StoreError
-from mosic.train.augment import CropBox, apply_crop, map_tracks, to_tensor
+from mosic.train.augment import (IMAGENET_MEAN, IMAGENET_STD, CropBox, apply_crop, map_tracks, normalize_frames,
+                                 to_tensor)
 from mosic.train.data import ClipDataset, collate_clips, make_loader
 
 S = 64  # output size used here: small and quick
@@ -62,8 +63,9 @@ def test_items_have_the_documented_shapes_and_types(store):
     ds = ClipDataset(store, require=REQUIRE, out_size=S)
     assert len(ds) == 6
     it = ds[0]
-    assert set(it) == {"frames", "tracks", "visibility", "index", "video_id"}
-    assert it["frames"].shape == (4, 3, S, S) and it["frames"].dtype == torch.float32
+    assert set(it) == {"frames", "tracks", "visibility", "index", "video_id", "cache_fallback"}
+    # frames travel as uint8 (normalised on the device), channels first, contiguous
+    assert it["frames"].shape == (4, 3, S, S) and it["frames"].dtype == torch.uint8 and it["frames"].is_contiguous()
     assert it["tracks"].shape == (4, 16, 2) and it["tracks"].dtype == torch.float32
     assert it["visibility"].shape == (4, 16) and it["visibility"].dtype == torch.bool
     assert isinstance(it["index"], int) and isinstance(it["video_id"], str)
@@ -71,11 +73,11 @@ def test_items_have_the_documented_shapes_and_types(store):
     # the visible tracks are inside the crop
     t, v = it["tracks"][it["visibility"]], it["visibility"]
     assert v.any() and (t >= 0).all() and (t < S).all()
-    # frames are normalised (not 0..255)
-    assert -3 < float(it["frames"].min()) and float(it["frames"].max()) < 3
+    assert it["cache_fallback"] is False
     batch = next(iter(make_loader(ds, batch_size=4, num_workers=0, shuffle=False, drop_last=True)))
     assert batch["frames"].shape == (4, 4, 3, S, S) and batch["tracks"].shape == (4, 4, 16, 2)
     assert batch["visibility"].shape == (4, 4, 16) and batch["index"].dtype == torch.int64
+    assert batch["frames"].dtype == torch.uint8 and batch["cache_fallback"].tolist() == [False] * 4
     assert batch["index"].tolist() == [0, 1, 2, 3] and len(batch["video_id"]) == 4
     assert ClipDataset(store, out_size=S, max_clips=2).indices.tolist() == [0, 1]
 
@@ -96,7 +98,7 @@ def test_mapped_tracks_point_at_the_same_content(store):
             np.testing.assert_array_equal(out["tracks"].numpy(), tr)
             np.testing.assert_array_equal(out["visibility"].numpy(), vis)
             crop = apply_crop(frames, box)
-            torch.testing.assert_close(out["frames"], to_tensor(crop))
+            torch.testing.assert_close(normalize_frames(out["frames"], IMAGENET_MEAN, IMAGENET_STD), to_tensor(crop))
             unflipped = CropBox(box.x0, box.y0, box.w, box.h, not box.flip, S)
             tr_bad, _ = map_tracks(item.tracks, item.visibility, unflipped)
             for t in range(len(frames)):
@@ -391,3 +393,22 @@ def test_default_pipelines_track_a_grid_dense_enough_for_their_crops():
         ts = train_settings(cfg.train)
         need = min_store_grid(ts.grid, ts.crop_scale, (3 / 4, 4 / 3), ts.model.img_size)
         assert cfg.tracker.grid >= need, (name, cfg.tracker.grid, need)
+
+
+def test_small_shared_memory_switches_to_file_system_sharing(tmp_path, store, caplog):
+    """Workers hand batches over through /dev/shm; when it cannot hold those in flight (a container's
+    64 MB default), torch shares tensors through files instead, and says so."""
+    import torch.multiprocessing as tmp
+
+    from mosic.train.data import batch_bytes, shared_memory_check
+
+    ds = ClipDataset(store, out_size=S)
+    assert batch_bytes(ds, 4) == 4 * 4 * 3 * S * S  # uint8 frames of a batch of 4 clips of 4 frames
+    before = tmp.get_sharing_strategy()
+    try:
+        assert shared_memory_check(1, str(tmp_path)) == before  # plenty of room: unchanged
+        with caplog.at_level("WARNING", logger="mosic.train"):
+            assert shared_memory_check(2 ** 62, str(tmp_path)) == "file_system"
+        assert "file" in caplog.text and "MB free" in caplog.text
+    finally:
+        tmp.set_sharing_strategy(before)

@@ -160,9 +160,9 @@ def test_crops_from_reduced_frames_match_the_full_resolution_path(big_store):
 
 
 def _norm(crop):
-    from mosic.train.augment import to_tensor
+    from mosic.train.augment import to_uint8_chw
 
-    return to_tensor(crop)
+    return to_uint8_chw(crop)  # what the loader delivers
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_cache_side_covers_the_narrowest_crop():
     assert round((0.4 * 224 ** 2 * 0.75) ** 0.5) * 410 / 224 >= 224
 
 
-def test_frame_cache_crops_match_the_full_path_and_damage_is_named(big_store, tmp_path):
+def test_frame_cache_crops_match_the_full_path_and_damage_is_named(big_store, tmp_path, caplog):
     import shutil
     import subprocess
     import sys
@@ -220,3 +220,40 @@ def test_frame_cache_crops_match_the_full_path_and_damage_is_named(big_store, tm
     victim.write_bytes(victim.read_bytes()[:-100])
     with pytest.raises(FrameReadError, match=victim.name):
         FrameCache(folder).read(int(victim.stem[1:]))
+    # ... and training reads that clip from its source frames, with one warning naming the file
+    # (per process) and a count, instead of stopping
+    others = {p.name: p.stat().st_mtime_ns for p in folder.glob("c*.jpgs") if p != victim}
+    ds = ClipDataset(store, out_size=S)
+    index = int(victim.stem[1:])
+    i = next(k for k in range(len(ds)) if ds.clip_index(k, 0) == index)
+    src = ClipDataset(store, out_size=S, frame_cache=None)
+    with caplog.at_level("WARNING", logger="mosic.train"):
+        a, b = ds[(0, i)], ds[(1, i)]
+    assert a["cache_fallback"] and b["cache_fallback"] and ds.cache_fallbacks == 2
+    assert torch.equal(a["frames"], src[(0, i)]["frames"])
+    assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
+    assert len(caplog.records) == 1 and victim.name in caplog.records[0].getMessage()
+    assert not ds[(0, (i + 1) % len(ds))]["cache_fallback"]
+    # cache-frames again rebuilds just the damaged file
+    r = subprocess.run([sys.executable, "-m", "mosic.store_schema.cli", "cache-frames", str(store),
+                        "--out-size", str(S)], capture_output=True, text=True)
+    assert r.returncode == 0 and "1 damaged files rebuilt" in r.stdout, (r.stdout, r.stderr)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("c*.jpgs") if p != victim} == others
+    assert FrameCache(folder).read(index).shape[0] == 3 and not ClipDataset(store, out_size=S)[(0, i)]["cache_fallback"]
+
+
+def test_frames_no_larger_than_the_cache_are_not_cached(tmp_path):
+    """320 x 240 against a 410 x 410 cache: the source decodes faster, so the clip stays with it."""
+    from mosic.data.frame_cache import build_frame_cache, cache_side, worth_caching
+
+    assert worth_caching(1280, 720, 410) and not worth_caching(320, 240, 410) and not worth_caching(410, 410, 410)
+    root = tmp_path / "small"
+    generate(root, videos=1, seed=3, num_frames=8, width=96, height=72)  # 96 x 72 < 118 x 118
+    over = {"dataset.root": str(root), "stores": str(tmp_path / "stores"), "tracker.name": "oracle",
+            "tracker.grid": 4, "clips.length": 3, "clips.step": 2, "clips.clips_per_video": 2}
+    store = precompute(load_pipeline("synthetic", overrides=over), progress=False).store
+    folder = build_frame_cache(store, cache_side(S))
+    assert not list(folder.glob("c*.jpgs"))
+    ds = ClipDataset(store, out_size=S)
+    plain = ClipDataset(store, out_size=S, frame_cache=None)
+    assert torch.equal(ds[0]["frames"], plain[0]["frames"]) and ds.cache_fallbacks == 0

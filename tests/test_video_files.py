@@ -333,3 +333,23 @@ def test_file_removed_after_the_scan(tmp_path, video_dir):
     (tmp_path / "gone.mov").unlink()
     with pytest.raises(FrameReadError, match="gone"):
         src.read_frames("gone", [3])
+
+
+def test_pyav_is_imported_only_when_a_video_file_is_read(video_dir):
+    """mosic.data (and training on image folders) works without PyAV; reading a video file
+    without it is a one-line error naming the package."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['av'] = None  # as if PyAV were not installed\n"
+        "import mosic.data, mosic.train.data\n"
+        "from mosic import MosicError\n"
+        "from mosic.data.video_files import VideoFileSource\n"
+        f"try:\n    VideoFileSource({str(video_dir)!r}).videos()\n"
+        "except MosicError as e:\n    print('ERR', e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "ERR" in r.stdout and "pip install av" in r.stdout, r.stdout

@@ -243,18 +243,28 @@ def apply_crop(frames: np.ndarray, box: CropBox, antialias: bool = True) -> np.n
     return out
 
 
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, S, S, 3] RGB -> float32 [T, 3, S, S], ImageNet-normalised."""
+def to_uint8_chw(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [T, S, S, 3] RGB -> uint8 [T, 3, S, S] (contiguous): what the training loader delivers,
+    a quarter of the bytes of float32; :func:`normalize_frames` makes floats of it on the device."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise MosicError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    out = torch.empty(x.shape, dtype=torch.float32)  # contiguous [T, 3, S, S]
-    out.copy_(x)
-    # (x / 255 - mean) / std as one multiply-add per element (within 1e-6 of the three-step form)
-    scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], dtype=torch.float32).view(1, 3, 1, 1)
-    bias = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], dtype=torch.float32).view(1, 3, 1, 1)
-    return out.mul_(scale).add_(bias)
+    return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+
+
+def normalize_frames(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> float32 ``(x / 255 - mean) / std`` per channel, on ``x``'s device, as
+    one multiply-add per element (within 1e-6 of the three-step form; the same on every device)."""
+    if x.dtype != torch.uint8 or x.ndim < 3 or x.shape[-3] != 3:
+        raise MosicError(f"frames must be uint8 [..., 3, H, W], got {x.dtype} {tuple(x.shape)}")
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=x.device).view(3, 1, 1)
+    bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=x.device).view(3, 1, 1)
+    return x.to(torch.float32).mul_(scale).add_(bias)
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [T, S, S, 3] RGB -> float32 [T, 3, S, S], ImageNet-normalised."""
+    return normalize_frames(to_uint8_chw(frames), IMAGENET_MEAN, IMAGENET_STD)
 
 
 # ------------------------------------------------------------------------------------------------

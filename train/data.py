@@ -8,9 +8,12 @@ loader = make_loader(ds, batch_size=64, num_workers=4, shuffle=True, seed=0, dro
                      distributed=False)
 for epoch in range(epochs):
     loader.set_epoch(epoch)            # reaches the sampler, the dataset and (through the indices) the workers
-    for batch in loader:               # frames [B,T,3,S,S], tracks [B,T,N,2], visibility [B,T,N], index, video_id
-        ...
+    for batch in loader:               # frames uint8 [B,T,3,S,S], tracks [B,T,N,2], visibility [B,T,N], index, video_id
+        frames = normalize_frames(batch["frames"].to(device), mean, std)   # float32, on the device
 ```
+
+Frames travel as uint8 (a quarter of float32's bytes through the workers' shared memory and the
+host-to-device copy, from pinned memory when ``pin_memory``) and are normalised on the device.
 
 Reproducibility: the clip of item ``i`` (a video) in epoch ``e`` is ``pick_clip(seed, e, i, ...)``
 and its crop comes from ``np.random.default_rng([seed, e, i])``, and nothing else, so neither
@@ -34,7 +37,7 @@ from mosic import MosicError
 from mosic.data.base import FrameReadError, plan_clips
 from mosic.store_schema.reader import StoreError, StoreReader, open_frame_source
 from mosic.train.augment import (CropBox, apply_crop, map_tracks, max_reduction, reduce_box, sample_crop,
-                                 to_tensor)
+                                 to_uint8_chw)
 from mosic.train.ops import min_store_grid, pick_clip, select_grid_points
 
 
@@ -48,8 +51,8 @@ def _check_epoch(epoch) -> int:
 
 
 class ClipDataset(Dataset):
-    """The DONE clips of a store. Item ``i`` (or ``(epoch, i)``) is a dict: ``frames`` float32
-    [T, 3, S, S] (ImageNet-normalised), ``tracks`` float32 [T, N, 2] in crop pixels, ``visibility``
+    """The DONE clips of a store. Item ``i`` (or ``(epoch, i)``) is a dict: ``frames`` uint8
+    [T, 3, S, S] (RGB; :func:`~mosic.train.augment.normalize_frames` on the device), ``tracks`` float32 [T, N, 2] in crop pixels, ``visibility``
     bool [T, N] (false outside the crop), ``index`` (the store's clip index), ``video_id``.
 
     ``clips="per_video"``: item i is the i-th video (of those with a done clip, in the store's
@@ -90,6 +93,9 @@ class ClipDataset(Dataset):
         self.reduced_decode = bool(reduced_decode)
         #: frames pre-resized per clip (mosic-store cache-frames), used instead of the JPEGs when present
         self.frame_cache = _open_cache(self.reader, frame_cache, self.out_size, self.scale, self.ratio)
+        #: clips read from their source because their cache file was damaged (this process)
+        self.cache_fallbacks = 0
+        self._damaged: set[int] = set()
         self.epoch = 0
         check_frame_numbering(self.reader, self.source)
         done = np.asarray(self.reader.done, dtype=np.int64)
@@ -187,8 +193,10 @@ class ClipDataset(Dataset):
     def __getitem__(self, key) -> dict[str, Any]:
         epoch, i = self._key(key)
         box = self.crop(i, epoch)
-        if self.frame_cache is not None:
-            item, frames, fbox = self._read_cached(i, box, epoch)
+        damaged = self.cache_fallbacks
+        cached = self._read_cached(i, box, epoch) if self.frame_cache is not None else None
+        if cached is not None:
+            item, frames, fbox = cached
         else:
             item, frames, factor = self.read_clip(i, epoch, max_reduction(box) if self.reduced_decode else 1.0)
             fbox = reduce_box(box, factor)
@@ -197,21 +205,37 @@ class ClipDataset(Dataset):
             sel, _ = select_grid_points(tracks[0], self.out_size, self.grid)
             tracks, vis = tracks[:, sel], vis[:, sel]
         return {
-            "frames": to_tensor(apply_crop(frames, fbox, antialias=self.antialias)),
+            "frames": to_uint8_chw(apply_crop(frames, fbox, antialias=self.antialias)),
             "tracks": torch.from_numpy(tracks),
             "visibility": torch.from_numpy(vis),
             "index": int(item.index),
             "video_id": item.clip.video_id,
+            "cache_fallback": self.cache_fallbacks > damaged,  # its cache file was damaged: read from source
         }
 
     def _read_cached(self, i: int, box: CropBox, epoch: int | None = None):
-        """(ClipTracks, cache frames [T, side, side, 3], the box in their pixels)."""
+        """(ClipTracks, cache frames [T, side, side, 3], the box in their pixels), or None where the
+        clip is not in the cache (its source is no larger than the cache) or its file is damaged:
+        then the clip is read from its source. A damaged file is named once per process and counted
+        in ``cache_fallbacks`` (the training log shows the count); `mosic-store cache-frames`
+        rebuilds it."""
         item = self.reader[self.clip_index(i, epoch)]
-        frames = self.frame_cache.read(item.index)
-        side = self.frame_cache.side
-        if frames.shape[0] != item.tracks.shape[0]:
-            raise StoreError(f"frame cache {self.frame_cache.folder}: clip {item.index} has {frames.shape[0]} "
-                             f"frames, the store {item.tracks.shape[0]}; rebuild the cache")
+        fc = self.frame_cache
+        if not fc.holds(item.clip.width, item.clip.height):
+            return None
+        try:
+            frames = fc.read(item.index)
+            if frames.shape[0] != item.tracks.shape[0]:
+                raise FrameReadError(str(fc.clip_file(item.index)), f"{frames.shape[0]} frames in the cache file, "
+                                     f"{item.tracks.shape[0]} in the store")
+        except FrameReadError as e:
+            self.cache_fallbacks += 1
+            if item.index not in self._damaged:
+                self._damaged.add(item.index)
+                log.warning("frame cache: %s; clip %d is read from its source frames (rebuild the damaged files "
+                            "with mosic-store cache-frames %s)", e, item.index, self.reader.path)
+            return None
+        side = fc.side
         return item, frames, reduce_box(box, item.clip.width / side, item.clip.height / side)
 
 
@@ -314,8 +338,8 @@ def explain_mismatch(reader: StoreReader, source) -> list[str]:
 # loading
 # ------------------------------------------------------------------------------------------------
 def collate_clips(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack a list of items: frames [B, T, 3, S, S], tracks [B, T, N, 2], visibility [B, T, N],
-    index int64 [B], video_id list[str]."""
+    """Stack a list of items: frames uint8 [B, T, 3, S, S], tracks [B, T, N, 2], visibility [B, T, N],
+    index int64 [B], video_id list[str], cache_fallback bool [B]."""
     if not batch:
         raise ValueError("empty batch")
     return {
@@ -324,6 +348,7 @@ def collate_clips(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "visibility": torch.stack([b["visibility"] for b in batch]),
         "index": torch.tensor([b["index"] for b in batch], dtype=torch.int64),
         "video_id": [b["video_id"] for b in batch],
+        "cache_fallback": torch.tensor([bool(b.get("cache_fallback", False)) for b in batch]),
     }
 
 
@@ -394,6 +419,35 @@ class ClipLoader(DataLoader):
         self.sampler.set_epoch(epoch, skip_batches * self.batch_size)
 
 
+def batch_bytes(dataset, batch_size: int) -> int:
+    """Bytes of one batch's frames (uint8 [B, T, 3, S, S]) as the workers hand it over."""
+    try:
+        T = int(dataset.reader.spec.clips.length)
+        return batch_size * T * 3 * int(dataset.out_size) ** 2
+    except AttributeError:  # another dataset
+        return 0
+
+
+def shared_memory_check(need: int, path: str = "/dev/shm") -> str:
+    """Workers hand batches over through shared memory (/dev/shm): when it holds less than twice
+    ``need`` bytes free (a container's default is 64 MB), switch torch to the file-system sharing
+    strategy, which does not use it, and say so. Returns the strategy in use."""
+    import shutil
+
+    import torch.multiprocessing as tmp
+
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        free = 0
+    if free < 2 * need and tmp.get_sharing_strategy() != "file_system":
+        log.warning("%s has %.0f MB free, the loader's workers may hold %.0f MB of batches at once: sharing "
+                    "tensors through files instead (or give the container more, e.g. docker --shm-size 8g)",
+                    path, free / 1e6, need / 1e6)
+        tmp.set_sharing_strategy("file_system")
+    return tmp.get_sharing_strategy()
+
+
 def make_loader(
     dataset: ClipDataset,
     batch_size: int,
@@ -407,10 +461,14 @@ def make_loader(
     rank: int | None = None,
     pin_memory: bool = False,
     prefetch_factor: int | None = None,
+    timeout: float = 0,
 ) -> ClipLoader:
     """A loader over ``dataset``; call ``loader.set_epoch(e)`` before each epoch. ``distributed``
     shards with a DistributedSampler (ranks from torch.distributed unless ``num_replicas``/``rank``
-    are given); workers persist between epochs when ``num_workers > 0``."""
+    are given); workers persist between epochs when ``num_workers > 0``. ``pin_memory``: batches
+    come in page-locked memory (an asynchronous copy to a GPU); ``timeout``: seconds a worker's batch
+    may take before the loader raises (0: forever). With workers, the batches they hold at once must
+    fit in /dev/shm, else tensors are shared through files (:func:`shared_memory_check`)."""
     if batch_size < 1:
         raise MosicError(f"batch_size must be at least 1, got {batch_size}")
     sampler = EpochSampler(dataset, shuffle=shuffle, seed=seed, distributed=distributed,
@@ -422,8 +480,10 @@ def make_loader(
         # no cv2.setNumThreads in workers: in a forked child it deadlocks once the parent's cv2
         # pool has gone idle (it destroys a condition variable the parent's threads waited on)
         kw["persistent_workers"] = True
+        kw["timeout"] = float(timeout)
         if prefetch_factor is not None:
             kw["prefetch_factor"] = prefetch_factor
+        shared_memory_check(batch_bytes(dataset, batch_size) * num_workers * (prefetch_factor or 2))
     return ClipLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         collate_fn=collate_clips, drop_last=drop_last, pin_memory=pin_memory, generator=g, **kw,

@@ -39,6 +39,7 @@ import torch.distributed as dist
 from mosic import MosicError
 from mosic.config import PipelineConfig
 from mosic.store_schema.location import Location, as_location, list_stores
+from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD, normalize_frames
 from mosic.train.config import TrainSettings
 from mosic.train.data import ClipDataset, make_loader
 from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
@@ -46,6 +47,9 @@ from mosic.train.ops import (cluster_usage_entropy, loss_normaliser, loss_weight
                             sinkhorn, symmetric_loss)
 
 log = logging.getLogger("mosic.train")
+
+#: seconds a DataLoader worker's batch may take before training stops with an error (a hung read)
+LOADER_TIMEOUT_S = 600
 
 
 class NonFiniteLossError(MosicError):
@@ -119,21 +123,31 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    backend: str | None = None
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
 
+def launched_by_torchrun(env=os.environ) -> bool:
+    """torchrun (and torch.distributed.launch) set RANK, WORLD_SIZE and MASTER_ADDR for every process."""
+    return all(k in env for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
+
+
 def setup_distributed(device_pref: str) -> tuple[Dist, torch.device]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    """A process group whenever torchrun launched the process, one process included (so that
+    ``torchrun --nproc_per_node 1`` runs the same NCCL, DDP and all-reduce paths as K processes)."""
+    if launched_by_torchrun():
         cuda = torch.cuda.is_available() and device_pref != "cpu"
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-        d = Dist(True, dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        local = int(os.environ.get("LOCAL_RANK", 0))
         if cuda:
-            torch.cuda.set_device(d.local_rank)
-            return d, torch.device("cuda", d.local_rank)
-        return d, torch.device("cpu")
+            torch.cuda.set_device(local)
+            dist.init_process_group(backend="nccl", device_id=torch.device("cuda", local))
+        else:
+            dist.init_process_group(backend="gloo")
+        d = Dist(True, dist.get_rank(), dist.get_world_size(), local, dist.get_backend())
+        return d, torch.device("cuda", local) if cuda else torch.device("cpu")
     if device_pref == "auto":
         return Dist(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device_pref.startswith("cuda") and not torch.cuda.is_available():
@@ -148,6 +162,14 @@ def autocast_for(device: torch.device, precision: str):
         return nullcontext(), precision
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype), precision
+
+
+def device_batch(batch: dict, device: torch.device, mean, std) -> dict:
+    """A loader's batch on ``device`` (asynchronously from pinned memory), its uint8 frames made
+    float32 and normalised there with ``mean``/``std`` (RGB, on 0..1 values)."""
+    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    out["frames"] = normalize_frames(out["frames"], mean, std)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,7 +415,9 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
         raise MosicError(f"the store gives {len(dataset)} training items per epoch, fewer than one global batch "
                          f"of {ts.batch_size} clips (batch_size)")
     loader = make_loader(dataset, batch_size=per_rank, num_workers=ts.num_workers, shuffle=True,
-                         seed=ts.seed, drop_last=True, distributed=ddp.enabled)
+                         seed=ts.seed, drop_last=True, distributed=ddp.enabled, pin_memory=device.type == "cuda",
+                         timeout=LOADER_TIMEOUT_S)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD  # the statistics the frames are normalised with
     steps_per_epoch = len(loader)
     total = ts.max_steps or ts.epochs * steps_per_epoch
 
@@ -435,7 +459,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     if ddp.main:
         (out / "config.json").write_text(json.dumps(
             {"pipeline": cfg.model_dump(mode="json"), "train": ts.model_dump(mode="json"), "store": str(store),
-             "world_size": ddp.world, "precision": precision, "device": str(device)}, indent=2))
+             "world_size": ddp.world, "precision": precision, "device": str(device), "backend": ddp.backend},
+            indent=2))
     logf = open(out / "log.jsonl", "a") if ddp.main else None
     tb = None
     if ts.tensorboard and ddp.main:
@@ -470,13 +495,15 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     t_log = time.perf_counter()
     clips_since = 0
     data_wait = 0.0
+    fallbacks = 0  # clips read from their source frames because their frame-cache file was damaged
     while step < total:
         epoch, skip = divmod(step, steps_per_epoch)
         loader.set_epoch(epoch, skip_batches=skip)  # resumed mid-epoch: the rest of the same batches
         t_wait = time.perf_counter()
         for batch in loader:
             data_wait += time.perf_counter() - t_wait
-            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            fallbacks += int(batch["cache_fallback"].sum())
+            batch = device_batch(batch, device, mean, std)
             f = lr_factor(step, total, ts.optim.warmup_steps, ts.optim.min_lr_ratio)
             for g_, lr0 in zip(optim.param_groups, base_lrs):
                 g_["lr"] = lr0 * f
@@ -512,7 +539,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
                 now = time.perf_counter()
                 last = {"step": step, "epoch": epoch, "loss": float(loss.item()),
                         "lr_backbone": optim.param_groups[0]["lr"], "lr_head": optim.param_groups[-1]["lr"],
-                        **mon, "clips_per_s": clips_since / (now - t_log), "data_wait_s": data_wait}
+                        **mon, "clips_per_s": clips_since / (now - t_log), "data_wait_s": data_wait,
+                        "cache_fallbacks": fallbacks}
                 if logf:
                     logf.write(json.dumps(last) + "\n")
                     logf.flush()

@@ -13,6 +13,12 @@ min(ratio[0], 1 / ratio[1]))`` squashed pixels (123 for 224, 0.4, 3/4..4/3). A c
 The cache frame is the source frame area-resized (``cv2.INTER_AREA``, pixel-centre aligned) to
 ``side x side``: source ``(x, y)`` is at ``(x * side / W, y * side / H)`` in it, exactly.
 
+Only where it is faster: a clip whose source frames have no more pixels than a cache frame (320 x
+240 against 410 x 410) is not cached, its source decodes faster than a cache frame would (and it
+would be upscaled); :meth:`FrameCache.holds` says which clips are. The cache is only an acceleration:
+a damaged clip file makes training read that clip from its source (with a warning), and
+``mosic-store cache-frames`` rebuilds just the damaged files.
+
 Layout: ``<store>.frames<side>/`` beside the store (``x.zarr`` -> ``x.zarr.frames410``), with
 ``cache.json`` (written last: the store's name and fingerprint, side, quality, clip count) and
 ``c<index>.jpgs`` per clip: magic ``MOSICFC1``, uint32 T, side, then T uint32 byte lengths, then the
@@ -25,6 +31,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -102,6 +110,13 @@ class FrameCache:
             raise MosicError(f"frame cache {self.folder}: version {self.meta.get('version')}, expected {VERSION}")
         self.side = int(self.meta["side"])
 
+    def holds(self, width: int, height: int) -> bool:
+        """Whether clips of ``width x height`` source frames are cached (see :func:`worth_caching`)."""
+        return worth_caching(width, height, self.side)
+
+    def clip_file(self, index: int) -> Path:
+        return _clip_file(self.folder, index)
+
     def fits(self, store_name: str, fingerprint: str) -> bool:
         return self.meta.get("store") == store_name and self.meta.get("fingerprint") == fingerprint
 
@@ -134,6 +149,21 @@ class FrameCache:
         return best
 
 
+def worth_caching(width: int, height: int, side: int) -> bool:
+    """A clip is cached only when its source frames have more pixels than a cache frame: decoding
+    a JPEG costs about its pixel count, so a smaller source decodes faster than its cache would."""
+    return int(width) * int(height) > int(side) ** 2
+
+
+def check_clip_file(path: Path) -> bool:
+    """Whether a clip file is whole and every frame decodes."""
+    try:
+        decode_clip(path.read_bytes(), str(path))
+        return True
+    except (OSError, FrameReadError, ValueError):
+        return False
+
+
 def to_cache_frames(frames: np.ndarray, side: int) -> np.ndarray:
     """uint8 [T, H, W, 3] -> [T, side, side, 3], area-resized (pixel-centre aligned)."""
     out = np.empty((len(frames), side, side, 3), np.uint8)
@@ -143,9 +173,11 @@ def to_cache_frames(frames: np.ndarray, side: int) -> np.ndarray:
 
 
 def build_frame_cache(store: str | Path, side: int | None = None, quality: int = 90,
-                      source_root: str | Path | None = None, progress: bool = False) -> Path:
-    """Write the cache of every done clip of ``store`` (a local store); returns its folder. Clip files
-    already there are kept (a killed run resumes); ``cache.json`` is written last."""
+                      source_root: str | Path | None = None, progress: bool = False, workers: int = 1) -> Path:
+    """Write the cache of every done clip of ``store`` (a local store) whose source is larger than
+    the cache (:func:`worth_caching`); returns its folder. Clip files already there are kept when
+    they are whole and decode (a killed run resumes; damaged files are rebuilt); ``cache.json``,
+    written last, counts the cached clips, those left to their source and the files rebuilt."""
     from mosic.store_schema.reader import StoreReader, open_frame_source
 
     reader = StoreReader(store)
@@ -159,17 +191,16 @@ def build_frame_cache(store: str | Path, side: int | None = None, quality: int =
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cache.json").unlink(missing_ok=True)
     done = [int(i) for i in reader.done]
-    it = done
-    if progress:
-        from tqdm import tqdm
+    todo = [i for i in done if worth_caching(reader.clips[i].width, reader.clips[i].height, side)]
+    for i in set(done) - set(todo):
+        _clip_file(folder, i).unlink(missing_ok=True)  # made by an older version: the source is faster
 
-        it = tqdm(done, unit="clip", desc=f"frame cache {side}x{side}")
-    total = 0
-    for i in it:
+    def one(i: int) -> tuple[int, bool]:
+        """(bytes of clip i's file, whether a damaged file was rebuilt)"""
         p = _clip_file(folder, i)
-        if p.is_file():
-            total += p.stat().st_size
-            continue
+        damaged = p.is_file()
+        if damaged and check_clip_file(p):
+            return p.stat().st_size, False
         clip = reader.clips[i]
         # decode reduced where the reduction still leaves at least `side` pixels across (and divides
         # the size, so that the reduced grid is exactly source / s before the area resize)
@@ -178,12 +209,26 @@ def build_frame_cache(store: str | Path, side: int | None = None, quality: int =
             s //= 2
         frames, _ = source.read_frames_reduced(clip.video_id, clip.frames, s)
         data = encode_clip(to_cache_frames(frames, side), quality)
-        tmp = p.with_suffix(".tmp")
+        tmp = p.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
         tmp.write_bytes(data)
         os.replace(tmp, p)
-        total += len(data)
+        return len(data), damaged
+
+    total = rebuilt = 0
+    # OpenCV's decode, resize and encode release the GIL: threads use the cores
+    with ThreadPoolExecutor(max(1, int(workers))) as ex:
+        results = ex.map(one, todo)
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(todo), unit="clip", desc=f"frame cache {side}x{side}")
+        for n, was_damaged in results:
+            total += n
+            rebuilt += was_damaged
+    cached = len(todo)
     meta = {"version": VERSION, "store": reader.path.name, "fingerprint": reader.spec.dataset.fingerprint,
-            "side": side, "quality": int(quality), "clips": len(done), "bytes": total}
+            "side": side, "quality": int(quality), "clips": cached, "source_clips": len(done) - cached,
+            "rebuilt": rebuilt, "bytes": total}
     tmp = folder / "cache.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, folder / "cache.json")

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import av
 import numpy as np
 
 from mosic import MosicError
@@ -65,7 +64,18 @@ class _Unreadable(Exception):
     """A file that is not a usable video (the message says why)."""
 
 
-_AV_ERRORS = (av.FFmpegError, OSError, ValueError, RuntimeError, _Unreadable)
+def _av():
+    """PyAV, imported when a video file is first read (the rest of mosic.data does not need it)."""
+    try:
+        import av
+    except ImportError:
+        raise MosicError("reading video files needs PyAV, which is not installed: pip install av") from None
+    return av
+
+
+def _av_errors() -> tuple:
+    """The exceptions a read can raise (an ``except`` clause evaluates this when it is reached)."""
+    return (_av().FFmpegError, OSError, ValueError, RuntimeError, _Unreadable)
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ def _describe(e: BaseException) -> str:
 
 
 def _open(path: Path):
-    c = av.open(str(path), mode="r")
+    c = _av().open(str(path), mode="r")
     if not c.streams.video:
         c.close()
         raise _Unreadable("no video stream")
@@ -108,7 +118,7 @@ def probe_video(path: Path) -> VideoIndex:
         return _probe(path)
     except _Unreadable as e:
         return VideoIndex(path, 0, 0, 0, error=str(e))
-    except _AV_ERRORS as e:
+    except _av_errors() as e:
         return VideoIndex(path, 0, 0, 0, error=f"cannot be opened or demuxed: {_describe(e)}")
 
 
@@ -322,7 +332,7 @@ class VideoFileSource(FrameSource):
                 self._decode_by_pts(video_id, idx, want, got)
         except FrameReadError:
             raise
-        except _AV_ERRORS as e:
+        except _av_errors() as e:
             missing = next((i for i in want if i not in got), None)
             raise FrameReadError(video_id, f"{idx.path}: decoding failed: {_describe(e)}", frame=missing) from None
         return got
@@ -406,13 +416,13 @@ class VideoFileSource(FrameSource):
         if seek:
             try:
                 c.seek(int(idx.pts[start]), stream=s, backward=True, any_frame=False)
-            except _AV_ERRORS:
+            except _av_errors():
                 return False
         try:
             return self._collect(video_id, idx, c, start, group, frame_of, got, seek)
         except FrameReadError:
             raise
-        except _AV_ERRORS:
+        except _av_errors():
             if seek:  # maybe a bad seek point: the caller retries from further back
                 return False
             raise
