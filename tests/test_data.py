@@ -391,3 +391,18 @@ def test_default_pipelines_track_a_grid_dense_enough_for_their_crops():
         ts = train_settings(cfg.train)
         need = min_store_grid(ts.grid, ts.crop_scale, (3 / 4, 4 / 3), ts.model.img_size)
         assert cfg.tracker.grid >= need, (name, cfg.tracker.grid, need)
+
+
+def test_holdout_leaves_the_held_out_videos_out_of_training(store):
+    from mosic.data.holdout import heldout_rank
+
+    full = ClipDataset(store, require=REQUIRE, out_size=S)
+    vids = sorted({c.video_id for c in full.reader.clips})
+    ranks = sorted(heldout_rank(v) for v in vids)
+    frac = (ranks[0] + ranks[1]) / 2  # exactly one video is held out at this fraction
+    out = min(vids, key=heldout_rank)
+    ds = ClipDataset(store, require=REQUIRE, out_size=S, holdout=frac)
+    kept = {full.reader.clips[int(c)].video_id for c in ds.indices}
+    assert kept == set(vids) - {out} and len(ds) == len(full) - 2  # 2 clips per video
+    ds = ClipDataset(store, require=REQUIRE, out_size=S, holdout=frac, clips="per_video")
+    assert len(ds) == len(vids) - 1

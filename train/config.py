@@ -81,6 +81,10 @@ class TrainSettings(BaseModel):
     clip_sampling: Literal["per_video", "all"] = Field(
         "per_video", description="per_video: one of a video's stored clips per epoch, drawn from (seed, epoch, "
         "video), as the official loader; all: every stored clip in every epoch")
+    holdout: float = Field(
+        0.0, ge=0, lt=1, description="fraction of videos left out of training, chosen by a hash of the video id "
+        "(mosic.data.holdout), for evaluation on videos not trained on; the ytvos pipeline: 0.05, the videos "
+        "mosic-eval scores as YouTube-VOS split 'heldout'")
     max_steps: int | None = Field(None, ge=1)
     mask_ratio: float = Field(0.1, ge=0, lt=1)
     ema: float = Field(0.99, ge=0, le=1)

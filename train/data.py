@@ -73,6 +73,7 @@ class ClipDataset(Dataset):
         grid: int | None = None,
         reduced_decode: bool = True,
         frame_cache: str | Path | None = "auto",
+        holdout: float = 0.0,
     ):
         if int(seed) != seed or seed < 0:
             raise MosicError(f"seed must be a non-negative integer, got {seed!r}")
@@ -93,6 +94,11 @@ class ClipDataset(Dataset):
         self.epoch = 0
         check_frame_numbering(self.reader, self.source)
         done = np.asarray(self.reader.done, dtype=np.int64)
+        if holdout:  # videos kept for evaluation (mosic.data.holdout) never train
+            from mosic.data.holdout import is_heldout
+
+            done = np.asarray([c for c in done.tolist() if not is_heldout(self.reader.clips[c].video_id, holdout)],
+                              dtype=np.int64)
         self.indices = done if max_clips is None else done[:max_clips]
         if len(self.indices) == 0:
             raise MosicError(f"store {self.reader.path} has no clip with tracks: nothing to train on")
