@@ -47,7 +47,7 @@ def settings(data: Path, stores: Path, a, seed: int, steps: int, weights: str | 
         "train.model.weights": weights, "train.model.img_size": a.img_size,
         "train.model.kwargs": {"depth": a.depth, "embed_dim": a.width, "num_heads": 3, "init_values": 0.1},
         "train.model.train_blocks": a.depth, "train.model.head_hidden": [256, 256], "train.model.head_dim": 64,
-        "train.model.num_prototypes": a.prototypes,
+        "train.model.num_prototypes": a.prototypes, "train.model.prototype_grad": a.prototype_grad,
         "train.loss.temperature": 0.1, "train.loss.sinkhorn_eps": 0.06, "train.loss.sinkhorn_iters": 3,
         "train.loss.hard": True, "train.loss.symmetric": False, "train.loss.normalize": "visible",
         "train.loss.marginals": "visible", "train.loss.teacher_sampling": "bilinear",
@@ -85,6 +85,8 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--width", type=int, default=96)
     p.add_argument("--prototypes", type=int, default=16)
+    p.add_argument("--prototype-grad", default="raw", choices=("raw", "normalized"),
+                   help="raw: the official prototype gradient; normalized: through F.normalize")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr-backbone", type=float, default=3e-4)
     p.add_argument("--lr-head", type=float, default=1e-3)
@@ -145,7 +147,8 @@ def main() -> None:
         nets = []
         for key in ("student", "teacher"):
             bb = create_backbone(m.name, pretrained=False, img_size=m.img_size, **m.kwargs)
-            net = MoSiCModel(bb, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks)
+            net = MoSiCModel(bb, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks,
+                             prototype_grad=m.prototype_grad)
             net.load_state_dict(ck[key])
             nets.append(net)
         return track_prediction(*nets, held_out, m.img_size, sinkhorn_eps=ts.loss.sinkhorn_eps,

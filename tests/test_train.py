@@ -276,3 +276,19 @@ def settings_for_step(symmetric=False, normalize="visible", **over):
          **{f"train.{k}": v for k, v in over.items()}}
     c = load_pipeline("synthetic-oracle", overrides=o)
     return c, train_settings(c.train)
+
+
+def test_the_last_partial_batch_is_kept_as_the_official_loader(store, tmp_path):
+    """4 videos, batch 3: the official loader keeps the partial batch (2 steps per epoch, the cosine
+    over all of them); drop_last: 1 step per epoch."""
+    cfg, _ = store
+    for drop, steps in ((False, 4), (True, 2)):
+        c, ts = settings(cfg, batch_size=3, epochs=2, drop_last=drop, checkpoint_every=10)
+        ts = ts.model_copy(update={"max_steps": None})  # the pipeline's max_steps off: epochs decide
+        out = tmp_path / f"run-{drop}"
+        res = train(c, ts, out, progress=False)
+        lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+        assert res["steps"] == steps and [x["epoch"] for x in lines] == [e for e in (0, 1) for _ in range(steps // 2)]
+        from mosic.train.train import lr_factor  # the cosine spans every step, the partial ones included
+
+        assert lines[-1]["lr_head"] == pytest.approx(ts.optim.lr_head * lr_factor(steps - 1, steps, 0, 0.0))

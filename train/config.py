@@ -28,6 +28,9 @@ class ModelSettings(BaseModel):
     head_hidden: tuple[int, ...] = (1024, 1024, 512)
     head_dim: int = 256
     num_prototypes: int = Field(100, ge=2)
+    prototype_grad: Literal["raw", "normalized"] = Field(
+        "raw", description="raw: scores multiply by the prototype parameter (renormalised at the start of each "
+        "step), its gradient keeps its radial part (official); normalized: scores through F.normalize(prototypes)")
 
 
 class LossSettings(BaseModel):
@@ -92,6 +95,16 @@ class TrainSettings(BaseModel):
         16, ge=1, description="G: the loss uses the G x G stored trajectories nearest to each crop's grid cells "
         "(needs a store grid of at least mosic.train.ops.min_store_grid(G), 30 for 16); a sparser store: the "
         "points inside the crop; None: every stored point")
+    grid_layout: Literal["cotracker", "cells"] = Field(
+        "cotracker", description="where a crop's grid points lie: cotracker, the grid CoTracker queries on the crop "
+        "(a margin of 1/64 of its 512 px input: 3.5 to 219.9 px at 224, as the official code tracks); cells, the "
+        "centres of a grid x grid partition (the patch centres)")
+    std: tuple[float, float, float] = Field(
+        (0.229, 0.224, 0.225), description="normalisation std of the frames (ImageNet mean); the official training "
+        "uses (0.228, 0.224, 0.225)")
+    drop_last: bool = Field(
+        False, description="drop each epoch's last partial batch (False: keep it, as the official loader: 55 steps "
+        "per epoch on 3,471 videos at batch 64, 440 in 8 epochs)")
     crop_scale: tuple[float, float] = (0.4, 1.0)
     flip_p: float = Field(0.5, ge=0, le=1)
     num_workers: int = Field(2, ge=0)

@@ -33,9 +33,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from mosic import MosicError
 from mosic.data.base import FrameReadError, plan_clips
 from mosic.store_schema.reader import StoreError, StoreReader, open_frame_source
-from mosic.train.augment import (CropBox, apply_crop, map_tracks, max_reduction, reduce_box, sample_crop,
-                                 to_tensor)
-from mosic.train.ops import min_store_grid, pick_clip, select_grid_points
+from mosic.train.augment import (IMAGENET_STD, CropBox, apply_crop, map_tracks, max_reduction, reduce_box,
+                                 sample_crop, to_tensor)
+from mosic.train.ops import crop_grid, min_store_grid, pick_clip, select_grid_points
 
 
 log = logging.getLogger("mosic.train")
@@ -74,6 +74,8 @@ class ClipDataset(Dataset):
         reduced_decode: bool = True,
         frame_cache: str | Path | None = "auto",
         holdout: float = 0.0,
+        grid_layout: str = "cotracker",
+        std: tuple[float, float, float] = IMAGENET_STD,
     ):
         if int(seed) != seed or seed < 0:
             raise MosicError(f"seed must be a non-negative integer, got {seed!r}")
@@ -117,6 +119,11 @@ class ClipDataset(Dataset):
         # points: a grid x grid selection of the stored trajectories in every crop where the store
         # is dense enough, else every stored point (those outside the crop marked invisible)
         self.grid = grid
+        self.grid_layout = grid_layout  # where a crop's grid points lie (mosic.train.ops.crop_grid)
+        crop_grid(self.out_size, 2, grid_layout)  # checks the name
+        self.std = tuple(float(v) for v in std)
+        if len(self.std) != 3 or min(self.std) <= 0:
+            raise MosicError(f"std must be three positive numbers, got {std!r}")
         self.select_grid = False
         if grid is not None:
             if int(grid) != grid or grid < 1:
@@ -200,10 +207,10 @@ class ClipDataset(Dataset):
             fbox = reduce_box(box, factor)
         tracks, vis = map_tracks(item.tracks, item.visibility, box)
         if self.select_grid:  # the trajectories nearest to the crop's own grid cells
-            sel, _ = select_grid_points(tracks[0], self.out_size, self.grid)
+            sel, _ = select_grid_points(tracks[0], self.out_size, self.grid, self.grid_layout)
             tracks, vis = tracks[:, sel], vis[:, sel]
         return {
-            "frames": to_tensor(apply_crop(frames, fbox, antialias=self.antialias)),
+            "frames": to_tensor(apply_crop(frames, fbox, antialias=self.antialias), self.std),
             "tracks": torch.from_numpy(tracks),
             "visibility": torch.from_numpy(vis),
             "index": int(item.index),

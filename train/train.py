@@ -67,6 +67,8 @@ def store_requirements(cfg: PipelineConfig, grid: bool = True) -> dict[str, Any]
     }
     if grid:
         req["grid"] = cfg.tracker.grid
+    if cfg.tracker.name == "cotracker3" and cfg.tracker.precision != "auto":  # e.g. ytvos-official: fp32 tracks
+        req["tracker.params.precision"] = cfg.tracker.precision
     req.update({f"clips.{k}": v for k, v in cfg.clips.model_dump(mode="json").items()})
     return req
 
@@ -387,13 +389,13 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     req = store_requirements(cfg, grid=False)  # any stored grid trains (see ClipDataset's grid)
     dataset = ClipDataset(store, source_root=ts.source_root, require=req, out_size=ts.model.img_size,
                           scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed, clips=ts.clip_sampling,
-                          grid=ts.grid, holdout=ts.holdout)
+                          grid=ts.grid, holdout=ts.holdout, grid_layout=ts.grid_layout, std=ts.std)
     per_rank = per_process_batch(ts.batch_size, ddp.world)
     if len(dataset) < ts.batch_size:
         raise MosicError(f"the store gives {len(dataset)} training items per epoch, fewer than one global batch "
                          f"of {ts.batch_size} clips (batch_size)")
     loader = make_loader(dataset, batch_size=per_rank, num_workers=ts.num_workers, shuffle=True,
-                         seed=ts.seed, drop_last=True, distributed=ddp.enabled)
+                         seed=ts.seed, drop_last=ts.drop_last, distributed=ddp.enabled)
     steps_per_epoch = len(loader)
     total = ts.max_steps or ts.epochs * steps_per_epoch
 
@@ -402,7 +404,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     backbone = create_backbone(m.name, pretrained=m.pretrained, weights=m.weights, img_size=m.img_size, **m.kwargs)
     if m.img_size % backbone.patch_embed.patch_size[0]:
         raise MosicError(f"img_size {m.img_size} is not a multiple of the patch size {backbone.patch_embed.patch_size[0]}")
-    student = MoSiCModel(backbone, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks).to(device)
+    student = MoSiCModel(backbone, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks,
+                         prototype_grad=m.prototype_grad).to(device)
     student.normalize_prototypes()
     teacher = make_teacher(student)
     trainable = [p for p in student.parameters() if p.requires_grad]
