@@ -61,6 +61,7 @@ def settings(data: Path, stores: Path, a, seed: int, steps: int, weights: str | 
         # what a per-crop grid of that size needs), as the figures in the README were measured
         "train.clip_sampling": "all", "train.grid": a.grid,
         "train.log_every": max(1, steps // 10),
+        "train.validate.every": 0,
     }
 
 
@@ -168,7 +169,8 @@ def main() -> None:
                 start = measure(ts, str(work / f"{v}-seed{seed}" / "backbone_init.pth"))
             after = measure(ts, res["backbone"])
             after.update(predict(ts, work / f"{v}-seed{seed}"))
-            logged = [json.loads(x)["loss"] for x in (work / f"{v}-seed{seed}" / "log.jsonl").read_text().splitlines()]
+            logged = [r["loss"] for r in map(json.loads, (work / f"{v}-seed{seed}" / "log.jsonl").read_text().splitlines())
+                      if "loss" in r]
             after["train_loss"] = statistics.mean(logged[len(logged) // 2:])  # against its own targets
             row = {"seed": seed, "variant": v, "loss": res.get("loss"), "minutes": (time.perf_counter() - t0) / 60,
                    **{f"{k}_start": start[k] for k in KEYS}, **{k: after[k] for k in (*KEYS, *PRED_KEYS)},

@@ -100,6 +100,7 @@ TINY = {
     # every stored clip in every epoch, every stored point inside the crop (the 8 x 8 store is
     # sparser than a per-crop 8 x 8 selection needs)
     "train.clip_sampling": "all", "train.grid": 8,
+    "train.validate.every": 0,  # no held-out split here (tests/test_validate.py covers it)
 }
 
 

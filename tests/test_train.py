@@ -31,6 +31,7 @@ TINY = {
     "train.log_every": 1,
     "train.optim.warmup_steps": 0,
     "train.grid": 2,  # a 4 x 4 store grid holds a 2 x 2 grid in every 56 px crop
+    "train.validate.every": 0,  # no held-out split here (tests/test_validate.py covers it)
 }
 CLIPS = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "clips.clips_per_video": 2}
 CLI_STORE = [x for k, v in CLIPS.items() for x in ("--set", f"{k}={v}")]
@@ -166,7 +167,7 @@ def test_global_batch_is_the_same_on_two_processes_one_process_and_micro_batches
     sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
             "--set", "model.num_prototypes=8", "--set", "checkpoint_every=3", *CLI_STORE,
-            "--set", "optim.warmup_steps=0", "--set", "teacher_chunk=1", "--set", "grid=2"]
+            "--set", "optim.warmup_steps=0", "--set", "teacher_chunk=1", "--set", "grid=2", "--set", "validate.every=0"]
     common = ["-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path), "--max-steps", "3",
               "--workers", "0", "--no-progress", "--batch-size", "4", *sets]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -209,7 +210,8 @@ def test_killed_training_resumes_to_the_same_state(store, tmp_path):
     sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
             "--set", "model.num_prototypes=8", "--set", "checkpoint_every=1", "--set", "tracker.grid=4",
-            "--set", "clips.length=4", "--set", "clips.step=2", "--set", "clips.clips_per_video=2"]
+            "--set", "clips.length=4", "--set", "clips.step=2", "--set", "clips.clips_per_video=2",
+            "--set", "validate.every=0"]
     base = [sys.executable, "-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path),
             "--max-steps", "6", "--batch-size", "2", "--workers", "0", "--no-progress", *sets]
     env = dict(os.environ, OMP_NUM_THREADS="1")

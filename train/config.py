@@ -64,8 +64,28 @@ class OptimSettings(BaseModel):
     clip_grad: float = Field(0.0, ge=0, description="max gradient norm; 0 = off")
 
 
-class TrainSettings(BaseModel):
+class ValidateSettings(BaseModel):
+    """In-training validation (train/validate.py)."""
+
     model_config = _STRICT
+
+    every: int = Field(0, ge=0, description="validate every N optimiser steps (step 0 included) and at the end; "
+                       "0: off")
+    protocols: tuple[Literal["clustering", "incontext"], ...] = Field(
+        ("clustering",), min_length=1, description="quick protocols: clustering (K-means, K = classes) and/or "
+        "incontext (a small Hummingbird memory)")
+    dataset: Literal["voc", "ade20k", "synthetic"] | None = Field(
+        None, description="held-out image set; None: the synthetic pipelines' own data, Pascal VOC otherwise")
+    root: str | None = Field(None, description="its folder; None: the pipeline's data (synthetic only)")
+    split: str | None = Field(None, description="scored split; None: val (voc), validation (ade20k), valid (synthetic)")
+    train_split: str | None = Field(None, description="in-context memory split; None: trainaug, training, train")
+    max_images: int | None = Field(100, ge=1, description="validation images (a fixed draw); None: all")
+    memory_images: int | None = Field(100, ge=1, description="in-context memory images (a fixed draw)")
+    network: Literal["teacher", "student"] = Field("teacher", description="the backbone scored")
+
+
+class TrainSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     store: str | None = Field(None, description="store path; default: the one in `stores` that fits")
     source_root: str | None = Field(None, description="frames folder if it moved since precompute")
@@ -115,6 +135,8 @@ class TrainSettings(BaseModel):
     log_every: int = Field(10, ge=1)
     tensorboard: bool = False
     export: Literal["teacher", "student"] = Field("teacher", description="which backbone to export")
+    validate_: ValidateSettings = Field(ValidateSettings(), alias="validate",
+                                        description="in-training validation (validate.every, ...)")
 
 
 def train_settings(raw: dict[str, Any]) -> TrainSettings:

@@ -439,6 +439,12 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
         (out / "config.json").write_text(json.dumps(
             {"pipeline": cfg.model_dump(mode="json"), "train": ts.model_dump(mode="json"), "store": str(store),
              "world_size": ddp.world, "precision": precision, "device": str(device)}, indent=2))
+    validator = None
+    if ts.validate_.every:  # opened on every rank, so that a missing set fails before any training
+        from mosic.train.validate import Validator, validate_and_log
+
+        validator = Validator(ts.validate_, cfg, out, m.img_size, device, ddp.main)
+        val_net = teacher if ts.validate_.network == "teacher" else student
     logf = open(out / "log.jsonl", "a") if ddp.main else None
     tb = None
     if ts.tensorboard and ddp.main:
@@ -468,6 +474,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
 
         bar = tqdm(total=total, initial=step, unit="step", desc="train", dynamic_ncols=True)
 
+    if validator is not None and ddp.main and step == 0:  # the curve starts at the initial backbone
+        validate_and_log(validator, val_net, 0, 0, logf, tb)
     student.train()
     last = {}
     t_log = time.perf_counter()
@@ -524,6 +532,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
                         if isinstance(v, float):
                             tb.add_scalar(k, v, step)
                 t_log, clips_since, data_wait = now, 0, 0.0
+            if validator is not None and ddp.main and validator.due(step, total):
+                validate_and_log(validator, val_net, step, epoch, logf, tb)  # rank 0; the others wait
             if step % ts.checkpoint_every == 0 or step == total:
                 save(step)
             if step >= total:
