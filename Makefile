@@ -59,6 +59,7 @@ TRAIN_ARGS ?=
 train: setup
 ifeq ($(PIPELINE),synthetic)
 	$(BIN)/mosic-data synthetic --out $(DATA) --videos $(VIDEOS) --seed 0 -q
+	$(BIN)/mosic-data synthetic --out $(DATA) --videos 8 --seed 0 --split valid -q  # the validation's held-out split
 	$(BIN)/mosic-precompute --pipeline synthetic --root $(DATA) --stores $(STORES)
 endif
 	$(BIN)/mosic-train --pipeline $(PIPELINE) --stores $(STORES) --out $(RUN) $(TRAIN_ARGS)
@@ -84,6 +85,7 @@ bench: setup
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_frames.py
 	$(BIN)/python bench/bench_learning.py
+	$(BIN)/python bench/bench_validation.py
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_remote.py
 

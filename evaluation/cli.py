@@ -65,8 +65,9 @@ QUICK = {
 
 # default splits of each data set kind: (train, val)
 IMAGE_SPLITS = {"voc": ("trainaug", "val"), "ade20k": ("training", "validation"), "synthetic": ("train", "valid")}
-# (YouTube-VOS: the challenge's valid/test meta.json hide the categories, so its train split is scored)
-VIDEO_SPLITS = {"davis": "val", "ytvos": "train", "synthetic": "valid"}
+# (YouTube-VOS: the challenge's valid/test meta.json hide the categories, so the videos of its train
+# split that training leaves out are scored: mosic.data.holdout)
+VIDEO_SPLITS = {"davis": "val", "ytvos": "heldout", "synthetic": "valid"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,6 +199,9 @@ def backbone_provenance(model: str, weights: Path | None, pretrained: bool, rand
 
     if weights is not None:
         src = {"weights_file": Path(weights).name, "weights_sha256": file_sha256(Path(weights))}
+        init = Path(weights).parent / "backbone_init.pth"  # a training run's starting backbone, next to its result
+        if Path(weights).name != init.name and init.is_file():
+            src["run_init_sha256"] = file_sha256(init)
     elif random:
         src = {"weights": "random", "init_seed": 0}
     else:
@@ -306,8 +310,8 @@ def run(
     val_split: Optional[str] = typer.Option(None, "--val-split", help="default: val (voc), validation (ade20k), valid (synthetic)"),
     video_dataset: Optional[str] = typer.Option(None, "--video-dataset", help="video data set: davis | ytvos | synthetic"),
     video_root: Optional[Path] = typer.Option(None, "--video-root", help="video data set folder"),
-    video_split: Optional[str] = typer.Option(None, "--video-split", help="default: val (davis), train (ytvos: the "
-                                              "only split with categories), valid (synthetic)"),
+    video_split: Optional[str] = typer.Option(None, "--video-split", help="default: val (davis), heldout (ytvos: the "
+                                              "train videos that training leaves out; train: all), valid (synthetic)"),
     video_frames: int = typer.Option(4, "--video-frames", min=1, help="sorted random frames per clip (TimeTuning: 4)"),
     protocols: str = typer.Option("linear,clustering,incontext,video", "--protocols",
                                   help="comma-separated: " + ", ".join(PROTOCOLS)),
@@ -480,8 +484,10 @@ def run(
 
 @app.command("compare", help="Compare two results tables: every figure of A and B side by side with the gain "
                              "B - A (Markdown on stdout); figures computed with different settings are refused "
-                             "(--allow-mismatch: flagged). Rows pair up by name; a single-row A is compared "
-                             "with every row of B; otherwise name them with --a-row/--b-row.")
+                             "(--allow-mismatch: flagged). A row of B evaluated from a training run's backbone "
+                             "is compared with the row of A evaluated from that run's backbone_init.pth; other "
+                             "rows pair up by name; a single-row A is compared with every row of B; otherwise "
+                             "name them with --a-row/--b-row. The output says which baseline was used.")
 @friendly_errors
 def compare_cmd(
     a: Path = typer.Argument(..., help="results A (the baseline), .json"),

@@ -658,9 +658,12 @@ def _open_davis(root: Path, split: str, frames: int, seed: int) -> VideoSegDatas
 
 
 def _open_ytvos(root: Path, split: str, frames: int, seed: int) -> VideoSegDataset:
+    # "heldout": the videos of train that the ytvos training leaves out (mosic.data.holdout)
+    heldout = split == "heldout"
+    folder = "train" if heldout else split
     if not root.is_dir():
-        raise MosicError(f"ytvos: data set root {root} does not exist (expected {root}/{split}/JPEGImages, Annotations, meta.json)")
-    sroot = root / split
+        raise MosicError(f"ytvos: data set root {root} does not exist (expected {root}/{folder}/JPEGImages, Annotations, meta.json)")
+    sroot = root / folder
     jroot, aroot, meta_path = sroot / "JPEGImages", sroot / "Annotations", sroot / "meta.json"
     for d in (jroot, aroot):
         if not d.is_dir():
@@ -700,6 +703,13 @@ def _open_ytvos(root: Path, split: str, frames: int, seed: int) -> VideoSegDatas
         raise MosicError(f"ytvos: cannot list {jroot}: {e}") from None
     if not vids:
         raise MosicError(f"ytvos: no video folders in {jroot}")
+    if heldout:
+        from mosic.data.holdout import YTVOS_HOLDOUT, split_heldout
+
+        vids = split_heldout(vids, YTVOS_HOLDOUT)[1]
+        if not vids:
+            raise MosicError(f"ytvos: none of the videos in {jroot} is held out (split 'heldout' keeps "
+                             f"{YTVOS_HOLDOUT:.0%} of train's videos, chosen by a hash of the id); use --video-split train")
     videos = []
     for v in vids:
         if v not in objects:

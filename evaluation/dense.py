@@ -230,3 +230,26 @@ def scored_miou(conf: np.ndarray, ignore_index: int | None = None, matching: str
         scored = ~np.isnan(iou)
         miou = float(iou[scored].mean()) if scored.any() else float("nan")
     return miou, iou
+
+
+# data sets whose reference scorers average one more row than mosic's classes: open-hummingbird-eval
+# and NeCo build ADE20K with 151 classes, keep class 0 ('other') as an ignored row that always
+# scores 0, and divide the sum of IoUs by 151; mosic's ADE20K has the 150 real classes
+REFERENCE_ZERO_ROWS = {"ade20k": 1}
+CLASS_ROWS = ("reference", "classes")
+
+
+def rows_mean(per_class: np.ndarray, dataset: str, class_rows: str = "reference") -> tuple[float, int]:
+    """(mIoU as a fraction, number of rows averaged) from per-class IoUs (NaN = not scored).
+    ``class_rows="reference"``: the scored classes plus the data set's always-zero rows of the
+    reference scorers (:data:`REFERENCE_ZERO_ROWS`: ADE20K's ignored 'other', so 150 scored classes
+    are divided by 151); ``"classes"``: the scored classes only."""
+    from mosic import MosicError
+
+    if class_rows not in CLASS_ROWS:
+        raise MosicError(f"class_rows must be one of {', '.join(CLASS_ROWS)}, got {class_rows!r}")
+    iou = np.asarray(per_class, dtype=np.float64)
+    scored = iou[~np.isnan(iou)]
+    extra = REFERENCE_ZERO_ROWS.get(str(dataset).lower(), 0) if class_rows == "reference" else 0
+    n = len(scored) + extra
+    return (float(scored.sum() / n) if len(scored) else float("nan")), n

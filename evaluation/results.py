@@ -176,7 +176,9 @@ def _as_rows(x) -> list[dict]:
 
 
 def pairs(a, b, a_row: str | None = None, b_row: str | None = None) -> list[tuple[dict, dict]]:
-    """Rows of A and B to compare: the named ones; else rows of the same name; else the only row
+    """Rows of A and B to compare: the named ones; else each row of B evaluated from a training run's
+    backbone against the row of A evaluated from that run's ``backbone_init.pth`` (the fair
+    baseline; the provenance's ``run_init_sha256``); else rows of the same name; else the only row
     of A against every row of B (a baseline file); else an error asking for names."""
     A, B = _as_rows(a), _as_rows(b)
     if not A or not B:
@@ -194,6 +196,13 @@ def pairs(a, b, a_row: str | None = None, b_row: str | None = None) -> list[tupl
         if ra is None:
             raise MosicError("compare: A has several rows; name one with --a-row")
         return [(ra[0], r) for r in rb]
+    # a trained backbone's fair baseline: the same run's exported initial backbone (backbone_init.pth),
+    # whose position embedding went through the same resampling as the trained one
+    by_sha = {(r.get("provenance") or {}).get("weights_sha256"): r for r in A}
+    by_sha.pop(None, None)
+    own = [(by_sha[run_init(r)], r) for r in B if run_init(r) in by_sha]
+    if own:
+        return own
     names_a = {r["name"]: r for r in A}
     common = [(names_a[r["name"]], r) for r in B if r["name"] in names_a]
     if common:
@@ -203,6 +212,29 @@ def pairs(a, b, a_row: str | None = None, b_row: str | None = None) -> list[tupl
     raise MosicError(
         f"compare: cannot tell which rows to compare (A: {', '.join(names_a)}; B: {', '.join(r['name'] for r in B)}); "
         "give --a-row and --b-row")
+
+
+def run_init(row: dict) -> str | None:
+    """SHA-256 of the initial backbone of the training run whose backbone ``row`` evaluated."""
+    return (row.get("provenance") or {}).get("run_init_sha256")
+
+
+def baseline_note(a_row: dict, b_row: dict) -> str | None:
+    """What A is for B when B is a training run's backbone: the run's own initial backbone (the fair
+    baseline), the hub's backbone, or some other backbone."""
+    init = run_init(b_row)
+    if init is None:
+        return None
+    pa = a_row.get("provenance") or {}
+    if pa.get("weights_sha256") == init:
+        return ("Baseline: A is this run's initial backbone (backbone_init.pth), resampled as B was: at the "
+                "training size, then for each protocol's input size.")
+    why = ("B's position embedding was resampled at the training size and again for evaluation, A's once, so "
+           "part of B − A is resampling; evaluate the run's backbone_init.pth (mosic-eval run --weights "
+           "RUN/backbone_init.pth) for the fair baseline.")
+    if str(pa.get("weights", "")).startswith("timm hub"):
+        return "Baseline: A is the hub backbone, not this run's initial backbone: " + why
+    return "Baseline: A is not this run's initial backbone (backbone_init.pth): " + why
 
 
 def gains(a_row: dict, b_row: dict) -> dict[str, tuple[float | None, float | None, float | None]]:
@@ -257,6 +289,9 @@ def compare(a_json, b_json, a_row: str | None = None, b_row: str | None = None, 
                  f"B {rb.get('preset') or '?'})", "",
                  f"| figure | A: {_cell(ra['name'])} | B: {_cell(rb['name'])} | B − A | settings |",
                  "|---|---:|---:|---:|---|"]
+        note = baseline_note(ra, rb)
+        if note:
+            lines[1:1] = ["", note]
         notes = []
         for k, (va, vb, d) in gains(ra, rb).items():
             mark = ""

@@ -85,9 +85,15 @@ def _train_and_compare(data: Path, stores: Path, out: Path, steps: int | None) -
     _banner(f"4. train: {m.name} {m.kwargs} at {m.img_size} px, random init, {ts.max_steps} steps on the lk store")
     t = time.perf_counter()
     res = train(cfg, ts, run_dir)
-    lines = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    lines = [r for r in rows if "loss" in r]
+    curve = [r for r in rows if r.get("kind") == "validation"]
     print(f"trained in {time.perf_counter() - t:.0f}s: loss {lines[0]['loss']:.3f} (step {lines[0]['step']}) -> "
           f"{lines[-1]['loss']:.3f} (step {lines[-1]['step']})")
+    if curve:  # the in-training validation (validate.every): the teacher on the held-out split
+        print("validation of the teacher during training (K-means mIoU on the valid split): "
+              + ", ".join(f"step {r['step']} {r['val_clustering']:.1f}" for r in curve if "val_clustering" in r)
+              + f" ({sum(r['val_seconds'] for r in curve):.0f}s in all); curve: {run_dir / 'validation.png'}")
 
     _banner("5. evaluate the initial and the trained backbone (mosic-eval --quick, held-out split)")
     from mosic.evaluation.cli import app as eval_app
@@ -113,6 +119,7 @@ def _train_and_compare(data: Path, stores: Path, out: Path, steps: int | None) -
         print("Honest reading: this short CPU run did not measurably improve a random tiny ViT. MoSiC post-trains "
               "pretrained DINOv2 features on real video; see README 'Does it learn?' and 'Reproducing the paper'.")
     return {"steps": res["steps"], "loss_first": lines[0]["loss"], "loss_last": lines[-1]["loss"],
+            "validation": [{k: r[k] for k in r if k in ("step", "val_clustering", "val_seconds")} for r in curve],
             "initial": rows["initial"], "trained": rows["trained"], "gains": gains}
 
 

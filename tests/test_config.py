@@ -15,8 +15,9 @@ def test_project_pipelines_load_and_validate():
         assert cfg.name == n and cfg.tracker.grid in (16, 30) and cfg.clips.length == 12
     yt, official = load_pipeline("ytvos"), load_pipeline("ytvos-official")
     assert yt.tracker.name == "cotracker3" and yt.dataset.split == "train_all_frames" and yt.tracker.grid == 30
-    # the two recipes share one store: same data, clips and tracker
-    assert (yt.dataset, yt.clips, yt.tracker) == (official.dataset, official.clips, official.tracker)
+    # the two recipes track the same clips with the same tracker; the official one in fp32 (its own store)
+    assert (yt.dataset, yt.clips) == (official.dataset, official.clips)
+    assert yt.tracker.model_copy(update={"precision": "fp32"}) == official.tracker
     assert yt.train["batch_size"] == 64 and official.train["batch_size"] == 64
     assert load_pipeline("synthetic").tracker.name == "lk"
 
@@ -144,3 +145,22 @@ def test_the_two_youtube_vos_recipes():
     for ts in (paper, official):
         assert (ts.batch_size, ts.epochs, ts.grid, ts.clip_sampling) == (64, 8, 16, "per_video")
         assert ts.loss.student_sampling == "nearest" and ts.model.num_prototypes == 100
+
+
+def test_the_official_recipe_s_remaining_details():
+    """ytvos-official: the official normalisation std, fp32 tracks in a store of its own; both
+    recipes: CoTracker's grid on the crop, the last partial batch kept; ytvos holds videos out."""
+    from mosic.train.config import train_settings
+    from mosic.train.train import store_requirements
+
+    yt, off = load_pipeline("ytvos"), load_pipeline("ytvos-official")
+    paper, official = train_settings(yt.train), train_settings(off.train)
+    assert official.std == (0.228, 0.224, 0.225) and paper.std == (0.229, 0.224, 0.225)
+    assert off.tracker.precision == "fp32" and yt.tracker.precision == "auto"
+    assert store_requirements(off)["tracker.params.precision"] == "fp32"
+    assert "tracker.params.precision" not in store_requirements(yt)
+    assert "tracker.params.precision" not in store_requirements(load_pipeline("synthetic", overrides={
+        "tracker.precision": "fp32"}))  # lk records no precision
+    for ts in (paper, official):
+        assert ts.grid_layout == "cotracker" and ts.drop_last is False
+    assert (paper.holdout, official.holdout) == (0.05, 0.0)

@@ -357,7 +357,7 @@ def test_a_full_grid_in_every_crop_from_a_dense_store(dense_store, store, caplog
 
     G = 4
     assert min_store_grid(G, out_size=S) == 8
-    ds = ClipDataset(dense_store, out_size=S, grid=G, seed=2)
+    ds = ClipDataset(dense_store, out_size=S, grid=G, seed=2, grid_layout="cells")
     assert ds.select_grid
     spacing_max = S / (0.54 * 8)  # the stored grid's spacing in the narrowest crop, crop pixels
     for e in range(4):
@@ -372,6 +372,13 @@ def test_a_full_grid_in_every_crop_from_a_dense_store(dense_store, store, caplog
             item, _ = ds.read_clip(i, e)
             full, _ = map_tracks(item.tracks, item.visibility, ds.crop(i, e))
             assert all(any(np.array_equal(full[:, k], tr[:, j]) for k in range(64)) for j in range(G * G))
+    # CoTracker's own grid on the crop (the default): the same trajectories' count, nearest to its points
+    ct = ClipDataset(dense_store, out_size=S, grid=G, seed=2)
+    assert ct.grid_layout == "cotracker"
+    for i in range(len(ct)):
+        tr = ct[(0, i)]["tracks"].numpy()
+        assert len({tuple(p) for p in tr[0].round(3)}) == G * G and ((tr[0] >= 0) & (tr[0] < S)).all()
+        assert np.abs(tr[0] - crop_grid(S, G, "cotracker")).max() <= spacing_max + 1e-3
     with caplog.at_level("WARNING", logger="mosic.train"):
         sparse = ClipDataset(store, out_size=S, grid=G, seed=2)
     assert not sparse.select_grid and "too sparse" in caplog.text and "needs 8 x 8" in caplog.text
@@ -412,3 +419,31 @@ def test_small_shared_memory_switches_to_file_system_sharing(tmp_path, store, ca
         assert "file" in caplog.text and "MB free" in caplog.text
     finally:
         tmp.set_sharing_strategy(before)
+
+
+def test_holdout_leaves_the_held_out_videos_out_of_training(store):
+    from mosic.data.holdout import heldout_rank
+
+    full = ClipDataset(store, require=REQUIRE, out_size=S)
+    vids = sorted({c.video_id for c in full.reader.clips})
+    ranks = sorted(heldout_rank(v) for v in vids)
+    frac = (ranks[0] + ranks[1]) / 2  # exactly one video is held out at this fraction
+    out = min(vids, key=heldout_rank)
+    ds = ClipDataset(store, require=REQUIRE, out_size=S, holdout=frac)
+    kept = {full.reader.clips[int(c)].video_id for c in ds.indices}
+    assert kept == set(vids) - {out} and len(ds) == len(full) - 2  # 2 clips per video
+    ds = ClipDataset(store, require=REQUIRE, out_size=S, holdout=frac, clips="per_video")
+    assert len(ds) == len(vids) - 1
+
+
+def test_std_setting_normalises_the_frames():
+    from mosic.train.config import TrainSettings
+
+    f = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    a = normalize_frames(f, IMAGENET_MEAN, TrainSettings().std)
+    b = normalize_frames(f, IMAGENET_MEAN, TrainSettings(std=(0.228, 0.224, 0.225)).std)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    torch.testing.assert_close(b[:, 0] * 0.228 + mean[:, 0], a[:, 0] * 0.229 + mean[:, 0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(b[:, 1:], a[:, 1:])
+    with pytest.raises(ValueError, match="std"):
+        TrainSettings(std=(0.2, 0.0, 0.2))

@@ -256,3 +256,32 @@ def test_cli_user_errors_are_one_line_exit_2(syn, tmp_path, args, message):
 def test_cli_compare_errors(tmp_path):
     r = _run("compare", tmp_path / "a.json", tmp_path / "b.json")
     assert r.exit_code == 2 and "results file not found" in r.output
+
+
+def test_compare_defaults_to_the_runs_initial_backbone(tmp_path):
+    import torch
+
+    from mosic.evaluation.cli import backbone_provenance
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"w": torch.zeros(2)}, run / "backbone_init.pth")
+    torch.save({"w": torch.ones(2)}, run / "backbone.pth")
+    kw = dict(pretrained=False, random=False, kwargs={})
+    p_init = backbone_provenance("vit_tiny", run / "backbone_init.pth", **kw)
+    p_trained = backbone_provenance("vit_tiny", run / "backbone.pth", **kw)
+    assert "run_init_sha256" not in p_init and p_trained["run_init_sha256"] == p_init["weights_sha256"]
+    hub = backbone_provenance("vit_tiny", None, True, False, {})
+    fig = {"voc/linear": 50.0}
+    rows_a = [make_row("hub", "m", "pretrained", fig, provenance=hub),
+              make_row("initial", "m", str(run / "backbone_init.pth"), fig, provenance=p_init)]
+    trained = make_row("trained", "m", str(run / "backbone.pth"), {"voc/linear": 52.0}, provenance=p_trained)
+    # no names given: the trained row is compared with the run's own initial backbone, not the hub's
+    assert [(a["name"], b["name"]) for a, b in pairs(rows_a, [trained])] == [("initial", "trained")]
+    assert [(a["name"], b["name"]) for a, b in pairs(rows_a + [trained], rows_a + [trained])] == [("initial", "trained")]
+    text = compare(rows_a, [trained])
+    assert "A is this run's initial backbone" in text and "+2.0" in text
+    # a hub baseline is allowed when asked for, and the output says what it is
+    text = compare(rows_a, [trained], a_row="hub")
+    assert "A is the hub backbone, not this run's initial backbone" in text and "backbone_init.pth" in text
+    assert "Baseline" not in compare(rows_a, rows_a, a_row="hub", b_row="initial")  # not a trained run's row

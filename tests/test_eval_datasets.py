@@ -556,3 +556,17 @@ def test_reference_lists_on_a_voc_layout(tmp_path):
     with pytest.raises(MosicError, match=rf"trainaug_128_783\.txt names 1 image.*{ids[0]}"):
         training_subset(D.open_seg_dataset("voc", tmp_path, "trainaug"), 1 / 128, 783)
     assert ds.fingerprint() != D.open_seg_dataset("voc", tmp_path, "trainaug").fingerprint()
+
+
+def test_ytvos_heldout_split_scores_only_the_videos_training_leaves_out(tmp_path, monkeypatch):
+    from mosic.data import holdout
+
+    make_ytvos(tmp_path)
+    ra, rb = holdout.heldout_rank("vidA"), holdout.heldout_rank("vidB")
+    monkeypatch.setattr(holdout, "YTVOS_HOLDOUT", (ra + rb) / 2)  # one of the two videos held out
+    ds = D.open_video_dataset("ytvos", tmp_path, "heldout", frames=2)
+    assert ds.video_ids == [min(("vidA", "vidB"), key=holdout.heldout_rank)] and ds.split == "heldout"
+    assert ds.num_classes == 4  # categories of the whole train split
+    monkeypatch.setattr(holdout, "YTVOS_HOLDOUT", min(ra, rb) / 2)
+    with pytest.raises(MosicError, match="held out"):
+        D.open_video_dataset("ytvos", tmp_path, "heldout")

@@ -523,3 +523,26 @@ def test_file_sets_are_package_data():
     shipped = {p for g in globs for p in (root / "evaluation").glob(g) if p.is_file()}
     present = {p for p in (root / "evaluation" / "hummingbird_file_sets").rglob("*") if p.is_file()}
     assert present and shipped == present and len(present) == 34
+
+
+def test_ade20k_mean_over_151_rows_as_the_references(bands):
+    from mosic.evaluation.dense import rows_mean
+
+    # by hand: 150 scored classes over 151 rows (the references' ignored 'other' row scores 0)
+    iou = np.full(150, 0.4)
+    assert rows_mean(iou, "ade20k") == (pytest.approx(0.4 * 150 / 151), 151)
+    assert rows_mean(iou, "ade20k", "classes") == (pytest.approx(0.4), 150)
+    assert rows_mean(np.array([0.5, np.nan, 1.0]), "voc") == (pytest.approx(0.75), 2)  # other sets: unchanged
+    with pytest.raises(MosicError, match="class_rows"):
+        rows_mean(iou, "ade20k", "all")
+    # through both protocols on a set named ade20k: reference = classes x n / (n + 1), n classes scored
+    train, val = bands
+    tr, va = (SegDataset("ade20k", d.class_names, d._items, d._load) for d in (train, val))
+    for fn, kw in ((incontext_segmentation, dict(img_size=112, memory_size=2000, k=5)),
+                   (linear_segmentation, dict(img_size=112, feat_size=28, batch_size=16, epochs=3, step_at=2))):
+        ref, ours = fn(HueBackbone(), tr, va, **kw), fn(HueBackbone(), tr, va, class_rows="classes", **kw)
+        n = ours["rows_averaged"]
+        assert n == 4 and ref["rows_averaged"] == 5
+        assert ref["miou"] == pytest.approx(ours["miou"] * n / (n + 1))
+        other = fn(HueBackbone(), train, val, **kw)  # not ADE20K: the reference mean is the classes' mean
+        assert other["rows_averaged"] == 4 and other["miou"] == pytest.approx(ours["miou"])

@@ -156,12 +156,13 @@ def test_features_that_encode_the_label_score_100(clips):
 def test_video_segmentation_colour_backbone_vs_noise(clips, mode):
     # faiss K-means starts from random points: with K = labels present, a restart whose seeds miss
     # a class usually stays stuck, so the hand-made case uses many restarts (the protocol: 5)
+    ours = dict(k=None, normalize=True, pca_clips=1)  # K = labels present: the hand-made case can score 100
     good = video_segmentation(ColourNet(), clips, mode=mode, img_size=64, eval_size=64, pca_dim=50, niter=30,
-                              nredo=20)
+                              nredo=20, **ours)
     assert good["mode"] == mode and good["clips"] == 2
     assert good["units"] == {"frame": 8, "clip": 2, "dataset": 1}[mode]
     assert good["miou"] > 97, good
-    bad = video_segmentation(NoiseNet(), clips, mode=mode, img_size=64, eval_size=32, niter=10, nredo=1)
+    bad = video_segmentation(NoiseNet(), clips, mode=mode, img_size=64, eval_size=32, niter=10, nredo=1, **ours)
     assert bad["miou"] < 75, bad
     if mode != "dataset":
         assert set(good["per_clip"]) == {"a", "b"}
@@ -173,7 +174,7 @@ def test_video_segmentation_ignore_pixels_not_scored(clips):
     labels[:, :8, :] = 255  # a band (over background and class 1) that is not scored: were 255 a
     labels[:, 40:, 40:] = 255  # label, K would be one more and its IoU 0 (mIoU <= 80)
     ds = FakeVideos([VideoClipSample("a", c.frames, labels, c.frame_indices)])
-    r = video_segmentation(ColourNet(), ds, mode="clip", img_size=64, eval_size=64, niter=30, nredo=20)
+    r = video_segmentation(ColourNet(), ds, mode="clip", img_size=64, eval_size=64, niter=30, nredo=20, k=None)
     assert r["miou"] > 97
     _, scores, mapped = cluster_clip(torch.from_numpy(np.eye(8)[resize_labels(c.labels, 16)]).float(), labels,
                                      "clip", eval_size=64)
@@ -216,3 +217,108 @@ def test_temporal_consistency_wraps_the_probe(tmp_path):
     assert r["consistency"] == pytest.approx(ref["track_consistency"])
     with pytest.raises(MosicError, match="synthetic"):
         temporal_consistency(net, tmp_path / "nothing", split="valid")
+
+
+# ------------------------------------------------------------------------------------------------
+# the paper preset against a direct implementation of TimeTuning's steps
+# ------------------------------------------------------------------------------------------------
+class TokenNet(ColourNet):
+    """A 'ViT' that returns hand-made tokens, one clip per call (patch_features calls it once per
+    clip of <= 32 frames, in clip order)."""
+
+    def __init__(self, tokens):
+        super().__init__()
+        self.queue = list(tokens)
+
+    def forward_features(self, x):
+        t = self.queue.pop(0)
+        assert t.shape[0] == len(x)
+        return t
+
+
+def _hand_made_tokens(n_clips=3, frames=2, grid=8, dim=64, seed=0):
+    """Tokens [F, grid*grid, dim] of 3 classes laid out in blocks that move between frames, with a
+    per-class direction, a shared offset (so L2 normalising changes them) and noise; labels per
+    pixel at 4 px per patch."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, dim)) * 3 + rng.normal(size=dim) * 5
+    scale = rng.uniform(0.5, 3, size=(3, 1))
+    toks, labs = [], []
+    for c in range(n_clips):
+        lab = np.zeros((frames, grid, grid), np.int64)
+        for f in range(frames):
+            lab[f, (c + f) % 3: (c + f) % 3 + 4, 1:5] = 1
+            lab[f, 5:, (2 * c + f) % 4: (2 * c + f) % 4 + 4] = 2
+        t = centres[lab] * scale[lab] + rng.normal(size=(frames, grid, grid, dim)) * 1.5
+        toks.append(torch.from_numpy(t.reshape(frames, grid * grid, dim)).float())
+        labs.append(np.kron(lab, np.ones((1, P, P), np.int64)))
+    return toks, labs
+
+
+def _timetuning_direct(toks, labs, batch, k, size):
+    """TimeTuning's F-clustering written out step by step: per loader batch, StandardScaler and a
+    faiss PCAMatrix(D, 50) over the batch's patches; per frame, bilinear upsampling (float64) to the
+    input size, faiss K-means (50 iterations, 5 restarts); clusters matched to labels by the
+    Hungarian algorithm on 1 - IoU, unmatched clusters -> background; mIoU over labels present."""
+    import faiss
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.preprocessing import StandardScaler
+
+    scores, maps = [], []
+    for b in range(0, len(toks), batch):
+        feats = torch.stack(toks[b:b + batch]).numpy()  # [bs, fs, N, D]
+        bs, fs, n, d = feats.shape
+        x = StandardScaler().fit_transform(feats.reshape(-1, d)).astype(np.float32)
+        pca = faiss.PCAMatrix(d, 50)
+        pca.train(x)
+        y = torch.from_numpy(pca.apply_py(x)).view(bs, fs, n, 50)
+        g = int(round(n ** 0.5))
+        for i in range(bs):
+            for j in range(fs):
+                fm = y[i, j].view(1, g, g, 50).permute(0, 3, 1, 2).double()
+                up = F.interpolate(fm, size=(size, size), mode="bilinear").permute(0, 2, 3, 1).float()
+                up = np.ascontiguousarray(up.reshape(-1, 50).numpy())
+                km = faiss.Kmeans(50, k, niter=50, nredo=5, seed=1, verbose=False, spherical=False)
+                km.train(up)
+                c = km.index.search(up, 1)[1].ravel()
+                gt = labs[b + i][j].ravel()
+                cl, ci = np.unique(c, return_inverse=True)
+                lb, li = np.unique(gt, return_inverse=True)
+                inter = np.zeros((len(cl), len(lb)))
+                np.add.at(inter, (ci, li), 1)
+                iou = inter / (inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter)
+                r, cc = linear_sum_assignment(1 - iou)
+                lut = np.zeros(len(cl), np.int64)
+                lut[r] = lb[cc]
+                pred = lut[ci]
+                scores.append(np.mean([np.sum((pred == v) & (gt == v)) / np.sum((pred == v) | (gt == v)) for v in lb]))
+                maps.append(pred.reshape(size, size))
+    return 100 * float(np.mean(scores)), scores
+
+
+def test_paper_preset_equals_timetuning_steps_on_hand_made_tokens():
+    from mosic.evaluation.protocols.video import PAPER
+
+    toks, labs = _hand_made_tokens()
+    size = 8 * P
+    clips = FakeVideos([VideoClipSample(str(i), np.zeros((len(l), size, size, 3), np.uint8), l, list(range(len(l))))
+                        for i, l in enumerate(labs)])
+    assert (PAPER["k"], PAPER["pca_clips"], PAPER["normalize"]) == (10, 16, False)
+    for batch, k in ((16, 10), (2, 4)):  # the paper's batch and K; and a batch that splits the clips
+        ref, ref_frames = _timetuning_direct(toks, labs, batch, k, size)
+        r = video_segmentation(TokenNet(toks), clips, img_size=size, seed=1, pca_clips=batch, k=k)
+        assert r["units"] == len(ref_frames) == 6
+        assert r["miou"] == pytest.approx(ref, abs=0.01), (batch, k, r["miou"], ref)  # equal when measured
+    # each setting matters on these tokens: K = labels present, PCA per clip, L2-normalised tokens
+    paper = video_segmentation(TokenNet(toks), clips, img_size=size, seed=1)["miou"]
+    for ours in (dict(k=None), dict(pca_clips=1), dict(normalize=True)):
+        other = video_segmentation(TokenNet(toks), clips, img_size=size, seed=1, **ours)["miou"]
+        assert abs(paper - other) > 1, (ours, paper, other)
+
+
+def test_video_settings_checked():
+    clips = FakeVideos([make_clip("a", [[(1, 0, 0, 32)]])])
+    with pytest.raises(MosicError, match="pca_clips"):
+        video_segmentation(ColourNet(), clips, img_size=64, pca_clips=0)
+    with pytest.raises(MosicError, match="k must be"):
+        video_segmentation(ColourNet(), clips, img_size=64, k=0)

@@ -100,6 +100,7 @@ TINY = {
     # every stored clip in every epoch, every stored point inside the crop (the 8 x 8 store is
     # sparser than a per-crop 8 x 8 selection needs)
     "train.clip_sampling": "all", "train.grid": 8,
+    "train.validate.every": 0,  # no held-out split here (tests/test_validate.py covers it)
 }
 
 
@@ -174,3 +175,35 @@ def test_training_on_the_true_tracks_beats_static_and_swapped_tracks(motion_stor
         assert loss["oracle"] < loss["oracle+static"] and loss["oracle"] < loss["oracle+swapped"], (seed, loss)
     mean = {t: float(np.mean(v)) for t, v in margins.items()}
     assert mean["oracle"] > mean["oracle+static"] and mean["oracle"] > mean["oracle+swapped"], margins
+
+
+def test_the_learning_control_runs_on_any_pipeline_and_store(motion_stores, tmp_path):
+    """bench/bench_learning.py --pipeline: the three-way comparison through a pipeline's recipe and
+    an explicit store, its controls written from that store, each run measured by the in-training
+    validation; here at tiny size on the synthetic set (the path a GPU run takes with ytvos)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_learning", Path(__file__).parents[1] / "bench" / "bench_learning.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    base, clips, stores, _ = motion_stores
+    over = {**clips, **TINY, "train.max_steps": None, "train.validate.max_images": 8}
+    sets = [x for k, v in over.items() if v is not None for x in ("--set", f"{k}={json.dumps(v)}")]
+    out = tmp_path / "learning.json"
+    bench.main(["--pipeline", "synthetic-oracle", "--store", str(stores["oracle"]), "--steps", "4", "--seeds", "1",
+                "--validate-every", "2", "--work", str(tmp_path / "work"), "--out", str(out), *sets])
+    res = json.loads(out.read_text())
+    assert [(r["variant"], r["steps"]) for r in res["runs"]] == [("tracks", 4), ("static", 4), ("swapped", 4)]
+    for r in res["runs"]:
+        assert [s for s, _ in r["val_clustering_curve"]] == [0, 2, 4]
+        assert 0 <= r["val_clustering"] <= 100 and np.isfinite(r["train_loss"])
+        assert r["val_clustering_gain"] == pytest.approx(r["val_clustering"] - r["val_clustering_curve"][0][1])
+    # the three runs start from the same backbone: the same step-0 validation
+    assert len({r["val_clustering_curve"][0][1] for r in res["runs"]}) == 1
+    assert {"tracks_minus_static", "tracks_minus_swapped"} <= set(res["summary"]["val_clustering"])
+    # the controls are the ones written from the given store
+    cfgs = [json.loads((tmp_path / "work" / f"{v}-seed0" / "config.json").read_text())["store"]
+            for v in ("tracks", "static", "swapped")]
+    assert cfgs == [str(stores[t]) for t in ("oracle", "oracle+static", "oracle+swapped")]

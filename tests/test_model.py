@@ -133,3 +133,51 @@ def test_head_and_scores_are_fp32_under_bf16_autocast():
         z = torch.nn.functional.normalize(m.head.mlp(feats), dim=-1)
         bf = z @ torch.nn.functional.normalize(m.prototypes, dim=-1).t()
     assert (bf.float() - ref).abs().max() > 1e-3
+
+
+def test_prototype_gradient_raw_keeps_the_radial_part_normalized_removes_it():
+    """Same forward on unit prototypes; the official ('raw') gradient is z^T dL/ds, the
+    'normalized' one its projection onto the tangent of the unit sphere at each prototype."""
+    torch.manual_seed(1)
+    z = torch.nn.functional.normalize(torch.randn(64, 16), dim=-1)
+    target = torch.randint(0, 8, (64,))
+    grads, scores = {}, {}
+    for mode in ("raw", "normalized"):
+        m = tiny_model()
+        m.prototype_grad = mode
+        m.normalize_prototypes()
+        s = m.scores(z)
+        torch.nn.functional.cross_entropy(s / 0.1, target).backward()
+        grads[mode], scores[mode] = m.prototypes.grad.clone(), s.detach()
+        protos = m.prototypes.detach()
+    torch.testing.assert_close(scores["raw"], scores["normalized"])
+    g_raw, g_norm = grads["raw"], grads["normalized"]
+    radial = (g_raw * protos).sum(-1, keepdim=True) * protos
+    torch.testing.assert_close(g_norm, g_raw - radial, rtol=1e-4, atol=1e-6)
+    assert (g_norm * protos).sum(-1).abs().max() < 1e-5  # no radial part left
+    assert radial.norm() > 0.1 * g_raw.norm()  # the raw gradient has one
+    with pytest.raises(MosicError, match="prototype_grad"):
+        MoSiCModel(create_backbone(NAME, pretrained=False, img_size=56, **TINY), 8, (32,), 16, 1, prototype_grad="x")
+
+
+def test_teacher_prototypes_renormalised_then_averaged_as_the_official_rule():
+    from mosic.train.model import TeacherEMA
+
+    s = tiny_model()
+    s.normalize_prototypes()
+    t = make_teacher(s)
+    ema = TeacherEMA(s, t, 0.9)
+    ref = t.prototypes.detach().clone()
+    head_ref = t.head.mlp[0].weight.detach().clone()
+    for i in range(4):
+        with torch.no_grad():  # an optimiser step moves the student's prototypes off the sphere
+            s.prototypes.mul_(1.3).add_(0.5 * torch.randn_like(s.prototypes))
+            s.head.mlp[0].weight.add_(0.1)
+        ema.update()
+        # official: t <- d * normalise(t) + (1 - d) * s; the teacher uses it renormalised
+        ref = 0.9 * torch.nn.functional.normalize(ref, dim=-1) + 0.1 * s.prototypes.detach()
+        head_ref = 0.9 * head_ref + 0.1 * s.head.mlp[0].weight.detach()  # other parameters: plain EMA
+        torch.testing.assert_close(t.prototypes.detach(), torch.nn.functional.normalize(ref, dim=-1))
+        torch.testing.assert_close(t.head.mlp[0].weight.detach(), head_ref)
+        with torch.no_grad():
+            s.normalize_prototypes()  # the start of the next step

@@ -486,3 +486,25 @@ def test_min_store_grid_is_the_densest_needed_for_the_narrowest_crop():
     rng = np.random.default_rng(0)
     sides = [min(_rrc_params(rng, 224, 224, (0.4, 1.0), (3 / 4, 4 / 3))[2:]) for _ in range(20000)]
     assert min(sides) >= 123
+
+
+def test_cotracker_grid_layout_keeps_its_margin():
+    """CoTracker's grid on a 224 px crop (get_points_on_a_grid on its 384 x 512 input, a margin of
+    512/64 px, scaled back by (224 - 1) / (input - 1)): x from 3.5 to 219.9, y from 4.7 to 218.9."""
+    from mosic.train.ops import crop_grid, select_grid_points
+
+    g = crop_grid(224, 16, "cotracker")
+    xs, ys = np.unique(g[:, 0]), np.unique(g[:, 1])
+    assert len(xs) == len(ys) == 16
+    assert xs[0] == pytest.approx(3.49, abs=0.01) and xs[-1] == pytest.approx(219.9, abs=0.05)
+    assert ys[0] == pytest.approx(4.66, abs=0.01) and ys[-1] == pytest.approx(218.9, abs=0.05)
+    assert np.diff(xs).mean() == pytest.approx(14.43, abs=0.01) and np.diff(ys).mean() == pytest.approx(14.28, abs=0.01)
+    np.testing.assert_allclose(g[:2], [[xs[0], ys[0]], [xs[1], ys[0]]])  # row-major, (x, y)
+    np.testing.assert_allclose(crop_grid(224, 1, "cotracker"), [[256 * 223 / 511, 192 * 223 / 383]])
+    # patch centres differ from it by up to 3.5 px at the borders
+    assert np.abs(crop_grid(224, 16, "cells") - g).max() == pytest.approx(3.51, abs=0.02)
+    dense = np.stack(np.meshgrid(np.arange(0, 224, 2.0), np.arange(0, 224, 2.0)), -1).reshape(-1, 2)
+    idx, d = select_grid_points(dense, 224, 16, "cotracker")
+    assert d.max() <= np.sqrt(2) + 1e-9 and len(set(idx.tolist())) == 256
+    with pytest.raises(ValueError, match="layout"):
+        crop_grid(224, 16, "margin")

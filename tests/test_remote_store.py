@@ -169,6 +169,7 @@ def test_training_reads_the_s3_store(s3, synth, tmp_path, workers):
             "train.model.kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 3, "init_values": 0.1},
             "train.model.train_blocks": 1, "train.model.head_hidden": [32], "train.model.head_dim": 16,
             "train.model.num_prototypes": 8, "train.batch_size": 2, "train.num_workers": workers,
+            "train.validate.every": 0,
             "train.max_steps": 2, "train.checkpoint_every": 2, "train.log_every": 1,
             "train.optim.warmup_steps": 0}
     # `stores: s3://...`: resolve_store lists the *.zarr under the prefix and picks the one that fits

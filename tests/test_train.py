@@ -31,6 +31,7 @@ TINY = {
     "train.log_every": 1,
     "train.optim.warmup_steps": 0,
     "train.grid": 2,  # a 4 x 4 store grid holds a 2 x 2 grid in every 56 px crop
+    "train.validate.every": 0,  # no held-out split here (tests/test_validate.py covers it)
 }
 CLIPS = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "clips.clips_per_video": 2}
 CLI_STORE = [x for k, v in CLIPS.items() for x in ("--set", f"{k}={v}")]
@@ -166,7 +167,7 @@ def test_global_batch_is_the_same_on_two_processes_one_process_and_micro_batches
     sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
             "--set", "model.num_prototypes=8", "--set", "checkpoint_every=3", *CLI_STORE,
-            "--set", "optim.warmup_steps=0", "--set", "teacher_chunk=1", "--set", "grid=2"]
+            "--set", "optim.warmup_steps=0", "--set", "teacher_chunk=1", "--set", "grid=2", "--set", "validate.every=0"]
     common = ["-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path), "--max-steps", "3",
               "--workers", "0", "--no-progress", "--batch-size", "4", *sets]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -209,7 +210,8 @@ def test_killed_training_resumes_to_the_same_state(store, tmp_path):
     sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
             "--set", "model.num_prototypes=8", "--set", "checkpoint_every=1", "--set", "tracker.grid=4",
-            "--set", "clips.length=4", "--set", "clips.step=2", "--set", "clips.clips_per_video=2"]
+            "--set", "clips.length=4", "--set", "clips.step=2", "--set", "clips.clips_per_video=2",
+            "--set", "validate.every=0"]
     base = [sys.executable, "-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path),
             "--max-steps", "6", "--batch-size", "2", "--workers", "0", "--no-progress", *sets]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -276,3 +278,19 @@ def settings_for_step(symmetric=False, normalize="visible", **over):
          **{f"train.{k}": v for k, v in over.items()}}
     c = load_pipeline("synthetic-oracle", overrides=o)
     return c, train_settings(c.train)
+
+
+def test_the_last_partial_batch_is_kept_as_the_official_loader(store, tmp_path):
+    """4 videos, batch 3: the official loader keeps the partial batch (2 steps per epoch, the cosine
+    over all of them); drop_last: 1 step per epoch."""
+    cfg, _ = store
+    for drop, steps in ((False, 4), (True, 2)):
+        c, ts = settings(cfg, batch_size=3, epochs=2, drop_last=drop, checkpoint_every=10)
+        ts = ts.model_copy(update={"max_steps": None})  # the pipeline's max_steps off: epochs decide
+        out = tmp_path / f"run-{drop}"
+        res = train(c, ts, out, progress=False)
+        lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+        assert res["steps"] == steps and [x["epoch"] for x in lines] == [e for e in (0, 1) for _ in range(steps // 2)]
+        from mosic.train.train import lr_factor  # the cosine spans every step, the partial ones included
+
+        assert lines[-1]["lr_head"] == pytest.approx(ts.optim.lr_head * lr_factor(steps - 1, steps, 0, 0.0))

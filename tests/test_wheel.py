@@ -102,6 +102,7 @@ def test_installed_end_to_end_on_synthetic_data(installed):
          "--no-progress"], cwd=work, env=env)
     tiny = ["model.img_size=56", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3, init_values: 0.1}",
             "model.train_blocks=1", "model.head_hidden=[32]", "model.head_dim=16", "model.num_prototypes=8",
+            "validate.every=0",
             "tracker.grid=4", "clips.length=4", "clips.step=2"]
     sets = [a for s in tiny for a in ("--set", s)]
     out = run(["mosic-train", "--pipeline", "synthetic", "--max-steps", "2", "--batch-size", "2",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from mosic import MosicError
 
@@ -28,6 +28,9 @@ class ModelSettings(BaseModel):
     head_hidden: tuple[int, ...] = (1024, 1024, 512)
     head_dim: int = 256
     num_prototypes: int = Field(100, ge=2)
+    prototype_grad: Literal["raw", "normalized"] = Field(
+        "raw", description="raw: scores multiply by the prototype parameter (renormalised at the start of each "
+        "step), its gradient keeps its radial part (official); normalized: scores through F.normalize(prototypes)")
 
 
 class LossSettings(BaseModel):
@@ -61,8 +64,28 @@ class OptimSettings(BaseModel):
     clip_grad: float = Field(0.0, ge=0, description="max gradient norm; 0 = off")
 
 
-class TrainSettings(BaseModel):
+class ValidateSettings(BaseModel):
+    """In-training validation (train/validate.py)."""
+
     model_config = _STRICT
+
+    every: int = Field(0, ge=0, description="validate every N optimiser steps (step 0 included) and at the end; "
+                       "0: off")
+    protocols: tuple[Literal["clustering", "incontext"], ...] = Field(
+        ("clustering",), min_length=1, description="quick protocols: clustering (K-means, K = classes) and/or "
+        "incontext (a small Hummingbird memory)")
+    dataset: Literal["voc", "ade20k", "synthetic"] | None = Field(
+        None, description="held-out image set; None: the synthetic pipelines' own data, Pascal VOC otherwise")
+    root: str | None = Field(None, description="its folder; None: the pipeline's data (synthetic only)")
+    split: str | None = Field(None, description="scored split; None: val (voc), validation (ade20k), valid (synthetic)")
+    train_split: str | None = Field(None, description="in-context memory split; None: trainaug, training, train")
+    max_images: int | None = Field(100, ge=1, description="validation images (a fixed draw); None: all")
+    memory_images: int | None = Field(100, ge=1, description="in-context memory images (a fixed draw)")
+    network: Literal["teacher", "student"] = Field("teacher", description="the backbone scored")
+
+
+class TrainSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     store: str | None = Field(None, description="store path; default: the one in `stores` that fits")
     source_root: str | None = Field(None, description="frames folder if it moved since precompute")
@@ -81,6 +104,10 @@ class TrainSettings(BaseModel):
     clip_sampling: Literal["per_video", "all"] = Field(
         "per_video", description="per_video: one of a video's stored clips per epoch, drawn from (seed, epoch, "
         "video), as the official loader; all: every stored clip in every epoch")
+    holdout: float = Field(
+        0.0, ge=0, lt=1, description="fraction of videos left out of training, chosen by a hash of the video id "
+        "(mosic.data.holdout), for evaluation on videos not trained on; the ytvos pipeline: 0.05, the videos "
+        "mosic-eval scores as YouTube-VOS split 'heldout'")
     max_steps: int | None = Field(None, ge=1)
     mask_ratio: float = Field(0.1, ge=0, lt=1)
     ema: float = Field(0.99, ge=0, le=1)
@@ -88,6 +115,16 @@ class TrainSettings(BaseModel):
         16, ge=1, description="G: the loss uses the G x G stored trajectories nearest to each crop's grid cells "
         "(needs a store grid of at least mosic.train.ops.min_store_grid(G), 30 for 16); a sparser store: the "
         "points inside the crop; None: every stored point")
+    grid_layout: Literal["cotracker", "cells"] = Field(
+        "cotracker", description="where a crop's grid points lie: cotracker, the grid CoTracker queries on the crop "
+        "(a margin of 1/64 of its 512 px input: 3.5 to 219.9 px at 224, as the official code tracks); cells, the "
+        "centres of a grid x grid partition (the patch centres)")
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = Field(
+        (0.229, 0.224, 0.225), description="normalisation std of the frames (ImageNet mean); the official training "
+        "uses (0.228, 0.224, 0.225)")
+    drop_last: bool = Field(
+        False, description="drop each epoch's last partial batch (False: keep it, as the official loader: 55 steps "
+        "per epoch on 3,471 videos at batch 64, 440 in 8 epochs)")
     crop_scale: tuple[float, float] = (0.4, 1.0)
     flip_p: float = Field(0.5, ge=0, le=1)
     num_workers: int = Field(2, ge=0)
@@ -98,6 +135,8 @@ class TrainSettings(BaseModel):
     log_every: int = Field(10, ge=1)
     tensorboard: bool = False
     export: Literal["teacher", "student"] = Field("teacher", description="which backbone to export")
+    validate_: ValidateSettings = Field(ValidateSettings(), alias="validate",
+                                        description="in-training validation (validate.every, ...)")
 
 
 def train_settings(raw: dict[str, Any]) -> TrainSettings:

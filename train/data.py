@@ -38,7 +38,7 @@ from mosic.data.base import FrameReadError, plan_clips
 from mosic.store_schema.reader import StoreError, StoreReader, open_frame_source
 from mosic.train.augment import (CropBox, apply_crop, map_tracks, max_reduction, reduce_box, sample_crop,
                                  to_uint8_chw)
-from mosic.train.ops import min_store_grid, pick_clip, select_grid_points
+from mosic.train.ops import crop_grid, min_store_grid, pick_clip, select_grid_points
 
 
 log = logging.getLogger("mosic.train")
@@ -76,6 +76,8 @@ class ClipDataset(Dataset):
         grid: int | None = None,
         reduced_decode: bool = True,
         frame_cache: str | Path | None = "auto",
+        holdout: float = 0.0,
+        grid_layout: str = "cotracker",
     ):
         if int(seed) != seed or seed < 0:
             raise MosicError(f"seed must be a non-negative integer, got {seed!r}")
@@ -99,6 +101,11 @@ class ClipDataset(Dataset):
         self.epoch = 0
         check_frame_numbering(self.reader, self.source)
         done = np.asarray(self.reader.done, dtype=np.int64)
+        if holdout:  # videos kept for evaluation (mosic.data.holdout) never train
+            from mosic.data.holdout import is_heldout
+
+            done = np.asarray([c for c in done.tolist() if not is_heldout(self.reader.clips[c].video_id, holdout)],
+                              dtype=np.int64)
         self.indices = done if max_clips is None else done[:max_clips]
         if len(self.indices) == 0:
             raise MosicError(f"store {self.reader.path} has no clip with tracks: nothing to train on")
@@ -117,6 +124,8 @@ class ClipDataset(Dataset):
         # points: a grid x grid selection of the stored trajectories in every crop where the store
         # is dense enough, else every stored point (those outside the crop marked invisible)
         self.grid = grid
+        self.grid_layout = grid_layout  # where a crop's grid points lie (mosic.train.ops.crop_grid)
+        crop_grid(self.out_size, 2, grid_layout)  # checks the name
         self.select_grid = False
         if grid is not None:
             if int(grid) != grid or grid < 1:
@@ -202,7 +211,7 @@ class ClipDataset(Dataset):
             fbox = reduce_box(box, factor)
         tracks, vis = map_tracks(item.tracks, item.visibility, box)
         if self.select_grid:  # the trajectories nearest to the crop's own grid cells
-            sel, _ = select_grid_points(tracks[0], self.out_size, self.grid)
+            sel, _ = select_grid_points(tracks[0], self.out_size, self.grid, self.grid_layout)
             tracks, vis = tracks[:, sel], vis[:, sel]
         return {
             "frames": to_uint8_chw(apply_crop(frames, fbox, antialias=self.antialias)),

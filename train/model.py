@@ -95,12 +95,25 @@ class Head(nn.Module):
             return F.normalize(self.mlp(x.float()), dim=-1)
 
 
+PROTOTYPE_GRADS = ("raw", "normalized")
+
+
 class MoSiCModel(nn.Module):
-    """Backbone + head + prototypes. ``scores(z)`` are cosine similarities to the prototypes."""
+    """Backbone + head + prototypes. ``scores(z)`` are cosine similarities to the prototypes.
+
+    ``prototype_grad``: how the scores reach the prototype parameter, which is renormalised at the
+    start of every step (:meth:`normalize_prototypes`), so the forward is the same either way.
+    ``"raw"`` (official): scores multiply by the parameter itself, so its gradient keeps its radial
+    part; ``"normalized"``: scores go through ``F.normalize(prototypes)``, whose backward removes
+    the radial part before the optimiser sees it."""
 
     def __init__(self, backbone: nn.Module, num_prototypes: int = 100,
-                 head_hidden: Sequence[int] = (1024, 1024, 512), head_dim: int = 256, train_blocks: int = 2):
+                 head_hidden: Sequence[int] = (1024, 1024, 512), head_dim: int = 256, train_blocks: int = 2,
+                 prototype_grad: str = "raw"):
         super().__init__()
+        if prototype_grad not in PROTOTYPE_GRADS:
+            raise MosicError(f"prototype_grad must be one of {', '.join(PROTOTYPE_GRADS)}, got {prototype_grad!r}")
+        self.prototype_grad = prototype_grad
         self.backbone = backbone
         self.head = Head(backbone.embed_dim, head_hidden, head_dim)
         self.prototypes = nn.Parameter(torch.randn(num_prototypes, head_dim))
@@ -168,10 +181,14 @@ class MoSiCModel(nn.Module):
         return self.scores(z)
 
     def scores(self, z: torch.Tensor) -> torch.Tensor:
-        """z [..., head_dim] L2-normalised -> float32 cosine scores [..., K] against normalised
-        prototypes (autocast off, see :class:`Head`)."""
+        """z [..., head_dim] L2-normalised -> float32 cosine scores [..., K] against the prototypes,
+        unit vectors at the start of each step (autocast off, see :class:`Head`; the gradient as
+        ``prototype_grad`` says)."""
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return z.float() @ F.normalize(self.prototypes.float(), dim=-1).t()
+            protos = self.prototypes.float()
+            if self.prototype_grad == "normalized":
+                protos = F.normalize(protos, dim=-1)
+            return z.float() @ protos.t()
 
 
 def make_teacher(student: MoSiCModel) -> MoSiCModel:
@@ -185,7 +202,9 @@ class TeacherEMA:
     """The teacher as a constant-momentum exponential moving average of the student's trainable
     parameters (torch-ema with ``use_num_updates=False``: no warm-up of the decay). :meth:`update`,
     after every optimiser step, moves the average, copies it into the teacher's matching
-    parameters and renormalises the teacher's prototypes. Its state dict is torch-ema's."""
+    parameters and renormalises the teacher's prototypes. The prototypes' average is renormalised
+    before it moves, as the official code renormalises the teacher's prototypes before averaging:
+    t <- d * normalise(t) + (1 - d) * s. Its state dict is torch-ema's."""
 
     def __init__(self, student: MoSiCModel, teacher: MoSiCModel, decay: float):
         named = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
@@ -193,8 +212,13 @@ class TeacherEMA:
         self.teacher = teacher
         self.targets = [t_params[n] for n, _ in named]
         self.ema = ExponentialMovingAverage([p for _, p in named], decay=decay, use_num_updates=False)
+        self._proto = [i for i, (n, _) in enumerate(named) if n == "prototypes"]
 
     def update(self) -> None:
+        with torch.no_grad():
+            for i in self._proto:
+                t = self.ema.shadow_params[i]
+                t.copy_(F.normalize(t, dim=-1))
         self.ema.update()
         self.ema.copy_to(self.targets)
         self.teacher.normalize_prototypes()

@@ -399,17 +399,36 @@ def pick_clip(seed: int, epoch: int, video: int, num_clips: int) -> int:
     return int(rng.integers(num_clips))
 
 
-def crop_grid(out_size: int, grid: int) -> np.ndarray:
-    """float64 [grid * grid, 2]: the centres of a grid x grid partition of an out_size x out_size
-    crop, (x, y) in crop pixels, row-major. What the official code tracks: CoTracker's grid on the
-    already-cropped clip (with grid = 16 at 224 px these are the 14 px patch centres)."""
-    c = (np.arange(grid, dtype=np.float64) + 0.5) * (out_size / grid)
-    gx, gy = np.meshgrid(c, c)
+#: CoTracker-v3's model input (height, width); its grid (``get_points_on_a_grid``) is laid out there
+#: with a margin of width / 64 and its tracks scaled back by (size - 1) / (input - 1) per axis
+COTRACKER_INPUT = (384, 512)
+GRID_LAYOUTS = ("cotracker", "cells")
+
+
+def crop_grid(out_size: int, grid: int, layout: str = "cells") -> np.ndarray:
+    """float64 [grid * grid, 2]: the grid x grid points of an out_size x out_size crop, (x, y) in crop
+    pixels, row-major. ``"cells"``: the centres of a grid x grid partition (with grid = 16 at 224 px
+    the 14 px patch centres). ``"cotracker"``: the grid CoTracker queries on the crop, which the
+    official code tracks (at 224 px with grid 16: x from 3.5 to 219.9, y from 4.7 to 218.9)."""
+    if layout == "cells":
+        cx = cy = (np.arange(grid, dtype=np.float64) + 0.5) * (out_size / grid)
+    elif layout == "cotracker":
+        H, W = COTRACKER_INPUT
+        m = W / 64
+        if grid == 1:
+            cx, cy = np.array([W / 2]), np.array([H / 2])
+        else:
+            cx, cy = np.linspace(m, W - m, grid), np.linspace(m, H - m, grid)
+        cx, cy = cx * (out_size - 1) / (W - 1), cy * (out_size - 1) / (H - 1)
+    else:
+        raise ValueError(f"grid layout must be one of {', '.join(GRID_LAYOUTS)}, got {layout!r}")
+    gx, gy = np.meshgrid(cx, cy)
     return np.stack([gx.ravel(), gy.ravel()], axis=-1)
 
 
-def select_grid_points(first: np.ndarray, out_size: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each cell of the crop's ideal grid (:func:`crop_grid`), the stored trajectory whose
+def select_grid_points(first: np.ndarray, out_size: int, grid: int,
+                       layout: str = "cells") -> tuple[np.ndarray, np.ndarray]:
+    """For each point of the crop's ideal grid (:func:`crop_grid` in ``layout``), the stored trajectory whose
     first-frame point (``first`` [N, 2], crop pixels) is nearest to the cell's centre, among the
     points inside the crop. Returns (indices int64 [grid * grid] into N, distances float64
     [grid * grid] in crop pixels). With a stored grid at least :func:`min_store_grid` dense, every
@@ -421,7 +440,7 @@ def select_grid_points(first: np.ndarray, out_size: int, grid: int) -> tuple[np.
     inside = np.flatnonzero(np.all((first >= 0) & (first < S), axis=1))
     if len(inside) == 0:
         raise ValueError("no stored point lies inside the crop")
-    ideal = crop_grid(out_size, grid)
+    ideal = crop_grid(out_size, grid, layout)
     d2 = ((ideal[:, None, :] - first[None, inside, :]) ** 2).sum(-1)  # [G*G, n_inside]
     k = d2.argmin(axis=1)
     return inside[k].astype(np.int64), np.sqrt(d2[np.arange(len(ideal)), k])

@@ -71,6 +71,8 @@ def store_requirements(cfg: PipelineConfig, grid: bool = True) -> dict[str, Any]
     }
     if grid:
         req["grid"] = cfg.tracker.grid
+    if cfg.tracker.name == "cotracker3" and cfg.tracker.precision != "auto":  # e.g. ytvos-official: fp32 tracks
+        req["tracker.params.precision"] = cfg.tracker.precision
     req.update({f"clips.{k}": v for k, v in cfg.clips.model_dump(mode="json").items()})
     return req
 
@@ -409,15 +411,15 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     req = store_requirements(cfg, grid=False)  # any stored grid trains (see ClipDataset's grid)
     dataset = ClipDataset(store, source_root=ts.source_root, require=req, out_size=ts.model.img_size,
                           scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed, clips=ts.clip_sampling,
-                          grid=ts.grid)
+                          grid=ts.grid, holdout=ts.holdout, grid_layout=ts.grid_layout)
     per_rank = per_process_batch(ts.batch_size, ddp.world)
     if len(dataset) < ts.batch_size:
         raise MosicError(f"the store gives {len(dataset)} training items per epoch, fewer than one global batch "
                          f"of {ts.batch_size} clips (batch_size)")
     loader = make_loader(dataset, batch_size=per_rank, num_workers=ts.num_workers, shuffle=True,
-                         seed=ts.seed, drop_last=True, distributed=ddp.enabled, pin_memory=device.type == "cuda",
-                         timeout=LOADER_TIMEOUT_S)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD  # the statistics the frames are normalised with
+                         seed=ts.seed, drop_last=ts.drop_last, distributed=ddp.enabled,
+                         pin_memory=device.type == "cuda", timeout=LOADER_TIMEOUT_S)
+    mean, std = IMAGENET_MEAN, ts.std  # the statistics the frames are normalised with
     steps_per_epoch = len(loader)
     total = ts.max_steps or ts.epochs * steps_per_epoch
 
@@ -426,7 +428,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     backbone = create_backbone(m.name, pretrained=m.pretrained, weights=m.weights, img_size=m.img_size, **m.kwargs)
     if m.img_size % backbone.patch_embed.patch_size[0]:
         raise MosicError(f"img_size {m.img_size} is not a multiple of the patch size {backbone.patch_embed.patch_size[0]}")
-    student = MoSiCModel(backbone, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks).to(device)
+    student = MoSiCModel(backbone, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks,
+                         prototype_grad=m.prototype_grad).to(device)
     student.normalize_prototypes()
     teacher = make_teacher(student)
     trainable = [p for p in student.parameters() if p.requires_grad]
@@ -461,6 +464,12 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
             {"pipeline": cfg.model_dump(mode="json"), "train": ts.model_dump(mode="json"), "store": str(store),
              "world_size": ddp.world, "precision": precision, "device": str(device), "backend": ddp.backend},
             indent=2))
+    validator = None
+    if ts.validate_.every:  # opened on every rank, so that a missing set fails before any training
+        from mosic.train.validate import Validator, validate_and_log
+
+        validator = Validator(ts.validate_, cfg, out, m.img_size, device, ddp.main)
+        val_net = teacher if ts.validate_.network == "teacher" else student
     logf = open(out / "log.jsonl", "a") if ddp.main else None
     tb = None
     if ts.tensorboard and ddp.main:
@@ -490,6 +499,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
 
         bar = tqdm(total=total, initial=step, unit="step", desc="train", dynamic_ncols=True)
 
+    if validator is not None and ddp.main and step == 0:  # the curve starts at the initial backbone
+        validate_and_log(validator, val_net, 0, 0, logf, tb)
     student.train()
     last = {}
     t_log = time.perf_counter()
@@ -549,6 +560,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
                         if isinstance(v, float):
                             tb.add_scalar(k, v, step)
                 t_log, clips_since, data_wait = now, 0, 0.0
+            if validator is not None and ddp.main and validator.due(step, total):
+                validate_and_log(validator, val_net, step, epoch, logf, tb)  # rank 0; the others wait
             if step % ts.checkpoint_every == 0 or step == total:
                 save(step)
             if step >= total:

@@ -44,7 +44,9 @@ scored there; ``"original"`` (mosic): predictions upsampled to each mask's own s
 ``matching="hungarian"`` (reference): predicted labels are assigned to ground-truth classes by the
 Hungarian algorithm on the overlap counts before the IoUs; ``"none"``: label c is class c.
 ``absent_classes="zero"`` (reference): a class neither present nor predicted scores 0 in the mean;
-``"skip"``: it is left out. Ignore pixels are never scored.
+``"skip"``: it is left out. Ignore pixels are never scored. ``class_rows="reference"``: the mean
+divides by the reference's number of rows (ADE20K: 151, its ignored 'other' row scoring 0;
+:func:`mosic.evaluation.dense.rows_mean`); ``"classes"``: by the classes scored (ADE20K: 150).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from tqdm import tqdm
 
 from mosic import MosicError
 from mosic.evaluation.dense import (HUMMINGBIRD_STD, check_sample, confusion, dataset_features, iou_list,
-                                    patch_features, resize_image, resize_labels, scored_miou)
+                                    patch_features, resize_image, resize_labels, scored_miou, rows_mean)
 
 SAMPLINGS = ("reference", "inverse_frequency")
 AUGMENTATIONS = ("reference", "mosic")
@@ -344,7 +346,8 @@ def incontext_segmentation(backbone: torch.nn.Module, train_ds, val_ds, fraction
                            crop_scale: Sequence[float] = (0.5, 2.0), std: Sequence[float] = HUMMINGBIRD_STD,
                            memory_ignore: str = "auto", memory_dtype: str = "float16", search: str = "auto",
                            val_resolution: str = "input", matching: str = "hungarian", absent_classes: str = "zero",
-                           device: str | torch.device = "cpu", progress: bool = False) -> dict:
+                           class_rows: str = "reference", device: str | torch.device = "cpu",
+                           progress: bool = False) -> dict:
     """Hummingbird mIoU (percent) of ``backbone`` on ``val_ds`` with a memory bank built from
     ``fraction`` of ``train_ds`` (``memory_size=None``: keep every patch). ``subsets="reference"``:
     the reference's fixed file list for this data set, split, fraction and ``seed`` where there is
@@ -396,8 +399,10 @@ def incontext_segmentation(backbone: torch.nn.Module, train_ds, val_ds, fraction
                 lab = resize_labels(lab, img_size)
             up = F.interpolate(d[None], size=lab.shape, mode="bilinear", align_corners=False)
             conf += confusion(up[0].argmax(0).cpu().numpy(), lab, C, ignore, num_pred=L)
-    miou, per_class = scored_miou(conf, ignore, matching, absent_classes)
-    return {"miou": 100 * miou, "per_class_iou": iou_list(per_class), "fraction": fraction, "seed": seed,
+    _, per_class = scored_miou(conf, ignore, matching, absent_classes)
+    miou, rows = rows_mean(per_class, val_ds.name, class_rows)
+    return {"miou": 100 * miou, "per_class_iou": iou_list(per_class), "rows_averaged": rows, "fraction": fraction,
+            "seed": seed,
             "train_images": len(train), "subset": subset_source, "memory": len(mem_labels), "search_used": search,
             "per_image_budget": budget, "memory_ignore_used": mode, "val_images": len(val_ds), "k": k,
             "temperature": temperature, "img_size": img_size}

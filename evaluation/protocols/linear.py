@@ -14,7 +14,9 @@ cross-entropy against masks resized (nearest) to feat_size x feat_size (100); mI
 - SGD (lr 0.01, momentum 0.9, weight decay 1e-4), batch 128, 25 epochs, learning rate x0.1 after 20.
 - Val: masks resized (nearest) to ``val_mask_size`` x ``val_mask_size`` (100, NeCo) and logits
   upsampled bilinearly to it (``val_mask_size=None``: to each mask's own size), argmax,
-  confusion-matrix mIoU with the data set's ignore index.
+  confusion-matrix mIoU with the data set's ignore index; ADE20K's mean over 151 rows as NeCo
+  (``class_rows="reference"``: its ignored class 0 is a row that scores 0), or over the 150 classes
+  (``class_rows="classes"``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from tqdm import trange
 
 from mosic import MosicError
 from mosic.evaluation.dense import (check_sample, confusion, dataset_features, iou_list, miou_from_confusion,
-                                    patch_features, resize_image, resize_labels)
+                                    patch_features, resize_image, resize_labels, rows_mean)
 
 
 def augmented_view(image: np.ndarray, label: np.ndarray, img_size: int, feat_size: int, rng: np.random.Generator,
@@ -51,7 +53,7 @@ def linear_segmentation(backbone: nn.Module, train_ds, val_ds, img_size: int = 4
                         step_at: int = 20, batch_size: int = 128, augment: bool = True,
                         crop_scale: Sequence[float] = (0.8, 1.0), flip: bool = True, val_mask_size: int | None = 100,
                         device: str | torch.device = "cpu", seed: int = 0, max_train: int | None = None,
-                        progress: bool = False) -> dict:
+                        class_rows: str = "reference", progress: bool = False) -> dict:
     """Train a linear head on frozen patch tokens of ``train_ds`` and score it on ``val_ds``.
     SGD with momentum, learning rate x0.1 after ``step_at`` epochs; ``max_train``: train on a
     seeded random subset of that many images. Returns mIoU (percent), per-class IoU (percent; None
@@ -127,6 +129,7 @@ def linear_segmentation(backbone: nn.Module, train_ds, val_ds, img_size: int = 4
                     lab = resize_labels(lab, val_mask_size)
                 up = F.interpolate(lg[None], size=lab.shape, mode="bilinear", align_corners=False)
                 conf += confusion(up[0].argmax(0).cpu().numpy(), lab, C, ignore)
-    miou, per_class = miou_from_confusion(conf, ignore)
-    return {"miou": 100 * miou, "per_class_iou": iou_list(per_class), "train_loss": losses,
+    _, per_class = miou_from_confusion(conf, ignore)
+    miou, rows = rows_mean(per_class, val_ds.name, class_rows)  # ADE20K: over 151 rows as NeCo
+    return {"miou": 100 * miou, "per_class_iou": iou_list(per_class), "rows_averaged": rows, "train_loss": losses,
             "train_images": len(idx), "val_images": len(val_ds), "img_size": img_size, "feat_size": feat_size}

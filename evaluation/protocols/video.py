@@ -1,16 +1,20 @@
 """Unsupervised video semantic segmentation (the TimeTuning protocol) and trajectory consistency.
 
-Video segmentation, per clip of F sorted frames (the data set picks them):
+Video segmentation, per clip of F sorted frames (the data set picks them), as TimeTuning's
+evaluation runs it (``clustering.py``, ``my_utils.normalize_and_transform``; its replication
+script passes ``use_annotations=False``):
 
-1. frozen patch tokens of every frame resized to ``img_size`` (224 px by default);
+1. frozen patch tokens of every frame resized to ``img_size`` (224 px by default), raw as the
+   backbone returns them (``normalize=True``: L2-normalised first, mosic's earlier variant);
 2. standardise each dimension and project onto the first ``pca_dim`` (50) principal components,
-   fitted on the patches of the clip (``mode="dataset"``: of all clips; the official code fits on
-   each loader batch);
+   fitted on the patches of a loader batch of ``pca_clips`` (16) consecutive clips
+   (``pca_clips=1``: each clip on its own; ``mode="dataset"``: all clips);
 3. upsample the projected feature maps bilinearly to ``eval_size`` x ``eval_size`` pixels (the
    input resolution by default) and resize the labels to it (nearest);
-4. pixel-level K-means (faiss, 50 iterations, 5 restarts) with K = the number of ground-truth
-   labels present (ignore pixels excepted) in the unit that is clustered: each frame
-   (``mode="frame"``, F-clustering), each clip (``"clip"``) or the whole data set (``"dataset"``);
+4. pixel-level K-means (faiss, 50 iterations, 5 restarts) with K = ``k`` (10) clusters, or, with
+   ``k=None``, the number of ground-truth labels present (ignore pixels excepted) in the unit that
+   is clustered: each frame (``mode="frame"``, F-clustering), each clip (``"clip"``) or the whole
+   data set (``"dataset"``);
 5. Hungarian matching of clusters to labels on 1 - IoU; clusters left unmatched become background
    (label 0); IoU of every label present in the unit, background included, averaged;
 6. the figure is the mean of that mIoU over frames (``frame``), over clips (``clip``), or the single
@@ -35,7 +39,8 @@ MODES = ("frame", "clip", "dataset")
 IGNORE = 255
 
 # TimeTuning's settings (the defaults of :func:`video_segmentation`)
-PAPER = dict(frames=4, img_size=224, pca_dim=50, niter=50, nredo=5, mode="frame")
+PAPER = dict(frames=4, img_size=224, pca_dim=50, niter=50, nredo=5, mode="frame", k=10, pca_clips=16,
+             normalize=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -135,11 +140,20 @@ def cluster_clip(features: torch.Tensor, labels: np.ndarray, mode: str = "frame"
                  ignore_index: int = IGNORE) -> tuple[np.ndarray, list[float], np.ndarray]:
     """One clip's patch features [F, h, w, D] and labels [F, H, W] -> (raw cluster maps [F, S, S],
     mIoU per scored unit (one per frame for ``frame``, one for ``clip``; fractions), labels
-    relabelled by the matching [F, S, S]), S = eval_size. ``k`` overrides K = labels present."""
-    if mode not in ("frame", "clip"):
-        raise MosicError(f"cluster_clip: mode must be 'frame' or 'clip', got {mode!r}")
+    relabelled by the matching [F, S, S]), S = eval_size. The standardisation and PCA are fitted on
+    this clip's patches; ``k`` = None: K = labels present in each unit."""
     Fn, h, w, D = features.shape
     x = standardise_pca(features.reshape(Fn * h * w, D), pca_dim).view(Fn, h, w, -1)
+    return cluster_projected(x, labels, mode, eval_size, niter, nredo, seed, k, ignore_index)
+
+
+def cluster_projected(x: torch.Tensor, labels: np.ndarray, mode: str = "frame", eval_size: int = 224,
+                      niter: int = 50, nredo: int = 5, seed: int = 0, k: int | None = None,
+                      ignore_index: int = IGNORE) -> tuple[np.ndarray, list[float], np.ndarray]:
+    """:func:`cluster_clip` on features already standardised and projected [F, h, w, d]."""
+    if mode not in ("frame", "clip"):
+        raise MosicError(f"cluster_clip: mode must be 'frame' or 'clip', got {mode!r}")
+    Fn = x.shape[0]
     up = upsample(x, eval_size)  # [F, S, S, d]
     gt = resize_labels(labels, eval_size)
     clusters = np.zeros(gt.shape, np.int64)
@@ -158,10 +172,25 @@ def cluster_clip(features: torch.Tensor, labels: np.ndarray, mode: str = "frame"
     return clusters, scores, matched
 
 
+def project_batch(features: Sequence[torch.Tensor], pca_dim: int = 50) -> list[torch.Tensor]:
+    """Patch features of several clips [F_i, h, w, D] -> each standardised and projected with one
+    standardisation and PCA fitted on all their patches together (TimeTuning: one loader batch)."""
+    shapes = [f.shape for f in features]
+    flat = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+    y = standardise_pca(flat, pca_dim)
+    out, s = [], 0
+    for Fn, h, w, _ in shapes:
+        n = Fn * h * w
+        out.append(y[s:s + n].view(Fn, h, w, -1))
+        s += n
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # the protocol
 # ------------------------------------------------------------------------------------------------
-def _check(mode: str, img_size: int, eval_size: int | None, pca_dim: int, niter: int, nredo: int) -> None:
+def _check(mode: str, img_size: int, eval_size: int | None, pca_dim: int, niter: int, nredo: int,
+           k: int | None = None, pca_clips: int = 1) -> None:
     if mode not in MODES:
         raise MosicError(f"video segmentation: mode must be one of {', '.join(MODES)}, got {mode!r}")
     if img_size < 14:
@@ -170,6 +199,10 @@ def _check(mode: str, img_size: int, eval_size: int | None, pca_dim: int, niter:
         raise MosicError(f"video segmentation: eval_size must be positive, got {eval_size}")
     if pca_dim < 1 or niter < 1 or nredo < 1:
         raise MosicError(f"video segmentation: pca_dim, niter and nredo must be positive (got {pca_dim}, {niter}, {nredo})")
+    if k is not None and (int(k) != k or k < 1):
+        raise MosicError(f"video segmentation: k must be a positive number of clusters or null (labels present), got {k!r}")
+    if int(pca_clips) != pca_clips or pca_clips < 1:
+        raise MosicError(f"video segmentation: pca_clips must be a positive number of clips, got {pca_clips!r}")
 
 
 def _clips(ds, max_clips: int | None) -> Iterable[int]:
@@ -190,26 +223,36 @@ def _bar(it, total: int, desc: str, progress: bool):
 def video_segmentation(backbone: torch.nn.Module, ds, mode: str = "frame", img_size: int = 224,
                        eval_size: int | None = None, pca_dim: int = 50, niter: int = 50, nredo: int = 5,
                        seed: int = 0, batch: int = 32, device: str | torch.device = "cpu",
-                       max_clips: int | None = None, ignore_index: int = IGNORE, progress: bool = False) -> dict:
+                       max_clips: int | None = None, ignore_index: int = IGNORE, progress: bool = False,
+                       k: int | None = 10, pca_clips: int = 16, normalize: bool = False) -> dict:
     """Unsupervised video semantic segmentation of a ``VideoSegDataset`` (see the module doc).
+    Defaults: TimeTuning's (raw tokens, PCA per batch of 16 clips, K = 10); mosic's earlier
+    variant: ``normalize=True, pca_clips=1, k=None``.
 
     Returns {"miou": percent, "mode", "units": frames/clips/1 scored, "clips", "per_clip":
     {video_id: percent}} (``per_clip`` is empty for ``dataset``)."""
-    _check(mode, img_size, eval_size, pca_dim, niter, nredo)
+    _check(mode, img_size, eval_size, pca_dim, niter, nredo, k, pca_clips)
     eval_size = eval_size or img_size
-    idx = _clips(ds, max_clips)
+    idx = list(_clips(ds, max_clips))
     if mode == "dataset":
         return _dataset_wise(backbone, ds, idx, img_size, eval_size, pca_dim, niter, nredo, seed, batch, device,
-                             ignore_index, progress)
+                             ignore_index, progress, k, normalize)
     scores: list[float] = []
     per_clip: dict[str, float] = {}
-    for i in _bar(idx, len(idx), f"video {mode}-clustering", progress):
-        s = ds[i]
-        feats = patch_features(backbone, s.frames, img_size, batch=batch, device=device)
-        _, sc, _ = cluster_clip(feats, s.labels, mode, eval_size, pca_dim, niter, nredo, seed, ignore_index=ignore_index)
-        scores += sc
-        if sc:
-            per_clip[str(s.video_id)] = 100 * float(np.mean(sc))
+    bar = _bar(None, len(idx), f"video {mode}-clustering", progress) if progress else None
+    for start in range(0, len(idx), pca_clips):
+        samples = [ds[i] for i in idx[start:start + pca_clips]]
+        feats = [patch_features(backbone, s.frames, img_size, batch=batch, device=device, normalize=normalize)
+                 for s in samples]
+        for s, x in zip(samples, project_batch(feats, pca_dim)):
+            _, sc, _ = cluster_projected(x, s.labels, mode, eval_size, niter, nredo, seed, k, ignore_index)
+            scores += sc
+            if sc:
+                per_clip[str(s.video_id)] = 100 * float(np.mean(sc))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     if not scores:
         raise MosicError("video segmentation: no clip has a scored (non-ignored) pixel")
     return {"miou": 100 * float(np.mean(scores)), "mode": mode, "units": len(scores), "clips": len(idx),
@@ -217,19 +260,19 @@ def video_segmentation(backbone: torch.nn.Module, ds, mode: str = "frame", img_s
 
 
 def _dataset_wise(backbone, ds, idx, img_size, eval_size, pca_dim, niter, nredo, seed, batch, device, ignore_index,
-                  progress) -> dict:
+                  progress, k=None, normalize=False) -> dict:
     """All clips' pixels clustered together (memory: clips x F x eval_size^2 x pca_dim floats)."""
     feats, labels = [], []
     for i in _bar(idx, len(idx), "video dataset-clustering", progress):
         s = ds[i]
-        feats.append(patch_features(backbone, s.frames, img_size, batch=batch, device=device))
+        feats.append(patch_features(backbone, s.frames, img_size, batch=batch, device=device, normalize=normalize))
         labels.append(resize_labels(s.labels, eval_size))
     f = torch.cat(feats)
     N, h, w, D = f.shape
     x = upsample(standardise_pca(f.reshape(-1, D), pca_dim).view(N, h, w, -1), eval_size)
     gt = np.concatenate(labels)
-    k = max(1, len(present_labels(gt, ignore_index)))
-    pred = cluster_pixels(x.reshape(-1, x.shape[-1]), k, seed=seed, niter=niter, nredo=nredo).reshape(gt.shape)
+    kk = k or max(1, len(present_labels(gt, ignore_index)))
+    pred = cluster_pixels(x.reshape(-1, x.shape[-1]), kk, seed=seed, niter=niter, nredo=nredo).reshape(gt.shape)
     miou, _, _ = match_and_score(pred, gt, ignore_index)
     if np.isnan(miou):
         raise MosicError("video segmentation: no clip has a scored (non-ignored) pixel")
@@ -239,14 +282,14 @@ def _dataset_wise(backbone, ds, idx, img_size, eval_size, pca_dim, niter, nredo,
 def show_clusters(backbone: torch.nn.Module, sample, mode: str = "clip", img_size: int = 224,
                   eval_size: int | None = None, k: int | None = None, pca_dim: int = 50, niter: int = 50,
                   nredo: int = 5, seed: int = 0, device: str | torch.device = "cpu",
-                  matched: bool = True) -> tuple[np.ndarray, float]:
+                  matched: bool = True, normalize: bool = False) -> tuple[np.ndarray, float]:
     """Cluster maps of one ``VideoClipSample`` for drawing: [F, S, S] (matched to the labels, so a
     class keeps its colour across frames, when ``matched``; raw cluster ids otherwise) and the
     clip's mIoU (percent)."""
     _check(mode, img_size, eval_size, pca_dim, niter, nredo)
     if mode == "dataset":
         raise MosicError("show: mode must be 'frame' or 'clip'")
-    feats = patch_features(backbone, sample.frames, img_size, device=device)
+    feats = patch_features(backbone, sample.frames, img_size, device=device, normalize=normalize)
     clusters, scores, relabelled = cluster_clip(feats, sample.labels, mode, eval_size or img_size, pca_dim, niter,
                                                 nredo, seed, k=k)
     maps = relabelled if matched else clusters
@@ -279,6 +322,7 @@ def temporal_consistency(backbone: torch.nn.Module, synthetic_root: str | Path, 
 
 
 __all__: Sequence[str] = (
-    "MODES", "PAPER", "cluster_clip", "cluster_pixels", "match_and_score", "present_labels", "resize_labels",
+    "MODES", "PAPER", "cluster_clip", "cluster_pixels", "cluster_projected", "match_and_score", "present_labels",
+    "project_batch", "resize_labels",
     "show_clusters", "standardise_pca", "temporal_consistency", "upsample", "video_segmentation",
 )

@@ -1,0 +1,169 @@
+"""In-training validation: every ``validate.every`` optimiser steps (step 0 included) and at the
+end, a quick dense protocol on a held-out image set scores the teacher's backbone (or the
+student's), as the official training validates (dense clustering of its features on Pascal VOC val
+once per epoch). Rank 0 only; the other ranks wait in the next step's collectives for the time the
+validation itself takes.
+
+- ``clustering``: K-means of the patch tokens (standardised, PCA 50; K = the classes, Hungarian
+  matching), 20 iterations x 1 restart, one seed: :func:`mosic.evaluation.protocols.clustering.frozen_clustering`;
+- ``incontext``: a Hummingbird memory of ``memory_images`` training images (10,240 patches, one
+  augmented pass, k 30): :func:`mosic.evaluation.protocols.incontext.incontext_segmentation`.
+
+The same ``max_images`` validation images every time (a fixed draw), decoded once and kept in
+memory, at the training input size. Each validation is a row of ``log.jsonl`` (``"kind":
+"validation"``, ``val_<protocol>`` in percent, ``val_seconds``), TensorBoard scalars ``val/...``
+when it is on, and ``validation.png``, the curve so far, redrawn from ``log.jsonl`` so a resumed
+run keeps its curve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mosic import MosicError
+
+log = logging.getLogger("mosic.train")
+
+PROTOCOLS = ("clustering", "incontext")
+
+
+class _InMemory:
+    """A SegDataset's first images, decoded once."""
+
+    def __init__(self, ds, n: int | None):
+        from mosic.evaluation.datasets import SegDataset
+
+        sub = ds if n is None or n >= len(ds) else ds.subset(n / len(ds), seed=0)
+        samples = [sub[i] for i in range(len(sub))]
+        self.ds = SegDataset(sub.name, sub.class_names, samples, lambda s: s, sub.root, sub.split)
+
+
+def _defaults(vs, cfg) -> tuple[str, Path, str, str]:
+    """(data set kind, root, val split, train split) of the validation set: synthetic pipelines score
+    their own data's ``valid`` split, the others Pascal VOC ``val``."""
+    kind = vs.dataset or ("synthetic" if cfg.dataset.kind == "synthetic" else "voc")
+    root = vs.root or (cfg.dataset.root if kind == "synthetic" and cfg.dataset.kind == "synthetic" else None)
+    if root is None:
+        raise MosicError(f"validation (validate.every={vs.every}) needs the root of its {kind} data set: "
+                         "--set validate.root=PATH, or --set validate.every=0 to train without validation")
+    from mosic.evaluation.cli import IMAGE_SPLITS
+
+    tr, va = IMAGE_SPLITS[kind]
+    return kind, Path(root), vs.split or va, vs.train_split or tr
+
+
+class Validator:
+    """Opens the validation set once (every rank: a missing set fails before training) and runs
+    the protocols on rank 0 (:meth:`run`)."""
+
+    def __init__(self, vs, cfg, out: Path, img_size: int, device: torch.device, main: bool):
+        from mosic.evaluation.datasets import open_seg_dataset
+
+        self.vs, self.out, self.img_size, self.device, self.main = vs, Path(out), int(img_size), device, main
+        kind, root, split, train_split = _defaults(vs, cfg)
+        try:
+            val = open_seg_dataset(kind, root, split)
+            train = open_seg_dataset(kind, root, train_split) if "incontext" in vs.protocols else None
+        except MosicError as e:
+            raise MosicError(f"validation (validate.every={vs.every}): {e}; point validate.root / validate.split at "
+                             "a held-out set, or --set validate.every=0 to train without validation") from None
+        self.label = f"{kind}/{split}"
+        self.val = _InMemory(val, vs.max_images).ds if main else None
+        self.train = _InMemory(train, vs.memory_images).ds if main and train is not None else None
+
+    def due(self, step: int, total: int) -> bool:
+        e = self.vs.every
+        return e > 0 and (step % e == 0 or step == total)
+
+    @torch.no_grad()
+    def run(self, model: torch.nn.Module, step: int, epoch: int) -> dict[str, Any]:
+        """Score ``model``'s backbone (a MoSiCModel; its train/eval mode is restored)."""
+        from mosic.evaluation.protocols.clustering import frozen_clustering
+        from mosic.evaluation.protocols.incontext import incontext_segmentation
+
+        bb = model.backbone
+        was_training = bb.training
+        t = time.perf_counter()
+        row: dict[str, Any] = {"kind": "validation", "step": step, "epoch": epoch, "network": self.vs.network,
+                               "data": self.label, "images": len(self.val)}
+        try:
+            with torch.autocast(self.device.type, enabled=False):
+                if "clustering" in self.vs.protocols:
+                    r = frozen_clustering(bb, self.val, img_size=self.img_size, niter=20, nredo=1, seeds=(0,),
+                                          device=self.device)
+                    row["val_clustering"] = float(next(iter(r.values()))["miou"])  # {str(K): {...}}, K = classes
+                if "incontext" in self.vs.protocols:
+                    r = incontext_segmentation(bb, self.train, self.val, img_size=self.img_size, memory_size=10_240,
+                                               augment_passes=1, subsets="random", device=self.device)
+                    row["val_incontext"] = float(r["miou"])
+        finally:
+            bb.train(was_training)
+        row["val_seconds"] = time.perf_counter() - t
+        return row
+
+
+def read_curve(log_path: Path) -> list[dict]:
+    """The validation rows of a run's log.jsonl, one per step (the last one written: a resumed run
+    may repeat the steps after its last checkpoint), by step."""
+    rows: dict[int, dict] = {}
+    if Path(log_path).is_file():
+        for line in Path(log_path).read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r.get("kind") == "validation":
+                rows[int(r["step"])] = r
+    return [rows[s] for s in sorted(rows)]
+
+
+def plot_curve(log_path: Path, png: Path) -> Path | None:
+    """Draw the validation curve(s) of ``log_path`` into ``png`` (None when there is nothing yet)."""
+    rows = read_curve(log_path)
+    keys = sorted({k for r in rows for k in r if k.startswith("val_") and k != "val_seconds"})
+    if not rows or not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k[4:])
+    ax.set_xlabel("step")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title(f"validation: {rows[-1].get('network', '')} on {rows[-1].get('data', '')}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    png = Path(png)
+    tmp = png.with_name(f".{png.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(png)
+    return png
+
+
+def validate_and_log(validator: Validator, model: torch.nn.Module, step: int, epoch: int, logf, tb) -> dict:
+    """Run a validation on rank 0 and write it: log.jsonl row, TensorBoard, the plot."""
+    row = validator.run(model, step, epoch)
+    if logf is not None:
+        logf.write(json.dumps(row) + "\n")
+        logf.flush()
+    if tb is not None:
+        for k, v in row.items():
+            if k.startswith("val_"):
+                tb.add_scalar(f"val/{k[4:]}", v, step)
+    plot_curve(validator.out / "log.jsonl", validator.out / "validation.png")
+    figs = ", ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("val_") and k != "val_seconds")
+    log.info("validation at step %d: %s (%.1fs)", step, figs, row["val_seconds"])
+    return row
