@@ -31,10 +31,10 @@ from typing import Any, Callable, List, Optional
 
 import numpy as np
 import typer
-import yaml
 
 from mosic import MosicError
-from mosic.cli_common import DEVICE_HELP, friendly_errors, parse_device, setup_logging
+from mosic.cli_common import (DEVICE_HELP, check_like_default, friendly_errors, nearest, parse_device,
+                               parse_set_value, setup_logging)
 from mosic.weights_check import preflight, set_random_init_flag
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
@@ -128,7 +128,7 @@ def parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
             raise MosicError(f"--set expects PROTOCOL.KEY=VALUE (e.g. linear.epochs=5), got {s!r}")
         if proto not in PROTOCOLS:
             raise MosicError(f"--set {s!r}: unknown protocol {proto!r} (choose from {', '.join(PROTOCOLS)})")
-        out.setdefault(proto, {})[name.strip()] = yaml.safe_load(val)
+        out.setdefault(proto, {})[name.strip()] = parse_set_value(key.strip(), val)
     return out
 
 
@@ -200,10 +200,13 @@ def call_settings(fn: Callable, protocol: str, quick: bool, user: dict, fixed: d
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     names = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     unknown = [k for k in user if k not in names and not accepts_any]
+    settable = sorted(n for n in names if params[n].default is not inspect.Parameter.empty)
     if unknown:
-        settable = sorted(n for n in names if params[n].default is not inspect.Parameter.empty)
-        raise MosicError(f"--set {protocol}.{unknown[0]}: {fn.__name__} has no setting {unknown[0]!r} "
-                         f"(settings: {', '.join(settable)})")
+        raise MosicError(f"--set {protocol}.{unknown[0]}: {fn.__name__} has no setting {unknown[0]!r}"
+                         f"{nearest(unknown[0], settable)} (settings: {', '.join(settable)})")
+    for k, v in user.items():
+        if k in names and params[k].default is not inspect.Parameter.empty:
+            check_like_default(f"{protocol}.{k}", v, params[k].default)
     kw = {k: v for k, v in (QUICK[protocol] if quick else {}).items() if k in names or accepts_any}
     kw.update({k: v for k, v in fixed.items() if (k in names or accepts_any) and v is not None})
     kw.update(user)

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-import yaml
 
 from mosic import MosicError
-from mosic.cli_common import friendly_errors, setup_logging
+from mosic.cli_common import check_setting, friendly_errors, parse_set_value, setup_logging
 from mosic.config import describe_pipelines, load_pipeline
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
@@ -23,15 +22,24 @@ _PIPELINE_FIELDS = {"dataset", "clips", "tracker", "store", "stores", "train"}
 
 
 def _parse_sets(sets: list[str]) -> dict:
+    from mosic.config import PipelineConfig
+    from mosic.train.config import TrainSettings
+
     out = {}
     for s in sets:
         if "=" not in s:
             raise MosicError(f"--set expects KEY=VALUE (e.g. loss.temperature=0.2), got {s!r}")
         k, v = s.split("=", 1)
         k = k.strip()
+        value = parse_set_value(k, v)
         # pipeline fields (dataset., clips., tracker., store., stores) as they are, the rest under train.
-        key = k if k.split(".")[0] in _PIPELINE_FIELDS else "train." + k
-        out[key] = yaml.safe_load(v)
+        if k.split(".")[0] in _PIPELINE_FIELDS - {"train"}:
+            check_setting(PipelineConfig, k, value, shown=s)
+            out[k] = value
+        else:
+            k = k[len("train."):] if k.startswith("train.") else k
+            check_setting(TrainSettings, k, value, shown=s)
+            out["train." + k] = value
     return out
 
 
