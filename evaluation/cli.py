@@ -278,8 +278,12 @@ class Backbones:
         if size not in self._cache:
             self._cache.clear()
             torch_seed()
-            self._cache[size] = create_backbone(self.model, pretrained=self.pretrained, weights=self.weights,
-                                                img_size=size, **self.kwargs).eval().to(self.device)
+            try:
+                net = create_backbone(self.model, pretrained=self.pretrained, weights=self.weights, img_size=size,
+                                      **self.kwargs)
+            except MosicError as e:  # name this command's option for a random initialisation
+                raise MosicError(str(e).replace("--no-pretrained", "--random")) from None
+            self._cache[size] = net.eval().to(self.device)
         return self._cache[size]
 
 

@@ -12,8 +12,9 @@ from typing import List, Optional
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import check_setting, friendly_errors, parse_set_value, setup_logging
+from mosic.cli_common import DEVICE_HELP, check_setting, friendly_errors, parse_device, parse_set_value, setup_logging
 from mosic.config import describe_pipelines, load_pipeline
+from mosic.weights_check import check_weights_file
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
@@ -72,7 +73,7 @@ def run(
     weights: Optional[Path] = typer.Option(None, help="backbone weights file (timm or official DINOv2)"),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="hub weights or random init"),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers per process"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16"),
     seed: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint"),
@@ -109,6 +110,8 @@ def run(
     }
     cfg = load_pipeline(pipeline, config, over)
     ts = train_settings(cfg.train)
+    parse_device(ts.device)  # one line when the device is absent
+    check_weights_file(ts.model.weights)  # before any data is read: the file itself (architecture: at loading)
     run_dir = out or Path(ts.out) / pipeline
     res = train(cfg, ts, run_dir, resume=resume, progress=progress)
     if res.get("backbone"):

@@ -71,6 +71,30 @@ def store_requirements(cfg: PipelineConfig, grid: bool = True) -> dict[str, Any]
     return req
 
 
+def nearest_store(stores: Location, req: dict[str, Any]) -> tuple[Location, list[tuple[str, Any, Any]]] | None:
+    """The complete store in ``stores`` whose spec differs from ``req`` in the fewest fields (the
+    grid does not count: training takes any grid dense enough), with those fields as
+    (field, store's value, wanted value)."""
+    from mosic.store_schema.reader import StoreError, StoreReader
+    from mosic.store_schema.spec import flatten
+
+    best = None
+    for p in list_stores(stores):
+        try:
+            have = flatten(StoreReader(p).spec.model_dump(mode="json"))
+        except StoreError:
+            continue
+        diffs = [(k, have.get(k), v) for k, v in req.items() if k != "grid"
+                 and have.get(k) != (list(v) if isinstance(v, tuple) else v)]
+        if diffs and (best is None or len(diffs) < len(best[1])):
+            best = (p, diffs)
+    return best
+
+
+def _yaml_value(v: Any) -> str:
+    return "null" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+
+
 def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Location:
     """The store given explicitly, or the single complete store in ``cfg.stores`` that fits.
     Either may be a URL (``s3://bucket/stores``): a Path comes back for local stores, a URL else."""
@@ -100,6 +124,15 @@ def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Location:
     others += [p.name for p, _ in other_grid]
     want = ", ".join(f"{k}={v}" for k, v in req.items())
     if not fits:
+        near = nearest_store(stores, req)
+        if near is not None:
+            p, diffs = near
+            fields = ", ".join(f"{k} (store {have!r}, pipeline {want!r})" for k, have, want in diffs)
+            sets = " ".join(f"--set {k}={_yaml_value(have)}" for k, have, _ in diffs)
+            raise MosicError(
+                f"no complete store in {stores}/ fits pipeline {cfg.name!r}; the nearest, {p.name}, differs in "
+                f"{fields}: train on it with `{sets}`, or make the pipeline's store with "
+                f"`mosic-precompute --pipeline {cfg.name}`")
         raise MosicError(
             f"no complete store in {stores}/ fits pipeline {cfg.name!r} ({want}); run "
             f"`mosic-precompute --pipeline {cfg.name}` first, or pass --store PATH"
