@@ -33,8 +33,8 @@ import numpy as np
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import (DEVICE_HELP, check_like_default, friendly_errors, nearest, parse_device,
-                               parse_set_value, setup_logging)
+from mosic.cli_common import (DEVICE_HELP, check_like_default, friendly_errors, lines_when_piped, nearest,
+                               parse_device, parse_set_value, setup_logging)
 from mosic.weights_check import preflight, set_random_init_flag
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
@@ -666,6 +666,7 @@ def show(
 
 
 def main() -> None:
+    lines_when_piped()  # progress as periodic log lines in pipes and log files
     app()
 
 

@@ -217,3 +217,104 @@ def check_like_default(key: str, value, default) -> None:
     if not ok:
         raise MosicError(f"--set {key}={_yaml(value)}: read as {value!r} ({type(value).__name__}), but {key} must be "
                          f"{kind}; e.g. --set {key}={_yaml(default)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# progress bars: a bar on a terminal, periodic log lines in a pipe or a log file
+# ------------------------------------------------------------------------------------------------
+#: seconds between progress lines when stderr is not a terminal ($MOSIC_PROGRESS_INTERVAL)
+PROGRESS_INTERVAL = 30.0
+
+
+class _Lines:
+    """A file that passes on whole lines and drops the carriage returns of a redrawn bar."""
+
+    def __init__(self, fp):
+        self.fp = fp
+
+    def write(self, s: str) -> None:
+        s = s.replace("\r", "")
+        if s.strip():
+            self.fp.write(s)
+
+    def flush(self) -> None:
+        self.fp.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.fp, name)
+
+
+def _line_tqdm_class():
+    import tqdm.std
+
+    class LineProgress(tqdm.std.tqdm):
+        """tqdm that writes one plain line per refresh, at most every PROGRESS_INTERVAL seconds."""
+
+        def __init__(self, *args, **kwargs):
+            import os
+
+            every = float(os.environ.get("MOSIC_PROGRESS_INTERVAL", PROGRESS_INTERVAL))
+            kwargs["mininterval"] = max(float(kwargs.get("mininterval") or 0), every)
+            kwargs["maxinterval"] = max(float(kwargs.get("maxinterval") or 0), every)
+            kwargs["dynamic_ncols"] = False
+            kwargs.setdefault("ncols", 100)
+            kwargs["ascii"] = True
+            self._last_line = None
+            super().__init__(*args, **kwargs)
+
+        def display(self, msg=None, pos=None):
+            line = (self.__str__() if msg is None else msg).strip()
+            if line and line != self._last_line:
+                self.fp.write(line + "\n")
+                self.fp.flush()
+                self._last_line = line
+            return True
+
+        def clear(self, *args, **kwargs):
+            pass
+
+        def moveto(self, n):
+            pass
+
+        def close(self):
+            if not self.disable and self.n and self.leave is False:
+                self.display()  # the final count, which a bar that vanishes would not print
+            super().close()
+
+    return LineProgress
+
+
+def lines_when_piped(stream=None) -> bool:
+    """When ``stream`` (stderr) is not a terminal, make every tqdm progress bar of this process a
+    periodic log line (no carriage returns in piped logs). Returns whether it did."""
+    import tqdm
+    import tqdm.std
+
+    stream = stream or sys.stderr
+    try:
+        if stream.isatty():
+            return False
+    except (AttributeError, ValueError):
+        pass
+    cls = _line_tqdm_class()
+    base_init = cls.__init__
+
+    def init(self, *args, **kwargs):
+        base_init(self, *args, **kwargs)
+        if hasattr(self, "fp"):  # a disabled bar has no file
+            self.fp = _Lines(self.fp)
+
+    cls.__init__ = init
+
+    def trange(*args, **kwargs):
+        return cls(range(*args), **kwargs)
+
+    tqdm.tqdm = tqdm.std.tqdm = cls
+    tqdm.trange = tqdm.std.trange = trange
+    try:
+        import tqdm.auto
+
+        tqdm.auto.tqdm, tqdm.auto.trange = cls, trange
+    except ImportError:
+        pass
+    return True

@@ -12,7 +12,8 @@ from typing import List, Optional
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import DEVICE_HELP, check_setting, friendly_errors, parse_device, parse_set_value, setup_logging
+from mosic.cli_common import (DEVICE_HELP, check_setting, friendly_errors, lines_when_piped, parse_device,
+                               parse_set_value, setup_logging)
 from mosic.config import describe_pipelines, load_pipeline
 from mosic.weights_check import check_weights_file
 
@@ -120,6 +121,7 @@ def run(
 
 
 def main() -> None:
+    lines_when_piped()  # progress as periodic log lines in pipes and log files
     app()
 
 

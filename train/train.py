@@ -39,6 +39,7 @@ import torch.distributed as dist
 from mosic import MosicError
 from mosic.config import PipelineConfig
 from mosic.store_schema.location import Location, as_location, list_stores
+from mosic.train.summary import start_summary
 from mosic.train.config import TrainSettings
 from mosic.train.data import ClipDataset, make_loader
 from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
@@ -421,6 +422,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     dataset = ClipDataset(store, source_root=ts.source_root, require=req, out_size=ts.model.img_size,
                           scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed, clips=ts.clip_sampling,
                           grid=ts.grid)
+    if ddp.main:
+        print(start_summary(dataset), flush=True)
     per_rank = per_process_batch(ts.batch_size, ddp.world)
     if len(dataset) < ts.batch_size:
         raise MosicError(f"the store gives {len(dataset)} training items per epoch, fewer than one global batch "
