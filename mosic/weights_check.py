@@ -83,8 +83,13 @@ def _load_state(p: Path) -> dict:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise MosicError(f"weights file {p} is not a PyTorch checkpoint ({_what_is(p)}; torch.load: "
-                         f"{_first_line(e)})") from None
+        what = _what_is(p)
+        if what == "a text file":
+            what += f" starting {p.read_bytes()[:24].decode('utf-8', 'replace')!r}"
+        if what.startswith(("a text file", "binary data")):
+            raise MosicError(f"weights file {p} is not a PyTorch checkpoint ({what})") from None
+        raise MosicError(f"weights file {p} ({what}) is not a plain state dict: torch.load with weights_only "
+                         f"refuses it ({_last_line(e)})") from None
     for key in ("state_dict_ema", "model_ema", "state_dict", "model", "teacher"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -161,6 +166,13 @@ def _check_architecture(p: Path, state: dict, model: str, kwargs: dict) -> None:
            "give the model name and arguments the weights were trained with (--model, --model-kwargs)")
     raise MosicError(f"weights file {p} is for another architecture than {model!r}"
                      + (f" {kwargs}" if kwargs else "") + f": {where}" + (f"; {hint}" if hint else "") + f": {fix}")
+
+
+def _last_line(e: BaseException) -> str:
+    """The most specific line of an error (torch.load's weights-only errors end with the cause)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    cause = next((ln for ln in lines if any(w in ln.lower() for w in ("unsupported global", "invalid load key"))), None)
+    return f"{type(e).__name__}: {(cause or (lines[-1] if lines else ''))[:160]}".rstrip(": ")
 
 
 def _arch(shapes: dict) -> str:

@@ -23,12 +23,16 @@ def bad_files(tmp_path):
     ck.mkdir(parents=True)
     torch.save({"student": {"w": torch.zeros(2)}, "teacher": {"w": torch.zeros(2)}, "ema": {}, "optimizer": {},
                 "scaler": {}, "step": 3, "rng": {"numpy": np.random.get_state()}}, ck / "latest.pt")
-    return {"empty": tmp_path / "empty.pth", "text": tmp_path / "text.pth", "training": ck / "latest.pt"}
+    torch.save({"w": np.zeros(3)}, tmp_path / "numpy.pth")  # needs unpickling numpy: not weights-only
+    return {"empty": tmp_path / "empty.pth", "text": tmp_path / "text.pth", "training": ck / "latest.pt",
+            "numpy": tmp_path / "numpy.pth"}
 
 
 MESSAGES = {"empty": "is empty (0 bytes)",
-            "text": "is not a PyTorch checkpoint (a text file; torch.load: ",
-            "training": "is a mosic training checkpoint, not a backbone: use the run's backbone.pth"}
+            "text": "is not a PyTorch checkpoint (a text file starting '0\\n1\\n2",
+            "training": "is a mosic training checkpoint, not a backbone: use the run's backbone.pth",
+            "numpy": "(a zip archive) is not a plain state dict: torch.load with weights_only refuses it "
+                     "(UnpicklingError: WeightsUnpickler error: Unsupported global: GLOBAL numpy"}
 
 
 @pytest.mark.parametrize("kind", list(MESSAGES))
