@@ -168,12 +168,12 @@ def backbone_from_run(model: str | None, weights: Path | None, run_dir: Path | N
             run_model, run_kw, run_size = m["name"], dict(m.get("kwargs") or {}), m.get("img_size")
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
             raise MosicError(f"{cfg_file} is not a mosic-train config.json ({type(e).__name__}: {e})") from None
-        if model is None or model == run_model:
+        if model is None or model.split(".")[0] == run_model.split(".")[0]:  # the pretrained tag aside
             taken = ["model name"] if model is None else []
             if model_kwargs is None:
                 kw = run_kw
                 taken.append("model arguments")
-            model = run_model
+            model = model or run_model
             if taken:
                 typer.echo(f"from {cfg_file}: {' and '.join(taken)}: {model} {json.dumps(kw)} "
                            f"(trained at {run_size} px)", err=True)

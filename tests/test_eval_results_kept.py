@@ -144,6 +144,9 @@ def test_run_folder_gives_model_name_and_arguments(syn, tmp_path):
     r = _run("run", "--weights", run / "backbone.pth", *vid, "--out", tmp_path / "b")  # the same, from the file
     assert r.exit_code == 0, r.output
     assert load_results(tmp_path / "b.json")[0]["figures"] == row["figures"]
+    r = _run("run", "--model", "vit_small_patch14_dinov2.lvd142m", "--weights", run / "backbone.pth", *vid,
+             "--out", tmp_path / "b2")  # `make eval`'s model name: the same architecture, the run's arguments
+    assert r.exit_code == 0 and "from " in r.output and "model arguments" in r.output, r.output
     # the same file away from its config.json, without the arguments: the shapes are named
     (tmp_path / "copy").mkdir()
     (tmp_path / "copy" / "b.pth").write_bytes((run / "backbone.pth").read_bytes())
