@@ -39,10 +39,10 @@ import torch.distributed as dist
 from mosic import MosicError
 from mosic.config import PipelineConfig
 from mosic.store_schema.location import Location, as_location, list_stores
-from mosic.train.summary import start_summary
 from mosic.train.config import TrainSettings
 from mosic.train.data import ClipDataset, make_loader
 from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
+from mosic.train.summary import nearest_store, start_summary, yaml_value
 from mosic.train.ops import (cluster_usage_entropy, loss_normaliser, loss_weights, propagation_loss, sample_at_tracks,
                             sinkhorn, symmetric_loss)
 
@@ -70,30 +70,6 @@ def store_requirements(cfg: PipelineConfig, grid: bool = True) -> dict[str, Any]
         req["grid"] = cfg.tracker.grid
     req.update({f"clips.{k}": v for k, v in cfg.clips.model_dump(mode="json").items()})
     return req
-
-
-def nearest_store(stores: Location, req: dict[str, Any]) -> tuple[Location, list[tuple[str, Any, Any]]] | None:
-    """The complete store in ``stores`` whose spec differs from ``req`` in the fewest fields (the
-    grid does not count: training takes any grid dense enough), with those fields as
-    (field, store's value, wanted value)."""
-    from mosic.store_schema.reader import StoreError, StoreReader
-    from mosic.store_schema.spec import flatten
-
-    best = None
-    for p in list_stores(stores):
-        try:
-            have = flatten(StoreReader(p).spec.model_dump(mode="json"))
-        except StoreError:
-            continue
-        diffs = [(k, have.get(k), v) for k, v in req.items() if k != "grid"
-                 and have.get(k) != (list(v) if isinstance(v, tuple) else v)]
-        if diffs and (best is None or len(diffs) < len(best[1])):
-            best = (p, diffs)
-    return best
-
-
-def _yaml_value(v: Any) -> str:
-    return "null" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
 
 def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Location:
@@ -129,7 +105,7 @@ def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Location:
         if near is not None:
             p, diffs = near
             fields = ", ".join(f"{k} (store {have!r}, pipeline {want!r})" for k, have, want in diffs)
-            sets = " ".join(f"--set {k}={_yaml_value(have)}" for k, have, _ in diffs)
+            sets = " ".join(f"--set {k}={yaml_value(have)}" for k, have, _ in diffs)
             raise MosicError(
                 f"no complete store in {stores}/ fits pipeline {cfg.name!r}; the nearest, {p.name}, differs in "
                 f"{fields}: train on it with `{sets}`, or make the pipeline's store with "
