@@ -49,6 +49,8 @@ BAD = [
     ("mosic-precompute", ["--root", "{syn}", "--device", "cuda:99"], "--device cuda:99:"),
     ("mosic-precompute", ["--root", "{syn}", "--shard", "3/2"], "--shard 3/2"),
     ("mosic-precompute", ["--root", "{syn}", "--track-size", "big"], "WIDTHxHEIGHT"),
+    ("mosic-precompute", ["--root", "{syn}", "--store", "{store}", "--grid", "6", "--length", "4", "--step", "2",
+                          "--clips-per-video", "2", "--no-progress"], "another spec (grid: store has 4, asked for 6)"),
     ("mosic-store", ["inspect", "{base}/none.zarr"], "none.zarr"),
     ("mosic-store", ["show", "{store}", "--clip", "99", "--out", "{base}/x.png"], "--clip 99: store"),
     ("mosic-data", ["voc", "--synthetic", "{base}/none", "--out", "{base}/voc"], "neither a train nor a valid"),
