@@ -53,7 +53,11 @@ def check_weights_file(path: str | Path | None, model: str | None = None, kwargs
     if not p.is_file():
         raise MosicError(f"weights file not found: {p}")
     st = p.stat()
-    _check_cached(str(p.resolve()), st.st_size, st.st_mtime_ns, model, json.dumps(kwargs or {}, sort_keys=True))
+    try:
+        kw = json.dumps(kwargs or {}, sort_keys=True)
+    except TypeError:  # arguments that are objects (a layer class): the loader checks the architecture
+        kw, model = "{}", None
+    _check_cached(str(p.resolve()), st.st_size, st.st_mtime_ns, model, kw)
 
 
 @functools.lru_cache(maxsize=16)
@@ -81,7 +85,12 @@ def _load_state(p: Path) -> dict:
                          f"backbone.pth ({p.parent.parent / 'backbone.pth'}), or pass the checkpoint's run "
                          "folder to mosic-train with --resume to continue training")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: the tensors are not read, only their shapes are looked at
+            obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            obj = torch.load(p, map_location="cpu", weights_only=True)  # the legacy (non-zip) format
     except Exception as e:  # noqa: BLE001
         what = _what_is(p)
         if what == "a text file":
