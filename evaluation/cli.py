@@ -337,7 +337,8 @@ def _compact(d: Any, depth: int = 0) -> Any:
                          "results table OUT.json / OUT.md (replacing only the figures it recomputes; --replace: "
                          "the row afresh). Each protocol's figures are written as soon as it finishes; a failing "
                          "protocol is recorded with its error, the others go on, and the exit status is 1. Image "
-                         "protocols use --dataset/--root, video ones --video-dataset/--video-root; 'consistency' needs a synthetic set (either one).")
+                         "protocols use --dataset/--root, video ones --video-dataset/--video-root; 'consistency' "
+                         "needs a synthetic set (either one).")
 @friendly_errors
 def run(
     model: Optional[str] = typer.Option(None, "--model", help="timm model name, e.g. vit_small_patch14_dinov2 "
@@ -562,6 +563,11 @@ def run(
         fn, label = blocks[p]
         try:
             fn()
+        except KeyboardInterrupt:
+            done = ", ".join(figures) or "none"
+            typer.secho(f"interrupted during {label}: the figures of the protocols that finished are in {out} "
+                        f"({done})", err=True, fg=typer.colors.YELLOW)
+            raise typer.Exit(130) from None
         except Exception as e:  # noqa: BLE001 - one failing protocol must not lose the others' figures
             if isinstance(e, MosicError):
                 errors[label] = str(e)
