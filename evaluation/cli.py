@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import logging
 import sys
 import time
 from fractions import Fraction
@@ -30,10 +31,11 @@ from typing import Any, Callable, List, Optional
 
 import numpy as np
 import typer
-import yaml
 
 from mosic import MosicError
-from mosic.cli_common import friendly_errors, setup_logging
+from mosic.cli_common import (DEVICE_HELP, check_like_default, friendly_errors, lines_when_piped, nearest,
+                               parse_device, parse_set_value, setup_logging)
+from mosic.weights_check import preflight, set_random_init_flag
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
                   help="Evaluate dense features: linear / clustering / in-context segmentation on images, "
@@ -127,7 +129,7 @@ def parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
             raise MosicError(f"--set expects PROTOCOL.KEY=VALUE (e.g. linear.epochs=5), got {s!r}")
         if proto not in PROTOCOLS:
             raise MosicError(f"--set {s!r}: unknown protocol {proto!r} (choose from {', '.join(PROTOCOLS)})")
-        out.setdefault(proto, {})[name.strip()] = yaml.safe_load(val)
+        out.setdefault(proto, {})[name.strip()] = parse_set_value(key.strip(), val)
     return out
 
 
@@ -141,6 +143,44 @@ def parse_model_kwargs(text: str | None) -> dict:
     if not isinstance(kw, dict):
         raise MosicError(f"--model-kwargs must be a JSON object, got {text!r}")
     return kw
+
+
+def backbone_from_run(model: str | None, weights: Path | None, run_dir: Path | None,
+                      model_kwargs: str | None) -> tuple[str, Path | None, dict, int | None]:
+    """(model name, weights file, timm arguments, the run's training input size): ``--run DIR``
+    means DIR/backbone.pth; a weights file with a mosic-train ``config.json`` beside it gives the
+    model name and arguments not given on the command line."""
+    if run_dir is not None:
+        if weights is not None:
+            raise MosicError("give --run DIR or --weights PATH, not both")
+        if not run_dir.is_dir():
+            raise MosicError(f"--run {run_dir}: no such run folder")
+        weights = run_dir / "backbone.pth"
+        if not weights.is_file():
+            raise MosicError(f"--run {run_dir}: no backbone.pth there (it is written when mosic-train finishes)")
+    if weights is not None and not Path(weights).is_file():
+        raise MosicError(f"weights file not found: {weights}")
+    kw = parse_model_kwargs(model_kwargs)
+    cfg_file = Path(weights).parent / "config.json" if weights is not None else None
+    run_size = None
+    if cfg_file is not None and cfg_file.is_file():
+        try:
+            m = json.loads(cfg_file.read_text())["train"]["model"]
+            run_model, run_kw, run_size = m["name"], dict(m.get("kwargs") or {}), m.get("img_size")
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise MosicError(f"{cfg_file} is not a mosic-train config.json ({type(e).__name__}: {e})") from None
+        if model is None or model.split(".")[0] == run_model.split(".")[0]:  # the pretrained tag aside
+            taken = ["model name"] if model is None else []
+            if model_kwargs is None:
+                kw = run_kw
+                taken.append("model arguments")
+            model = model or run_model
+            if taken:
+                typer.echo(f"from {cfg_file}: {' and '.join(taken)}: {model} {json.dumps(kw)} "
+                           f"(trained at {run_size} px)", err=True)
+    if model is None:
+        raise MosicError("--model is missing: give the timm model name, or --run DIR (a mosic-train run folder)")
+    return model, weights, kw, run_size
 
 
 def protocol_function(protocol: str) -> Callable:
@@ -161,10 +201,13 @@ def call_settings(fn: Callable, protocol: str, quick: bool, user: dict, fixed: d
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     names = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     unknown = [k for k in user if k not in names and not accepts_any]
+    settable = sorted(n for n in names if params[n].default is not inspect.Parameter.empty)
     if unknown:
-        settable = sorted(n for n in names if params[n].default is not inspect.Parameter.empty)
-        raise MosicError(f"--set {protocol}.{unknown[0]}: {fn.__name__} has no setting {unknown[0]!r} "
-                         f"(settings: {', '.join(settable)})")
+        raise MosicError(f"--set {protocol}.{unknown[0]}: {fn.__name__} has no setting {unknown[0]!r}"
+                         f"{nearest(unknown[0], settable)} (settings: {', '.join(settable)})")
+    for k, v in user.items():
+        if k in names and params[k].default is not inspect.Parameter.empty:
+            check_like_default(f"{protocol}.{k}", v, params[k].default)
     kw = {k: v for k, v in (QUICK[protocol] if quick else {}).items() if k in names or accepts_any}
     kw.update({k: v for k, v in fixed.items() if (k in names or accepts_any) and v is not None})
     kw.update(user)
@@ -239,8 +282,12 @@ class Backbones:
         if size not in self._cache:
             self._cache.clear()
             torch_seed()
-            self._cache[size] = create_backbone(self.model, pretrained=self.pretrained, weights=self.weights,
-                                                img_size=size, **self.kwargs).eval().to(self.device)
+            try:
+                net = create_backbone(self.model, pretrained=self.pretrained, weights=self.weights, img_size=size,
+                                      **self.kwargs)
+            except MosicError as e:  # name this command's option for a random initialisation
+                raise MosicError(str(e).replace("--no-pretrained", "--random")) from None
+            self._cache[size] = net.eval().to(self.device)
         return self._cache[size]
 
 
@@ -290,12 +337,18 @@ def _compact(d: Any, depth: int = 0) -> Any:
 # ------------------------------------------------------------------------------------------------
 # commands
 # ------------------------------------------------------------------------------------------------
-@app.command("run", help="Evaluate one backbone with the chosen protocols and add (or replace) its row in the "
-                         "results table OUT.json / OUT.md. Image protocols use --dataset/--root, video ones "
-                         "--video-dataset/--video-root; 'consistency' needs a synthetic set (either one).")
+@app.command("run", help="Evaluate one backbone with the chosen protocols and add its figures to its row of the "
+                         "results table OUT.json / OUT.md (replacing only the figures it recomputes; --replace: "
+                         "the row afresh). Each protocol's figures are written as soon as it finishes; a failing "
+                         "protocol is recorded with its error, the others go on, and the exit status is 1. Image "
+                         "protocols use --dataset/--root, video ones --video-dataset/--video-root; 'consistency' "
+                         "needs a synthetic set (either one).")
 @friendly_errors
 def run(
-    model: str = typer.Option(..., "--model", help="timm model name, e.g. vit_small_patch14_dinov2"),
+    model: Optional[str] = typer.Option(None, "--model", help="timm model name, e.g. vit_small_patch14_dinov2 "
+                                        "(default with --run or a run's backbone.pth: the run's model)"),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="a mosic-train run folder: evaluates its backbone.pth "
+                                           "with the model name and arguments of its config.json"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="backbone weights file (timm state dict, mosic "
                                            "backbone.pth, or official DINOv2 checkpoint)"),
     pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (the default without --weights/--random)"),
@@ -328,25 +381,27 @@ def run(
     preset: str = typer.Option("paper", "--preset", help="paper (the reference implementations' settings) | quick"),
     name: Optional[str] = typer.Option(None, "--name", help="row name (default: model + weights)"),
     out: Path = typer.Option(Path("results"), "--out", help="results table: writes OUT.json and OUT.md"),
-    merge: bool = typer.Option(False, "--merge", help="keep the row's figures that this run does not recompute"),
+    merge: bool = typer.Option(False, "--merge", hidden=True, help="kept for old scripts: adding to the row is the default"),
+    replace: bool = typer.Option(False, "--replace", help="drop the row's earlier figures instead of adding to them "
+                                 "(other rows of the table stay)"),
     seed: int = typer.Option(0, "--seed", help="seed for subsets, clip frames, K-means"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)"),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     setup_logging(verbose)
-    from mosic.evaluation.results import load_or_empty, make_row, markdown_table, save_results, upsert
+    from mosic.evaluation.results import add_to_table, load_or_empty, make_row, markdown_table, save_results
 
-    if sum([weights is not None, pretrained, random_init]) > 1:
-        raise MosicError("give only one of --weights PATH, --pretrained, --random")
-    if weights is not None and not Path(weights).is_file():
-        raise MosicError(f"weights file not found: {weights}")
+    if merge and replace:
+        raise MosicError("give only one of --merge (the default) and --replace")
+    if sum([weights is not None or run_dir is not None, pretrained, random_init]) > 1:
+        raise MosicError("give only one of --weights PATH (or --run DIR), --pretrained, --random")
+    model, weights, mkw, run_size = backbone_from_run(model, weights, run_dir, model_kwargs)
     if preset not in PRESETS:
         raise MosicError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     quick = quick or preset == "quick"
     preset = "quick" if quick else "paper"
     protos = parse_protocols(protocols)
     user = parse_sets(sets)
-    mkw = parse_model_kwargs(model_kwargs)
     fracs = parse_fractions(fractions) if "incontext" in protos else []
     modes = _split_list(video_modes)
     for m in modes:
@@ -375,7 +430,9 @@ def run(
     for p in protos:  # fail before any work if a protocol module is missing or a --set key is unknown
         call_settings(protocol_function(p), p, quick, user.get(p, {}), {})
 
-    device = device or _default_device()
+    device = parse_device(device)
+    set_random_init_flag("--random")
+    preflight(model, weights, not random_init and weights is None, mkw)
     wlabel = weights_label(weights, pretrained, random_init)
     row_name = name or f"{model} ({wlabel})"
     nets = Backbones(model, weights, not random_init and weights is None, mkw, img_size, device)
@@ -383,6 +440,7 @@ def run(
     settings: dict[str, dict] = {}  # per figure: protocol, resolved settings, data
     run_settings: dict[str, dict] = {}  # per protocol call
     details: dict[str, Any] = {}
+    errors: dict[str, str] = {}  # per failed protocol (figure prefix): its error
     common = dict(device=device, seed=seed, progress=True)
 
     def log(msg: str) -> None:
@@ -414,22 +472,45 @@ def run(
     def record(figure: str, protocol: str, label: str, data: dict, **extra) -> None:
         settings[figure] = {"protocol": protocol, **run_settings[label], **extra, "data": data}
 
-    train_ds = val_ds = None
+    # every data set is opened before any protocol runs: a wrong folder fails at once
+    train_ds = val_ds = vds = None
     if image_protos:
         tr, va = IMAGE_SPLITS[dataset]
         val_ds = _open_image(dataset, root, val_split or va)
         if "linear" in protos or "incontext" in protos:
             train_ds = _open_image(dataset, root, train_split or tr)
+    if "video" in protos:
+        vds = _open_video(video_dataset, video_root, video_split or VIDEO_SPLITS[video_dataset], video_frames, seed)
     image_data = {}
     if image_protos:
         image_data = {"dataset": dataset, "val": data_info(val_ds)}
         if train_ds is not None:
             image_data["train"] = data_info(train_ds)
-    if "linear" in protos:
+
+    provenance = backbone_provenance(model, weights, pretrained, random_init, mkw)
+    if run_size is not None:
+        provenance["run_img_size"] = run_size
+    table = load_or_empty(out)
+    replaced: list[str] = []
+
+    def save() -> None:
+        """Write the table with this run's figures so far: a protocol's figures are on disk as soon
+        as it finishes."""
+        nonlocal replaced
+        row = make_row(row_name, model, wlabel, figures, settings=settings,
+                       details={**details, "run_settings": run_settings, "img_size": img_size, "device": device,
+                                "seed": seed},
+                       preset=preset, provenance=provenance)
+        row["errors"] = dict(errors)
+        rows, replaced = add_to_table(table, row, replace=replace)
+        save_results(rows, out)
+
+    def protocol_linear() -> None:
         res = go("linear", f"{dataset}/linear", {}, train_ds, val_ds)
         figures[f"{dataset}/linear"] = res["miou"]
         record(f"{dataset}/linear", "linear", f"{dataset}/linear", image_data)
-    if "clustering" in protos:
+
+    def protocol_clustering() -> None:
         C = val_ds.num_classes
         kk = parse_ints(ks, "--ks") if ks else ([C, 3 * C] if quick else [C, 100, 300, 500])
         fixed = {"ks": kk}
@@ -442,7 +523,8 @@ def run(
             figures[f"{dataset}/clustering K={k}"] = _kvalue(res, k)
             record(f"{dataset}/clustering K={k}", "clustering", f"{dataset}/clustering",
                    {"dataset": dataset, "val": data_info(val_ds)}, ks=[k])
-    if "incontext" in protos:
+
+    def protocol_incontext() -> None:
         from mosic.evaluation.file_sets import fraction_seeds
 
         subsets = call_settings(protocol_function("incontext"), "incontext", quick, user.get("incontext", {}),
@@ -456,14 +538,17 @@ def run(
             figures[label] = float(np.mean([r["miou"] for r in runs]))
             record(label, "incontext", labels[0], image_data, seed=draws, subsets_used=[r.get("subset") for r in runs],
                    memory_ignore_used=runs[0].get("memory_ignore_used"), search_used=runs[0].get("search_used"))
-    if "video" in protos:
-        vds = _open_video(video_dataset, video_root, video_split or VIDEO_SPLITS[video_dataset], video_frames, seed)
+            save()
+
+    def protocol_video() -> None:
         for m in modes:
             res = go("video", f"{video_dataset}/video {m}", {"mode": m}, vds)
             figures[f"{video_dataset}/video {m}"] = res["miou"]
             record(f"{video_dataset}/video {m}", "video", f"{video_dataset}/video {m}",
                    {"dataset": video_dataset, "val": data_info(vds), "frames": video_frames})
-    if "consistency" in protos:
+            save()
+
+    def protocol_consistency() -> None:
         res = go("consistency", "synthetic/consistency", {"split": syn_split}, syn_root)
         figures["synthetic/consistency"] = res["consistency"]
         figures["synthetic/correspondence"] = res["correspondence"]
@@ -471,15 +556,46 @@ def run(
             record(f, "consistency", "synthetic/consistency", {"dataset": "synthetic", "split": syn_split,
                                                               "root": Path(syn_root).name})
 
-    provenance = backbone_provenance(model, weights, pretrained, random_init, mkw)
-    row = make_row(row_name, model, wlabel, figures, settings=settings,
-                   details={**details, "run_settings": run_settings, "img_size": img_size, "device": device,
-                            "seed": seed},
-                   preset=preset, provenance=provenance)
-    rows = upsert(load_or_empty(out), row, merge=merge)
-    js, md = save_results(rows, out)
+    blocks = {"linear": (protocol_linear, f"{dataset}/linear"),
+              "clustering": (protocol_clustering, f"{dataset}/clustering"),
+              "incontext": (protocol_incontext, f"{dataset}/in-context"),
+              "video": (protocol_video, f"{video_dataset}/video"),
+              "consistency": (protocol_consistency, "synthetic/consistency")}
+    for p in PROTOCOLS:  # in this order, whatever the order of --protocols
+        if p not in protos:
+            continue
+        fn, label = blocks[p]
+        try:
+            fn()
+        except KeyboardInterrupt:
+            done = ", ".join(figures) or "none"
+            typer.secho(f"interrupted during {label}: the figures of the protocols that finished are in {out} "
+                        f"({done})", err=True, fg=typer.colors.YELLOW)
+            raise typer.Exit(130) from None
+        except Exception as e:  # noqa: BLE001 - one failing protocol must not lose the others' figures
+            if isinstance(e, MosicError):
+                errors[label] = str(e)
+            else:
+                errors[label] = f"{type(e).__name__}: {e}"
+                logging.getLogger("mosic.evaluation").debug("protocol %s failed", p, exc_info=True)
+            typer.secho(f"error: {label}: {errors[label]}; going on with the other protocols", err=True,
+                        fg=typer.colors.RED)
+        save()
+
+    rows = load_or_empty(out)
     typer.echo(markdown_table([r for r in rows if r["name"] == row_name]))
+    js, md = save_results(rows, out)
+    if replaced:
+        typer.echo(f"replaced {len(replaced)} earlier figure(s) of row {row_name!r}: {', '.join(replaced)}")
+    kept = [k for r in rows if r["name"] == row_name for k in r.get("figures", {}) if k not in figures]
+    if kept:
+        typer.echo(f"kept {len(kept)} figure(s) of row {row_name!r} that this run did not compute "
+                   f"(--replace to drop them): {', '.join(kept)}")
     typer.echo(f"wrote {js} and {md}")
+    if errors:
+        typer.secho(f"error: {len(errors)} protocol(s) failed (recorded in {md}): "
+                    + "; ".join(f"{k}: {v}" for k, v in errors.items()), err=True, fg=typer.colors.RED)
+        raise typer.Exit(1)
 
 
 @app.command("compare", help="Compare two results tables: every figure of A and B side by side with the gain "
@@ -533,7 +649,7 @@ def show(
     quick: bool = typer.Option(False, "--quick", help="small input, few K-means iterations"),
     out: Path = typer.Option(Path("clusters.gif"), "--out", help=".gif or .png"),
     seed: int = typer.Option(0, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device"),
+    device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
 ) -> None:
     from mosic.evaluation.protocols.video import PAPER, show_clusters
     from mosic.evaluation.results import cluster_visualisation
@@ -544,7 +660,8 @@ def show(
         raise MosicError(f"--video-dataset must be one of {', '.join(VIDEO_KINDS)}, got {video_dataset!r}")
     if out.suffix.lower() not in (".gif", ".png"):
         raise MosicError(f"--out must end in .gif or .png, got {out}")
-    device = device or _default_device()
+    device = parse_device(device)
+    set_random_init_flag("--random")
     q = QUICK["video"] if quick else {}
     size = img_size or q.get("img_size", PAPER["img_size"])
     vds = _open_video(video_dataset, video_root, video_split or VIDEO_SPLITS[video_dataset], video_frames, seed)
@@ -561,6 +678,7 @@ def show(
 
 
 def main() -> None:
+    lines_when_piped()  # progress as periodic log lines in pipes and log files
     app()
 
 

@@ -452,7 +452,10 @@ def _open_voc(root: Path, split: str) -> SegDataset:
     if split == "trainaug":
         masks = root / "SegmentationClassAug"
         if not masks.is_dir():
-            raise MosicError(f"voc: split 'trainaug' needs the augmented masks in {masks} (and {root}/ImageSets/Segmentation/trainaug.txt)")
+            have = sorted(f.stem for f in (root / "ImageSets" / "Segmentation").glob("*.txt"))
+            raise MosicError(f"voc: split 'trainaug' needs the augmented masks in {masks} (and {root}/ImageSets/Segmentation/trainaug.txt)"
+                             + (f"; this folder has the splits {', '.join(have)}: pass --train-split "
+                                f"{'train' if 'train' in have else have[0]}" if have else ""))
     else:
         masks = root / "SegmentationClass"
         if not masks.is_dir():

@@ -74,4 +74,8 @@ def training_subset(ds, fraction: float, seed: int, subsets: str = "reference"):
     if path is None:
         return ds.subset(fraction, seed), f"random (seed {seed})"
     ids = read_list(path)
-    return ds.select(ids, what=f"reference list {path.parent.name}/{path.name}"), f"list {path.parent.name}/{path.name}"
+    try:
+        sub = ds.select(ids, what=f"reference list {path.parent.name}/{path.name}")
+    except MosicError as e:
+        raise MosicError(f"{e}; pass --set incontext.subsets=random to draw seeded random subsets instead") from None
+    return sub, f"list {path.parent.name}/{path.name}"

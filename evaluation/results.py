@@ -71,6 +71,26 @@ def upsert(rows: list[dict], row: dict, merge: bool = False) -> list[dict]:
     return out
 
 
+def add_to_table(rows: list[dict], row: dict, replace: bool = False) -> tuple[list[dict], list[str]]:
+    """``rows`` with ``row``'s figures added to the row of the same name (kept in its place; a new
+    row is appended). Only the figures ``row`` holds are replaced, with their settings and details;
+    the others stay. ``row["errors"]`` (protocol label -> message) replaces the old row's errors
+    of the same labels, and a label the new row has a figure or setting for loses its old error.
+    ``replace``: the old row is dropped first (its figures are not kept). Returns the rows and
+    the names of the old figures that were replaced."""
+    old = next((r for r in rows if r.get("name") == row["name"]), None)
+    if old is None or replace:
+        return upsert(rows, row), []
+    replaced = [k for k in row.get("figures", {}) if k in old.get("figures", {})]
+    merged = upsert(rows, row, merge=True)
+    new = next(r for r in merged if r.get("name") == row["name"])
+    errors = {k: v for k, v in (old.get("errors") or {}).items()
+              if not any(f == k or f.startswith(k + " ") for f in row.get("figures", {}))}
+    errors.update(row.get("errors") or {})
+    new["errors"] = errors
+    return merged, replaced
+
+
 def _mixed(a, b):
     return a if a == b else "mixed"
 
@@ -164,6 +184,9 @@ def markdown_table(rows: Sequence[dict]) -> str:
         cells = ([r.get("name", ""), r.get("model", ""), r.get("weights", ""), r.get("preset") or "?"]
                  + [_fmt(figs.get(c)) for c in cols])
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    failed = [(r.get("name", ""), k, v) for r in rows for k, v in (r.get("errors") or {}).items()]
+    if failed:
+        lines += ["", "Failed (no figure):", *(f"- {_cell(n)}, {_cell(k)}: {_cell(v)}" for n, k, v in failed)]
     return "\n".join(lines)
 
 

@@ -108,6 +108,9 @@ def voc(
 
 
 def main() -> None:
+    from mosic.cli_common import lines_when_piped
+
+    lines_when_piped()  # progress as periodic log lines in pipes and log files
     try:
         app()
     except MosicError as e:  # raised outside a command body

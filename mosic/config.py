@@ -185,7 +185,7 @@ def load_pipeline(
     try:
         return PipelineConfig.model_validate(merged)
     except ValidationError as e:
-        raise MosicError(f"pipeline {name!r} is not valid:\n{e}") from None
+        raise MosicError(f"pipeline {name!r} is not valid: {validation_line(e, PipelineConfig)}") from None
 
 
 def with_overrides(cfg: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
@@ -197,4 +197,19 @@ def with_overrides(cfg: PipelineConfig, overrides: dict[str, Any]) -> PipelineCo
     try:
         return PipelineConfig.model_validate(d)
     except ValidationError as e:
-        raise MosicError(f"invalid settings:\n{e}") from None
+        raise MosicError(f"invalid settings: {validation_line(e, PipelineConfig)}") from None
+
+
+def validation_line(e: ValidationError, schema: type[BaseModel]) -> str:
+    """A pydantic error as one line: the first bad field, the value read and what it must be; an
+    unknown field with the nearest known one."""
+    from mosic.cli_common import nearest, settings_keys
+
+    err = e.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+    if err["type"] == "extra_forbidden":
+        keys = list(settings_keys(schema))
+        keys += sorted({k.rsplit(".", i)[0] for k in keys for i in range(1, k.count(".") + 1)})
+        return f"unknown setting {key!r}{nearest(key, keys)}{more}"
+    return f"{key} = {err.get('input')!r}: {err['msg']}{more}"

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import friendly_errors, parse_size, setup_logging
+from mosic.cli_common import (DEVICE_HELP, friendly_errors, lines_when_piped, parse_device, parse_size,
+                               setup_logging)
 from mosic.config import describe_pipelines, load_pipeline
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None)
@@ -35,7 +36,7 @@ def run(
     grid: Optional[int] = typer.Option(None, help="G: track a G x G grid of query points"),
     checkpoint: Optional[Path] = typer.Option(None, help="tracker weights (cotracker3: scaled_offline.pth)"),
     batch_size: Optional[int] = typer.Option(None, help="clips per tracker call"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16"),
     length: Optional[int] = typer.Option(None, "--length", "-T", help="frames per clip"),
     step: Optional[int] = typer.Option(None, help="take every step-th raw frame"),
@@ -58,7 +59,7 @@ def run(
     list_pipelines: bool = typer.Option(
         False, "--list-pipelines", "--list", help="say which pipelines file is used, list its pipelines and exit"),
 ) -> None:
-    from mosic.precompute.runner import precompute
+    from mosic.precompute.runner import Interrupted, precompute
 
     setup_logging(verbose)
     if list_pipelines:
@@ -86,9 +87,14 @@ def run(
             "store.clips_per_chunk": clips_per_chunk,
         },
     )
+    parse_device(cfg.tracker.device)  # one line when the device is absent
     if clips_per_video is not None and stride is None and cfg.clips.stride is not None:
         cfg = cfg.model_copy(update={"clips": cfg.clips.model_copy(update={"stride": None})})
-    res = precompute(cfg, store=store, retry_failed=retry_failed, progress=progress, shard=_parse_shard(shard))
+    try:
+        res = precompute(cfg, store=store, retry_failed=retry_failed, progress=progress, shard=_parse_shard(shard))
+    except Interrupted as e:
+        typer.secho(str(e), err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(130) from None
     fps = res.frames_tracked / res.seconds if res.seconds > 0 else 0.0
     typer.echo(
         f"store: {res.store}\n"
@@ -119,6 +125,7 @@ def _parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def main() -> None:
+    lines_when_piped()  # progress as periodic log lines in pipes and log files
     app()
 
 

@@ -124,7 +124,9 @@ def precompute(
     source = source or create_source(cfg.dataset.kind, cfg.dataset.root, cfg.dataset.split)
     videos = source.videos()
     clips, plan_fail = plan_clips(videos, cfg.clips)
-    plan_failures = [Failure(video_id=f.video_id, reason=f.reason) for f in plan_fail]
+    unreadable = getattr(source, "unreadable", {}) or {}  # video files the decoder could not open: say why
+    plan_failures = [Failure(video_id=f.video_id, reason=f"unreadable ({unreadable[f.video_id]})"
+                             if f.video_id in unreadable else f.reason) for f in plan_fail]
     clips, grid_fail = _grid_failures(clips, cfg.tracker.grid, cfg.clips.track_size)
     plan_failures += grid_fail
     if not clips:
@@ -158,26 +160,31 @@ def precompute(
             return i, None, f"video {clips[i].video_id!r}: {type(e).__name__}: {e}"
 
     bs = max(1, tracker.batch_size)
-    # Frames for the next batch are decoded in threads while the tracker works on this one.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for a, b, idx in todo:
-            work = _ChunkWork(writer, a, b, T, N)
-            batches = _batches_by_size([clips[i] for i in idx], list(idx), bs)
-            for got in _prefetch(pool, lambda ids: [read(i) for i in ids], batches):
-                ok = []
-                for i, frames, err in got:
-                    if err is not None:
-                        work.fail(i, clips[i], err)
-                    else:
-                        ok.append((i, frames))
-                if ok:
-                    frames_tracked += _track_batch(tracker, cfg, clips, ok, work)
-                if bar is not None:
-                    bar.update(len(got))
-            _write(writer, a, b, work)
-            written += int((work.status[idx - a] == L.DONE).sum())
-            if on_chunk is not None:
-                on_chunk(a, b)
+    try:
+        # Frames for the next batch are decoded in threads while the tracker works on this one.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for a, b, idx in todo:
+                work = _ChunkWork(writer, a, b, T, N)
+                batches = _batches_by_size([clips[i] for i in idx], list(idx), bs)
+                for got in _prefetch(pool, lambda ids: [read(i) for i in ids], batches):
+                    ok = []
+                    for i, frames, err in got:
+                        if err is not None:
+                            work.fail(i, clips[i], err)
+                        else:
+                            ok.append((i, frames))
+                    if ok:
+                        frames_tracked += _track_batch(tracker, cfg, clips, ok, work)
+                _write(writer, a, b, work)
+                written += int((work.status[idx - a] == L.DONE).sum())
+                if bar is not None:  # clips count once their chunk is on disk
+                    bar.update(len(idx))
+                if on_chunk is not None:
+                    on_chunk(a, b)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        raise Interrupted(_interrupted_message(writer, path)) from None
     if bar is not None:
         bar.close()
     complete = writer.finalize()
@@ -188,6 +195,16 @@ def precompute(
         failed=int((st == L.FAILED).sum()), complete=complete,
         seconds=time.perf_counter() - t0, frames_tracked=frames_tracked, failures=failures,
     )
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped (Ctrl-C); the message says what was kept and how to go on."""
+
+
+def _interrupted_message(writer: StoreWriter, path) -> str:
+    st = writer.status()
+    return (f"interrupted: {int((st == L.DONE).sum())} of {len(st)} clips are saved in {path} (the clips of "
+            "the chunk in flight are not); run the same command again to go on from there")
 
 
 def _write(writer: StoreWriter, a: int, b: int, work: "_ChunkWork") -> None:

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from mosic.cli_common import friendly_errors
+from mosic import MosicError
+from mosic.cli_common import friendly_errors, lines_when_piped
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Look into mosic trajectory stores.")
@@ -81,6 +82,8 @@ def show(
     from mosic.store_schema.reader import StoreReader, open_frame_source
 
     r = StoreReader(path, allow_incomplete=True)
+    if not 0 <= clip < len(r):
+        raise MosicError(f"--clip {clip}: store {path} has {len(r)} clips (0..{len(r) - 1})")
     item = r[clip]
     source = open_frame_source(r, root, verify=False)
     frames = source.read_clip(item.clip)
@@ -155,6 +158,7 @@ def cache_frames(
 
 
 def main() -> None:
+    lines_when_piped()  # progress as periodic log lines in pipes and log files
     app()
 
 

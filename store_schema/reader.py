@@ -209,7 +209,7 @@ class StoreReader:
             if got != want:
                 bad.append(f"{k}: store has {got!r}, the experiment asks for {want!r}")
         if bad:
-            raise StoreError(f"store {self.path} does not fit:\n  " + "\n  ".join(bad))
+            raise StoreError(f"store {self.path} does not fit: " + "; ".join(bad))
 
     # -- access -------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -96,8 +96,8 @@ class StoreWriter:
         diffs = spec_differences(w.spec, spec)
         if diffs:
             raise StoreMismatchError(
-                f"a store at {path} was made with another spec:\n  " + "\n  ".join(diffs)
-                + "\nuse another --stores folder or --store path, or delete that store"
+                f"a store at {path} was made with another spec ({'; '.join(diffs)}): re-run with the store's "
+                "settings to go on with it, or use another --stores folder or --store path, or delete that store"
             )
         w._check_clips(clips)
         return w

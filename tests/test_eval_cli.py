@@ -215,9 +215,15 @@ def test_cli_run_all_protocols_quick(syn, tmp_path):
     assert "≠" in r.output and "- synthetic/video frame: " in r.output
     assert (tmp_path / "cmp.md").read_text().startswith("**other** vs **tiny**")
 
-    r = _run(*base, "--protocols", "consistency", "--name", "tiny")  # without --merge: the row is replaced
+    r = _run(*base, "--protocols", "consistency", "--name", "tiny")  # the default: added, earlier figures kept
+    assert r.exit_code == 0, r.output
+    assert "replaced 2 earlier figure(s) of row 'tiny': synthetic/consistency, synthetic/correspondence" in r.output
+    assert "kept " in r.output and "--replace to drop them" in r.output
+    assert set(load_results(out.with_suffix(".json"))[0]["figures"]) == expected
+    r = _run(*base, "--protocols", "consistency", "--name", "tiny", "--replace")  # the row afresh
     assert r.exit_code == 0, r.output
     rows = load_results(out.with_suffix(".json"))
+    assert [x["name"] for x in rows] == ["tiny", "other"]
     assert set(rows[0]["figures"]) == {"synthetic/consistency", "synthetic/correspondence"}
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-import yaml
 
 from mosic import MosicError
-from mosic.cli_common import friendly_errors, setup_logging
+from mosic.cli_common import (DEVICE_HELP, check_setting, friendly_errors, lines_when_piped, parse_device,
+                               parse_set_value, setup_logging)
 from mosic.config import describe_pipelines, load_pipeline
+from mosic.weights_check import check_weights_file
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
@@ -23,15 +24,24 @@ _PIPELINE_FIELDS = {"dataset", "clips", "tracker", "store", "stores", "train"}
 
 
 def _parse_sets(sets: list[str]) -> dict:
+    from mosic.config import PipelineConfig
+    from mosic.train.config import TrainSettings
+
     out = {}
     for s in sets:
         if "=" not in s:
             raise MosicError(f"--set expects KEY=VALUE (e.g. loss.temperature=0.2), got {s!r}")
         k, v = s.split("=", 1)
         k = k.strip()
+        value = parse_set_value(k, v)
         # pipeline fields (dataset., clips., tracker., store., stores) as they are, the rest under train.
-        key = k if k.split(".")[0] in _PIPELINE_FIELDS else "train." + k
-        out[key] = yaml.safe_load(v)
+        if k.split(".")[0] in _PIPELINE_FIELDS - {"train"}:
+            check_setting(PipelineConfig, k, value, shown=s)
+            out[k] = value
+        else:
+            k = k[len("train."):] if k.startswith("train.") else k
+            check_setting(TrainSettings, k, value, shown=s)
+            out["train." + k] = value
     return out
 
 
@@ -64,7 +74,7 @@ def run(
     weights: Optional[Path] = typer.Option(None, help="backbone weights file (timm or official DINOv2)"),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="hub weights or random init"),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers per process"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16"),
     seed: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint"),
@@ -101,6 +111,8 @@ def run(
     }
     cfg = load_pipeline(pipeline, config, over)
     ts = train_settings(cfg.train)
+    parse_device(ts.device)  # one line when the device is absent
+    check_weights_file(ts.model.weights)  # before any data is read: the file itself (architecture: at loading)
     run_dir = out or Path(ts.out) / pipeline
     res = train(cfg, ts, run_dir, resume=resume, progress=progress)
     if res.get("backbone"):
@@ -109,6 +121,7 @@ def run(
 
 
 def main() -> None:
+    lines_when_piped()  # progress as periodic log lines in pipes and log files
     app()
 
 

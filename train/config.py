@@ -145,4 +145,6 @@ def train_settings(raw: dict[str, Any]) -> TrainSettings:
     try:
         return TrainSettings.model_validate(raw or {})
     except ValidationError as e:
-        raise MosicError(f"invalid train settings:\n{e}") from None
+        from mosic.config import validation_line
+
+        raise MosicError(f"invalid train settings: {validation_line(e, TrainSettings)}") from None

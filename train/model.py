@@ -31,6 +31,9 @@ def create_backbone(
     DINOv2 checkpoint, converted by timm), the hub (``pretrained``), or random init."""
     import timm
 
+    from mosic.weights_check import preflight
+
+    preflight(name, weights, pretrained and weights is None, kwargs)
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():

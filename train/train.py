@@ -43,6 +43,7 @@ from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD, normalize_frames
 from mosic.train.config import TrainSettings
 from mosic.train.data import ClipDataset, make_loader
 from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
+from mosic.train.summary import nearest_store, start_summary, yaml_value
 from mosic.train.ops import (cluster_usage_entropy, loss_normaliser, loss_weights, propagation_loss, sample_at_tracks,
                             sinkhorn, symmetric_loss)
 
@@ -106,6 +107,15 @@ def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Location:
     others += [p.name for p, _ in other_grid]
     want = ", ".join(f"{k}={v}" for k, v in req.items())
     if not fits:
+        near = nearest_store(stores, req)
+        if near is not None:
+            p, diffs = near
+            fields = ", ".join(f"{k} (store {have!r}, pipeline {want!r})" for k, have, want in diffs)
+            sets = " ".join(f"--set {k}={yaml_value(have)}" for k, have, _ in diffs)
+            raise MosicError(
+                f"no complete store in {stores}/ fits pipeline {cfg.name!r}; the nearest, {p.name}, differs in "
+                f"{fields}: train on it with `{sets}`, or make the pipeline's store with "
+                f"`mosic-precompute --pipeline {cfg.name}`")
         raise MosicError(
             f"no complete store in {stores}/ fits pipeline {cfg.name!r} ({want}); run "
             f"`mosic-precompute --pipeline {cfg.name}` first, or pass --store PATH"
@@ -412,6 +422,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     dataset = ClipDataset(store, source_root=ts.source_root, require=req, out_size=ts.model.img_size,
                           scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed, clips=ts.clip_sampling,
                           grid=ts.grid, holdout=ts.holdout, grid_layout=ts.grid_layout)
+    if ddp.main:
+        print(start_summary(dataset), flush=True)
     per_rank = per_process_batch(ts.batch_size, ddp.world)
     if len(dataset) < ts.batch_size:
         raise MosicError(f"the store gives {len(dataset)} training items per epoch, fewer than one global batch "
