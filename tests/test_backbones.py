@@ -1,0 +1,115 @@
+"""Backbone families: the piecewise forward with token dropping equals timm's own forward, and a
+kept token's features equal those of a forward on the kept tokens alone at their own positions
+(absolute and rotary), for a tiny random instance of each family."""
+
+import pytest
+import timm
+import torch
+
+from mosic import MosicError
+from mosic.train.backbones import family, mean_std
+from mosic.train.model import MoSiCModel, create_backbone, random_keep_mask
+
+# name, family, tiny kwargs, image size (4 x 4 patches); one tiny random instance per family
+FAMILIES = {
+    "dinov2": ("vit_small_patch14_dinov2", "vit", dict(depth=2, embed_dim=48, num_heads=3, init_values=0.1), 56),
+    "dinov2-r": ("vit_small_patch14_reg4_dinov2", "vit", dict(depth=2, embed_dim=48, num_heads=3, init_values=0.1), 56),
+    "dino": ("vit_small_patch16_224", "vit", dict(depth=2, embed_dim=48, num_heads=3), 64),
+    "dinov3": ("vit_small_patch16_dinov3", "eva", dict(depth=2, embed_dim=48, num_heads=3, init_values=0.1), 64),
+    "eva02": ("eva02_tiny_patch14_224", "eva", dict(depth=2, embed_dim=48, num_heads=3), 56),
+}
+
+
+def tiny(fam: str, train_blocks: int = 1) -> MoSiCModel:
+    name, _, kw, size = FAMILIES[fam]
+    torch.manual_seed(0)
+    bb = create_backbone(name, pretrained=False, img_size=size, **kw)
+    return MoSiCModel(bb, num_prototypes=8, head_hidden=(32,), head_dim=16, train_blocks=train_blocks).eval()
+
+
+def _kept_alone(bb, x, idx):
+    """Reference: the kept patch tokens alone (prefix tokens first) through the blocks, each at its
+    own position. Absolute: the full grid's position embedding rows of the kept patches; rotary:
+    the full grid's rotary rows of the kept patches, given to each block as a [n, d] table."""
+    npre = bb.num_prefix_tokens
+    out = bb._pos_embed(bb.patch_embed(x))
+    t, rope = out if isinstance(out, tuple) else (out, None)
+    t = bb.norm_pre(t)
+    res = []
+    for b in range(x.shape[0]):
+        tb = torch.cat([t[b:b + 1, :npre], t[b:b + 1, npre + idx[b]]], dim=1)
+        rb = None if rope is None else rope[idx[b]]  # [n, d] rows of the kept patches
+        for blk in bb.blocks:
+            tb = blk(tb) if rb is None else blk(tb, rope=rb)
+        res.append(bb.norm(tb)[0, npre:])
+    return torch.stack(res)
+
+
+@pytest.mark.parametrize("fam", list(FAMILIES))
+def test_masked_forward_keeps_positions(fam):
+    m = tiny(fam)
+    name, fam_kind, _, size = FAMILIES[fam]
+    bb = m.backbone
+    assert family(bb) == fam_kind
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        f = m.patch_features(x)
+        # no token dropped: timm's forward_features
+        ref = bb.forward_features(x)[:, bb.num_prefix_tokens:]
+        torch.testing.assert_close(f.flatten(2).transpose(1, 2), ref)
+        torch.testing.assert_close(m.patch_features(x, torch.ones(2, 16, dtype=torch.bool)), f)
+        keep = random_keep_mask(2, 16, 0.5, generator=torch.Generator().manual_seed(1))
+        fm = m.patch_features(x, keep).flatten(2).transpose(1, 2)  # [B, 16, D]
+        idx = keep.nonzero()[:, 1].view(2, -1)
+        alone = _kept_alone(bb, x, idx)
+        torch.testing.assert_close(torch.stack([fm[b, idx[b]] for b in range(2)]), alone)
+        assert (fm[~keep] == 0).all()
+        # and the kept tokens' features really depend on which tokens were dropped
+        assert not torch.allclose(torch.stack([f.flatten(2).transpose(1, 2)[b, idx[b]] for b in range(2)]), alone,
+                                  atol=1e-4)
+
+
+def test_rope_moves_with_the_kept_tokens():
+    """With RoPE, a forward where the kept tokens are given wrong positions differs: the rotary
+    embedding really follows the kept indices."""
+    m = tiny("dinov3")
+    bb = m.backbone
+    x = torch.randn(1, 3, 64, 64)
+    keep = torch.zeros(1, 16, dtype=torch.bool)
+    keep[0, [0, 5, 10, 15]] = True
+    with torch.no_grad():
+        fm = m.patch_features(x, keep).flatten(2).transpose(1, 2)[0, keep[0]]
+        wrong = _kept_alone(bb, x, torch.tensor([[0, 1, 2, 3]]))[0]  # rows of other patches' positions
+        out = bb._pos_embed(bb.patch_embed(x))
+    assert isinstance(out, tuple) and out[1] is not None
+    assert not torch.allclose(fm, wrong, atol=1e-4)
+
+
+@pytest.mark.parametrize("fam", ["dinov3", "eva02"])
+def test_gradients_reach_trainable_blocks_only(fam):
+    m = tiny(fam, train_blocks=1).train()
+    size = FAMILIES[fam][3]
+    x = torch.randn(2, 3, size, size)
+    keep = random_keep_mask(2, 16, 0.25, generator=torch.Generator().manual_seed(0))
+    m(x, torch.rand(2, 5, 2) * size, keep).sum().backward()
+    grads = {n for n, p in m.named_parameters() if p.grad is not None}
+    assert any(n.startswith("backbone.blocks.1.") for n in grads)
+    assert not any(n.startswith("backbone.blocks.0.") for n in grads)
+
+
+def test_mean_std_from_pretrained_cfg():
+    m = tiny("eva02")
+    mean, std = m.mean_std()
+    assert mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))  # OpenAI CLIP's, as EVA-02 was trained
+    assert mean_std(tiny("dinov3").backbone)[0] == pytest.approx((0.485, 0.456, 0.406))
+    bb = timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0, depth=1)
+    assert mean_std(bb) == (pytest.approx((0.485, 0.456, 0.406)), pytest.approx((0.229, 0.224, 0.225)))
+
+
+def test_other_models_get_a_clear_error():
+    bb = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    with pytest.raises(MosicError, match="not a timm VisionTransformer or Eva"):
+        MoSiCModel(bb, num_prototypes=4, head_hidden=(8,), head_dim=4, train_blocks=0)
+    with pytest.raises(MosicError, match="patch_drop_rate"):
+        create_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=56, depth=1, embed_dim=48,
+                        num_heads=3, patch_drop_rate=0.5)
