@@ -113,3 +113,49 @@ def test_other_models_get_a_clear_error():
     with pytest.raises(MosicError, match="patch_drop_rate"):
         create_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=56, depth=1, embed_dim=48,
                         num_heads=3, patch_drop_rate=0.5)
+
+
+def test_track_grid_follows_the_patch():
+    from mosic.train.backbones import crop_grid_size
+    from mosic.train.config import TrainSettings
+    from mosic.train.ops import min_store_grid
+
+    assert TrainSettings().grid == "patch"
+    assert crop_grid_size("patch", 224, 14) == 16 and crop_grid_size("patch", 256, 16) == 16
+    assert crop_grid_size("patch", 224, 16) == 14 and crop_grid_size(5, 224, 16) == 5
+    assert crop_grid_size(None, 224, 16) is None
+    with pytest.raises(MosicError, match="not a multiple of the backbone's patch size 16: use 224 or 240"):
+        crop_grid_size("patch", 230, 16)
+    # the store's density rule follows: 30 x 30 for the 16 x 16 grid at 224 px and at 256 px, 26 for DINO's 14
+    assert min_store_grid(16, out_size=224) == 30 and min_store_grid(16, out_size=256) == 30
+    assert min_store_grid(crop_grid_size("patch", 224, 16), out_size=224) == 26
+
+
+def test_evaluation_sizes_round_to_the_patch():
+    from mosic.train.backbones import round_to_patch
+
+    # the paper preset's sizes: 448 fits both patches; in-context's 504 (36 x 14) is 512 for patch 16
+    assert [round_to_patch(s, 14) for s in (448, 504, 224, 112)] == [448, 504, 224, 112]
+    assert [round_to_patch(s, 16) for s in (448, 504, 224, 112, 56)] == [448, 512, 224, 112, 64]
+    assert round_to_patch(5, 16) == 16
+
+
+def test_inputs_are_normalised_with_the_models_mean_and_std():
+    """Evaluation and training normalise with the backbone's pretrained_cfg (EVA-02: CLIP's)."""
+    import numpy as np
+
+    from mosic.evaluation.dense import patch_features
+    from mosic.train.augment import to_tensor
+
+    bb = tiny("eva02").backbone
+    mean, std = mean_std(bb)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 56, 56, 3), dtype=np.uint8)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(to_tensor(frames, mean, std), x, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        ref = bb.forward_features(x)[:, bb.num_prefix_tokens:]
+    got = patch_features(bb, frames, 56, normalize=False)
+    torch.testing.assert_close(got.flatten(1, 2), ref, rtol=1e-4, atol=1e-4)
+    imagenet = patch_features(bb, frames, 56, normalize=False, std=(0.229, 0.224, 0.225))
+    assert not torch.allclose(imagenet, got, atol=1e-3)  # an explicit std (in-context's setting) wins

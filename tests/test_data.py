@@ -384,10 +384,13 @@ def test_default_pipelines_track_a_grid_dense_enough_for_their_crops():
     min_store_grid(train.grid) for its crops."""
     from mosic.config import pipeline_names
     from mosic.train.config import train_settings
+    from mosic.train.backbones import crop_grid_size, model_patch_size
     from mosic.train.ops import min_store_grid
 
     for name in pipeline_names():
         cfg = load_pipeline(name)
         ts = train_settings(cfg.train)
-        need = min_store_grid(ts.grid, ts.crop_scale, (3 / 4, 4 / 3), ts.model.img_size)
+        patch = model_patch_size(ts.model.name, **ts.model.kwargs)
+        grid = crop_grid_size(ts.grid, ts.model.img_size, patch)
+        need = min_store_grid(grid, ts.crop_scale, (3 / 4, 4 / 3), ts.model.img_size)
         assert cfg.tracker.grid >= need, (name, cfg.tracker.grid, need)

@@ -46,8 +46,16 @@ def settings(cfg, fam, **over):
     return c, train_settings(c.train)
 
 
+@pytest.fixture(scope="module")
+def evalset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families-eval") / "syn"
+    for split in ("train", "valid"):
+        generate(root, videos=2, seed=0, split=split, num_frames=20, width=64, height=48, exact_length=True)
+    return root
+
+
 @pytest.mark.parametrize("fam", list(FAMILIES))
-def test_family_trains_resumes_and_exports(store, tmp_path, fam):
+def test_family_trains_resumes_exports_and_evaluates(store, evalset, tmp_path, fam):
     c, ts = settings(store, fam)
     name, _, kw, size = FAMILIES[fam]
     res = train(c, ts, tmp_path / "full", progress=False)
@@ -82,3 +90,26 @@ def test_family_trains_resumes_and_exports(store, tmp_path, fam):
     with torch.no_grad():
         torch.testing.assert_close(loaded.forward_features(x), teacher.backbone.eval().forward_features(x),
                                    rtol=0, atol=0)
+
+    # every evaluation protocol at --quick on the export; 56 px is rounded to the patch (64 for 16)
+    import json
+
+    from typer.testing import CliRunner
+
+    from mosic.evaluation.cli import PROTOCOLS, app
+    from mosic.evaluation.results import load_results
+
+    out = tmp_path / "results"
+    r = CliRunner().invoke(app, [str(a) for a in [
+        "run", "--model", name, "--weights", tmp_path / "full/backbone.pth", "--model-kwargs", json.dumps(kw),
+        "--dataset", "synthetic", "--root", evalset, "--video-dataset", "synthetic", "--video-root", evalset,
+        "--quick", "--out", out, "--fractions", "1", "--ks", "6", "--img-size", 56,
+        "--protocols", ",".join(PROTOCOLS), "--set", "video.eval_size=28"]])
+    assert r.exit_code == 0, r.output
+    row = load_results(out.with_suffix(".json"))[0]
+    assert {"synthetic/linear", "synthetic/clustering K=6", "synthetic/in-context 1", "synthetic/video frame",
+            "synthetic/consistency"} <= set(row["figures"])
+    assert all(v is not None and 0 <= v <= 100 for v in row["figures"].values()), row["figures"]
+    p = 16 if "patch16" in name else 14
+    assert row["settings"]["synthetic/linear"]["img_size"] == (64 if p == 16 else 56)
+    assert row["settings"]["synthetic/video frame"]["img_size"] % p == 0

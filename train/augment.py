@@ -243,8 +243,10 @@ def apply_crop(frames: np.ndarray, box: CropBox, antialias: bool = True) -> np.n
     return out
 
 
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, S, S, 3] RGB -> float32 [T, 3, S, S], ImageNet-normalised."""
+def to_tensor(frames: np.ndarray, mean: tuple[float, float, float] = IMAGENET_MEAN,
+              std: tuple[float, float, float] = IMAGENET_STD) -> torch.Tensor:
+    """uint8 [T, S, S, 3] RGB -> float32 [T, 3, S, S], normalised with ``mean`` and ``std`` (the
+    backbone's, see :func:`mosic.train.backbones.mean_std`; ImageNet's by default)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise MosicError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
@@ -252,8 +254,8 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     out = torch.empty(x.shape, dtype=torch.float32)  # contiguous [T, 3, S, S]
     out.copy_(x)
     # (x / 255 - mean) / std as one multiply-add per element (within 1e-6 of the three-step form)
-    scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD], dtype=torch.float32).view(1, 3, 1, 1)
-    bias = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)], dtype=torch.float32).view(1, 3, 1, 1)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(1, 3, 1, 1)
+    bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(1, 3, 1, 1)
     return out.mul_(scale).add_(bias)
 
 

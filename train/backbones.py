@@ -21,6 +21,7 @@ error.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -70,6 +71,40 @@ def check_backbone(bb: nn.Module) -> str:
 
 def patch_size(bb: nn.Module) -> int:
     return int(bb.patch_embed.patch_size[0])
+
+
+def model_patch_size(name: str, **kwargs) -> int:
+    """The patch size of timm model ``name`` (built on the meta device: no weights, no memory)."""
+    import timm
+
+    try:
+        with torch.device("meta"):
+            m = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise MosicError(f"timm has no model named {name!r}") from None
+        raise
+    return patch_size(m)
+
+
+def crop_grid_size(grid: int | str | None, img_size: int, patch: int) -> int | None:
+    """The per-crop track grid G of the training (``train.grid``): ``"patch"`` is one trajectory
+    per patch of the crop, img_size // patch (16 x 16 for patch 14 at 224 px, and for patch 16 at
+    256 px), after checking that the crop is a whole number of patches; an integer or None as given."""
+    if img_size % patch:
+        raise MosicError(f"img_size {img_size} is not a multiple of the backbone's patch size {patch}: use "
+                         f"{img_size // patch * patch} or {(img_size // patch + 1) * patch}")
+    if grid == "patch":
+        return img_size // patch
+    if isinstance(grid, str):
+        raise MosicError(f"grid must be a positive integer, 'patch' or null, got {grid!r}")
+    return grid
+
+
+def round_to_patch(size: int, patch: int) -> int:
+    """The multiple of ``patch`` nearest to ``size`` (a tie rounds up; at least one patch): the
+    evaluation input sizes of patch-14 protocols for other patches (504 -> 512 for patch 16)."""
+    return max(patch, int(math.floor(size / patch + 0.5)) * patch)
 
 
 def mean_std(bb: nn.Module) -> tuple[tuple[float, float, float], tuple[float, float, float]]:

@@ -7,7 +7,7 @@ K = 100 prototypes, EMA 0.99, temperature 0.1, Sinkhorn eps 0.06 x 3 iterations,
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -84,10 +84,11 @@ class TrainSettings(BaseModel):
     max_steps: int | None = Field(None, ge=1)
     mask_ratio: float = Field(0.1, ge=0, lt=1)
     ema: float = Field(0.99, ge=0, le=1)
-    grid: int | None = Field(
-        16, ge=1, description="G: the loss uses the G x G stored trajectories nearest to each crop's grid cells "
-        "(needs a store grid of at least mosic.train.ops.min_store_grid(G), 30 for 16); a sparser store: the "
-        "points inside the crop; None: every stored point")
+    grid: Annotated[int, Field(ge=1)] | Literal["patch"] | None = Field(
+        "patch", description="G: the loss uses the G x G stored trajectories nearest to each crop's grid cells "
+        "(needs a store grid of at least mosic.train.ops.min_store_grid(G), 30 for 16); 'patch': one per patch "
+        "of the crop, img_size // patch size (16 for patch 14 at 224 px and for patch 16 at 256 px); a sparser "
+        "store: the points inside the crop; None: every stored point")
     crop_scale: tuple[float, float] = (0.4, 1.0)
     flip_p: float = Field(0.5, ge=0, le=1)
     num_workers: int = Field(2, ge=0)

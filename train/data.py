@@ -73,6 +73,7 @@ class ClipDataset(Dataset):
         grid: int | None = None,
         reduced_decode: bool = True,
         frame_cache: str | Path | None = "auto",
+        mean_std: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None,
     ):
         if int(seed) != seed or seed < 0:
             raise MosicError(f"seed must be a non-negative integer, got {seed!r}")
@@ -86,6 +87,8 @@ class ClipDataset(Dataset):
         self.flip_p = float(flip_p)
         self.seed = int(seed)
         self.antialias = antialias
+        #: the input normalisation (the backbone's pretrained_cfg mean and std; None: ImageNet's)
+        self.mean_std = mean_std
         #: decode JPEGs at the largest 1/2, 1/4, 1/8 scale that still covers the crop (exact map)
         self.reduced_decode = bool(reduced_decode)
         #: frames pre-resized per clip (mosic-store cache-frames), used instead of the JPEGs when present
@@ -197,7 +200,7 @@ class ClipDataset(Dataset):
             sel, _ = select_grid_points(tracks[0], self.out_size, self.grid)
             tracks, vis = tracks[:, sel], vis[:, sel]
         return {
-            "frames": to_tensor(apply_crop(frames, fbox, antialias=self.antialias)),
+            "frames": to_tensor(apply_crop(frames, fbox, antialias=self.antialias), *(self.mean_std or ())),
             "tracks": torch.from_numpy(tracks),
             "visibility": torch.from_numpy(vis),
             "index": int(item.index),

@@ -39,6 +39,7 @@ import torch.distributed as dist
 from mosic import MosicError
 from mosic.config import PipelineConfig
 from mosic.store_schema.location import Location, as_location, list_stores
+from mosic.train.backbones import crop_grid_size, mean_std, patch_size
 from mosic.train.config import TrainSettings
 from mosic.train.data import ClipDataset, make_loader
 from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
@@ -382,12 +383,17 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     np.random.seed(ts.seed + ddp.rank)
     torch.manual_seed(ts.seed)  # same initial weights on every rank
 
+    # -- backbone (its patch size sets the per-crop grid) ---------------------------------------
+    m = ts.model
+    backbone = create_backbone(m.name, pretrained=m.pretrained, weights=m.weights, img_size=m.img_size, **m.kwargs)
+    grid = crop_grid_size(ts.grid, m.img_size, patch_size(backbone))
+
     # -- data ---------------------------------------------------------------------------------
     store = resolve_store(cfg, ts)
     req = store_requirements(cfg, grid=False)  # any stored grid trains (see ClipDataset's grid)
     dataset = ClipDataset(store, source_root=ts.source_root, require=req, out_size=ts.model.img_size,
                           scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed, clips=ts.clip_sampling,
-                          grid=ts.grid)
+                          grid=grid, mean_std=mean_std(backbone))
     per_rank = per_process_batch(ts.batch_size, ddp.world)
     if len(dataset) < ts.batch_size:
         raise MosicError(f"the store gives {len(dataset)} training items per epoch, fewer than one global batch "
@@ -398,10 +404,6 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     total = ts.max_steps or ts.epochs * steps_per_epoch
 
     # -- model --------------------------------------------------------------------------------
-    m = ts.model
-    backbone = create_backbone(m.name, pretrained=m.pretrained, weights=m.weights, img_size=m.img_size, **m.kwargs)
-    if m.img_size % backbone.patch_embed.patch_size[0]:
-        raise MosicError(f"img_size {m.img_size} is not a multiple of the patch size {backbone.patch_embed.patch_size[0]}")
     student = MoSiCModel(backbone, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks).to(device)
     student.normalize_prototypes()
     teacher = make_teacher(student)
@@ -435,7 +437,7 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     if ddp.main:
         (out / "config.json").write_text(json.dumps(
             {"pipeline": cfg.model_dump(mode="json"), "train": ts.model_dump(mode="json"), "store": str(store),
-             "world_size": ddp.world, "precision": precision, "device": str(device)}, indent=2))
+             "crop_grid": grid, "world_size": ddp.world, "precision": precision, "device": str(device)}, indent=2))
     logf = open(out / "log.jsonl", "a") if ddp.main else None
     tb = None
     if ts.tensorboard and ddp.main:
