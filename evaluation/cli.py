@@ -306,7 +306,8 @@ def _compact(d: Any, depth: int = 0) -> Any:
 def run(
     model: str = typer.Option(..., "--model", help="timm model name, e.g. vit_small_patch14_dinov2"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="backbone weights file (timm state dict, mosic "
-                                           "backbone.pth, or official DINOv2 checkpoint)"),
+                                           "backbone.pth, or an official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP "
+                                           "checkpoint)"),
     pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (the default without --weights/--random)"),
     random_init: bool = typer.Option(False, "--random", help="random initialisation (a baseline)"),
     model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON object of extra timm create_model "

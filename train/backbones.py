@@ -245,6 +245,14 @@ def convert_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: st
     if layout != "timm" and _FAMILY_OF[layout] != fam:
         raise MosicError(f"{source} is {LAYOUTS[layout]}, which does not fit {type(model).__name__} model "
                          f"{_model_name(model)!r}: give a timm name of that architecture, e.g. {_EXAMPLE[layout]}")
+    if layout == "dinov3" and "blocks.0.attn.q_bias" not in model.state_dict():
+        # the S/16 (and distilled) files carry all-zero q/k/v biases that timm's model leaves out;
+        # a non-zero one needs the timm variant with biases (``..._qkvb``)
+        biases = [k for k in sd if k.endswith(".attn.qkv.bias")]
+        if any(bool(sd[k].any()) for k in biases):
+            raise MosicError(f"{source} has non-zero q/k/v biases, which {_model_name(model)!r} has no place for: "
+                             "use the timm variant with biases (its name ends in _qkvb)")
+        sd = {k: v for k, v in sd.items() if k not in biases}
     filt = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
     if filt is not None:
         sd = filt(sd, model)

@@ -21,7 +21,7 @@ class ModelSettings(BaseModel):
 
     name: str = "vit_small_patch14_dinov2.lvd142m"
     pretrained: bool = True
-    weights: str | None = Field(None, description="local weights: timm state dict or official DINOv2 checkpoint")
+    weights: str | None = Field(None, description="local weights: timm state dict or official DINOv3 / DINOv2 / DINO / EVA-02 / EVA-CLIP checkpoint")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model arguments")
     img_size: int = Field(224, ge=14)
     train_blocks: int = Field(2, ge=0, description="train the last N blocks")
