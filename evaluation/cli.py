@@ -232,19 +232,17 @@ class Backbones:
     def input_size(self, size: int) -> int:
         """``size`` (or --img-size) rounded to the nearest multiple of the backbone's patch, a tie
         rounding up (504 px is 512 for patch 16: 32 x 32 patches)."""
-        from mosic.train.backbones import patch_size, round_to_patch
+        from mosic.train.backbones import model_patch_size, round_to_patch
 
         size = self.img_size or size
         if self._patch is None:
-            self._patch = patch_size(self.get(size))
+            self._patch = model_patch_size(self.model, **self.kwargs)
         return round_to_patch(size, self._patch)
 
     def get(self, size: int):
         from mosic.train.model import create_backbone
 
-        size = self.img_size or size
-        if self._patch is not None:
-            size = self.input_size(size)
+        size = self.input_size(size)
         if size not in self._cache:
             self._cache.clear()
             torch_seed()
