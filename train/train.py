@@ -387,13 +387,14 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     m = ts.model
     backbone = create_backbone(m.name, pretrained=m.pretrained, weights=m.weights, img_size=m.img_size, **m.kwargs)
     grid = crop_grid_size(ts.grid, m.img_size, patch_size(backbone))
+    mean, std = mean_std(backbone)  # the statistics the frames are normalised with: the weights' own
 
     # -- data ---------------------------------------------------------------------------------
     store = resolve_store(cfg, ts)
     req = store_requirements(cfg, grid=False)  # any stored grid trains (see ClipDataset's grid)
     dataset = ClipDataset(store, source_root=ts.source_root, require=req, out_size=ts.model.img_size,
                           scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed, clips=ts.clip_sampling,
-                          grid=grid, mean_std=mean_std(backbone))
+                          grid=grid, mean_std=(mean, std))
     per_rank = per_process_batch(ts.batch_size, ddp.world)
     if len(dataset) < ts.batch_size:
         raise MosicError(f"the store gives {len(dataset)} training items per epoch, fewer than one global batch "
@@ -437,7 +438,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     if ddp.main:
         (out / "config.json").write_text(json.dumps(
             {"pipeline": cfg.model_dump(mode="json"), "train": ts.model_dump(mode="json"), "store": str(store),
-             "crop_grid": grid, "world_size": ddp.world, "precision": precision, "device": str(device)}, indent=2))
+             "crop_grid": grid, "normalisation": {"mean": mean, "std": std},
+             "world_size": ddp.world, "precision": precision, "device": str(device)}, indent=2))
     logf = open(out / "log.jsonl", "a") if ddp.main else None
     tb = None
     if ts.tensorboard and ddp.main:
