@@ -274,11 +274,22 @@ class Backbones:
         self.model, self.weights, self.pretrained, self.kwargs = model, weights, pretrained, kwargs
         self.img_size, self.device = img_size, device
         self._cache: dict[int, Any] = {}
+        self._patch: int | None = None
+
+    def input_size(self, size: int) -> int:
+        """``size`` (or --img-size) rounded to the nearest multiple of the backbone's patch, a tie
+        rounding up (504 px is 512 for patch 16: 32 x 32 patches)."""
+        from mosic.train.backbones import model_patch_size, round_to_patch
+
+        size = self.img_size or size
+        if self._patch is None:
+            self._patch = model_patch_size(self.model, **self.kwargs)
+        return round_to_patch(size, self._patch)
 
     def get(self, size: int):
         from mosic.train.model import create_backbone
 
-        size = self.img_size or size
+        size = self.input_size(size)
         if size not in self._cache:
             self._cache.clear()
             torch_seed()
@@ -350,7 +361,8 @@ def run(
     run_dir: Optional[Path] = typer.Option(None, "--run", help="a mosic-train run folder: evaluates its backbone.pth "
                                            "with the model name and arguments of its config.json"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="backbone weights file (timm state dict, mosic "
-                                           "backbone.pth, or official DINOv2 checkpoint)"),
+                                           "backbone.pth, or an official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP "
+                                           "checkpoint)"),
     pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (the default without --weights/--random)"),
     random_init: bool = typer.Option(False, "--random", help="random initialisation (a baseline)"),
     model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON object of extra timm create_model "
@@ -459,6 +471,12 @@ def run(
             kw["img_size"] = img_size
         p = inspect.signature(fn).parameters.get("img_size")
         size = kw.get("img_size") or (p.default if p is not None else 224)
+        rounded = nets.input_size(int(size))
+        if rounded != size:
+            log(f"{label}: input size {size} -> {rounded}, the nearest multiple of the patch ({nets._patch} px)")
+        if p is not None:
+            kw["img_size"] = rounded
+        size = rounded
         t = time.perf_counter()
         log(f"[{step[0]}/{total}] {label} ...")
         res = fn(nets.get(int(size)), *args, **kw)
@@ -668,8 +686,10 @@ def show(
     if clip >= len(vds):
         raise MosicError(f"--clip {clip}: {video_dataset} has {len(vds)} clips")
     sample = vds[clip]
-    net = Backbones(model, weights, not random_init and weights is None, parse_model_kwargs(model_kwargs), None,
-                    device).get(size)
+    nets = Backbones(model, weights, not random_init and weights is None, parse_model_kwargs(model_kwargs), None,
+                     device)
+    size = nets.input_size(size)
+    net = nets.get(size)
     maps, miou = show_clusters(net, sample, mode=mode, img_size=size, eval_size=eval_size or q.get("eval_size"), k=k,
                                niter=q.get("niter", PAPER["niter"]), nredo=q.get("nredo", PAPER["nredo"]), seed=seed,
                                device=device, matched=not raw)

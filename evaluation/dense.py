@@ -17,13 +17,17 @@ HUMMINGBIRD_STD = (0.229, 0.224, 0.255)
 @torch.no_grad()
 def patch_features(backbone: torch.nn.Module, frames: np.ndarray, img_size: int, batch: int = 32,
                    device: str | torch.device = "cpu", normalize: bool = True,
-                   std: tuple[float, float, float] = IMAGENET_STD) -> torch.Tensor:
+                   std: tuple[float, float, float] | None = None) -> torch.Tensor:
     """uint8 frames [B, H, W, 3] -> L2-normalised patch tokens [B, h, w, D] of a timm ViT, frames
-    resized to img_size x img_size and normalised with the ImageNet mean and ``std``.
-    ``normalize=False``: the tokens as the backbone returns them."""
+    resized to img_size x img_size and normalised with the mean and std of the backbone's
+    ``pretrained_cfg`` (``std`` given: that std instead). ``normalize=False``: the tokens as the
+    backbone returns them."""
+    from mosic.train.backbones import mean_std
+
     backbone = backbone.eval().to(device)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(tuple(std), device=device).view(1, 3, 1, 1)
+    model_mean, model_std = mean_std(backbone)
+    mean = torch.tensor(model_mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(tuple(std or model_std), device=device).view(1, 3, 1, 1)
     p = backbone.patch_embed.patch_size[0]
     h = img_size // p
     out = []
@@ -117,7 +121,7 @@ def check_sample(sample, num_classes: int, ignore_index: int) -> None:
 
 def dataset_features(backbone: torch.nn.Module, ds, indices, img_size: int, batch: int = 32,
                      device: str | torch.device = "cpu", normalize: bool = True, progress: str | None = None,
-                     std: tuple[float, float, float] = IMAGENET_STD):
+                     std: tuple[float, float, float] | None = None):
     """Yield (patch tokens [B, h, w, D], label maps at their own size) over ``ds[indices]`` in
     batches; images square-resized to img_size (bilinear), tokens by :func:`patch_features`.
     ``progress``: a tqdm bar with this description."""

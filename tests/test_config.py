@@ -143,7 +143,9 @@ def test_the_two_youtube_vos_recipes():
     assert (official.loss.marginals, official.loss.normalize, official.export) == ("all", "all", "student")
     assert official.precision == "fp32" and paper.precision == "auto"
     for ts in (paper, official):
-        assert (ts.batch_size, ts.epochs, ts.grid, ts.clip_sampling) == (64, 8, 16, "per_video")
+        # grid "patch": one trajectory per patch, 16 x 16 for ViT-S/14 at 224 px
+        assert (ts.batch_size, ts.epochs, ts.grid, ts.clip_sampling) == (64, 8, "patch", "per_video")
+        assert ts.model.img_size // 14 == 16
         assert ts.loss.student_sampling == "nearest" and ts.model.num_prototypes == 100
 
 

@@ -393,12 +393,15 @@ def test_default_pipelines_track_a_grid_dense_enough_for_their_crops():
     min_store_grid(train.grid) for its crops."""
     from mosic.config import pipeline_names
     from mosic.train.config import train_settings
+    from mosic.train.backbones import crop_grid_size, model_patch_size
     from mosic.train.ops import min_store_grid
 
     for name in pipeline_names():
         cfg = load_pipeline(name)
         ts = train_settings(cfg.train)
-        need = min_store_grid(ts.grid, ts.crop_scale, (3 / 4, 4 / 3), ts.model.img_size)
+        patch = model_patch_size(ts.model.name, **ts.model.kwargs)
+        grid = crop_grid_size(ts.grid, ts.model.img_size, patch)
+        need = min_store_grid(grid, ts.crop_scale, (3 / 4, 4 / 3), ts.model.img_size)
         assert cfg.tracker.grid >= need, (name, cfg.tracker.grid, need)
 
 
@@ -440,7 +443,8 @@ def test_std_setting_normalises_the_frames():
     from mosic.train.config import TrainSettings
 
     f = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
-    a = normalize_frames(f, IMAGENET_MEAN, TrainSettings().std)
+    assert TrainSettings().std is None  # the backbone's own
+    a = normalize_frames(f, IMAGENET_MEAN, IMAGENET_STD)
     b = normalize_frames(f, IMAGENET_MEAN, TrainSettings(std=(0.228, 0.224, 0.225)).std)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     torch.testing.assert_close(b[:, 0] * 0.228 + mean[:, 0], a[:, 0] * 0.229 + mean[:, 0], rtol=0, atol=1e-5)

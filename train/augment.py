@@ -262,9 +262,11 @@ def normalize_frames(x: torch.Tensor, mean, std) -> torch.Tensor:
     return x.to(torch.float32).mul_(scale).add_(bias)
 
 
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, S, S, 3] RGB -> float32 [T, 3, S, S], ImageNet-normalised."""
-    return normalize_frames(to_uint8_chw(frames), IMAGENET_MEAN, IMAGENET_STD)
+def to_tensor(frames: np.ndarray, mean: tuple[float, float, float] = IMAGENET_MEAN,
+              std: tuple[float, float, float] = IMAGENET_STD) -> torch.Tensor:
+    """uint8 [T, S, S, 3] RGB -> float32 [T, 3, S, S], normalised with ``mean`` and ``std`` (the
+    backbone's, see :func:`mosic.train.backbones.mean_std`; ImageNet's by default)."""
+    return normalize_frames(to_uint8_chw(frames), mean, std)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def run(
     micro_batch: Optional[int] = typer.Option(
         None, help="clips per student forward/backward on one process (gradient accumulation; same Sinkhorn batch)"),
     model: Optional[str] = typer.Option(None, help="timm model name"),
-    weights: Optional[Path] = typer.Option(None, help="backbone weights file (timm or official DINOv2)"),
+    weights: Optional[Path] = typer.Option(None, help="backbone weights file: a timm state dict or an official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP checkpoint"),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="hub weights or random init"),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers per process"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),

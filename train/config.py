@@ -7,7 +7,7 @@ K = 100 prototypes, EMA 0.99, temperature 0.1, Sinkhorn eps 0.06 x 3 iterations,
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
@@ -21,7 +21,7 @@ class ModelSettings(BaseModel):
 
     name: str = "vit_small_patch14_dinov2.lvd142m"
     pretrained: bool = True
-    weights: str | None = Field(None, description="local weights: timm state dict or official DINOv2 checkpoint")
+    weights: str | None = Field(None, description="local weights: timm state dict or official DINOv3 / DINOv2 / DINO / EVA-02 / EVA-CLIP checkpoint")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model arguments")
     img_size: int = Field(224, ge=14)
     train_blocks: int = Field(2, ge=0, description="train the last N blocks")
@@ -111,17 +111,18 @@ class TrainSettings(BaseModel):
     max_steps: int | None = Field(None, ge=1)
     mask_ratio: float = Field(0.1, ge=0, lt=1)
     ema: float = Field(0.99, ge=0, le=1)
-    grid: int | None = Field(
-        16, ge=1, description="G: the loss uses the G x G stored trajectories nearest to each crop's grid cells "
-        "(needs a store grid of at least mosic.train.ops.min_store_grid(G), 30 for 16); a sparser store: the "
-        "points inside the crop; None: every stored point")
+    grid: Annotated[int, Field(ge=1)] | Literal["patch"] | None = Field(
+        "patch", description="G: the loss uses the G x G stored trajectories nearest to each crop's grid cells "
+        "(needs a store grid of at least mosic.train.ops.min_store_grid(G), 30 for 16); 'patch': one per patch "
+        "of the crop, img_size // patch size (16 for patch 14 at 224 px and for patch 16 at 256 px); a sparser "
+        "store: the points inside the crop; None: every stored point")
     grid_layout: Literal["cotracker", "cells"] = Field(
         "cotracker", description="where a crop's grid points lie: cotracker, the grid CoTracker queries on the crop "
         "(a margin of 1/64 of its 512 px input: 3.5 to 219.9 px at 224, as the official code tracks); cells, the "
         "centres of a grid x grid partition (the patch centres)")
-    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = Field(
-        (0.229, 0.224, 0.225), description="normalisation std of the frames (ImageNet mean); the official training "
-        "uses (0.228, 0.224, 0.225)")
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = Field(
+        None, description="normalisation std of the frames; None: the backbone's own (its pretrained_cfg, with its "
+        "mean); the official training uses (0.228, 0.224, 0.225)")
     drop_last: bool = Field(
         False, description="drop each epoch's last partial batch (False: keep it, as the official loader: 55 steps "
         "per epoch on 3,471 videos at batch 64, 440 in 8 epochs)")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch_ema import ExponentialMovingAverage
 
 from mosic import MosicError
+from mosic.train.backbones import check_backbone, embed, keep_tokens, mean_std, run_blocks
 
 
 def create_backbone(
@@ -27,10 +28,13 @@ def create_backbone(
     img_size: int = 224,
     **kwargs: Any,
 ) -> nn.Module:
-    """A timm ViT by name. Weights: a local file (``weights``: a timm state dict or an official
-    DINOv2 checkpoint, converted by timm), the hub (``pretrained``), or random init."""
+    """A timm ViT (VisionTransformer or Eva family) by name. Weights: a local file (``weights``: a
+    timm state dict or an official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP checkpoint, converted
+    by timm's checkpoint filter, see :mod:`mosic.train.backbones`), the hub (``pretrained``), or
+    random init."""
     import timm
 
+    from mosic.train.backbones import check_backbone, load_weights
     from mosic.weights_check import preflight
 
     preflight(name, weights, pretrained and weights is None, kwargs)
@@ -39,23 +43,11 @@ def create_backbone(
         if not weights.is_file():
             raise MosicError(f"weights file not found: {weights}")
     try:
-        model = timm.create_model(
-            name,
-            pretrained=pretrained or weights is not None,
-            pretrained_cfg_overlay=dict(file=str(weights)) if weights is not None else None,
-            img_size=img_size,
-            num_classes=0,
-            **kwargs,
-        )
+        model = timm.create_model(name, pretrained=pretrained and weights is None, img_size=img_size,
+                                  num_classes=0, **kwargs)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise MosicError(f"timm has no model named {name!r}") from None
-        if weights is not None and ("size mismatch" in str(e) or "Missing key" in str(e) or "Unexpected key" in str(e)):
-            first = str(e).strip().splitlines()
-            raise MosicError(
-                f"weights {weights} do not fit model {name!r} ({first[0][:200]} ...): "
-                "give the timm name of the architecture the weights were trained for"
-            ) from None
         raise
     except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
         if pretrained and weights is None and _looks_like_network_error(e):
@@ -64,8 +56,16 @@ def create_backbone(
                 "Pass a local file with --weights PATH, or --no-pretrained for a random init"
             ) from None
         raise
-    if not hasattr(model, "blocks") or not hasattr(model, "patch_embed"):
-        raise MosicError(f"{name!r} is not a ViT with .blocks and .patch_embed: mosic needs a timm VisionTransformer")
+    check_backbone(model)
+    if weights is not None:
+        try:
+            load_weights(model, weights)
+        except RuntimeError as e:  # size mismatches
+            first = str(e).strip().splitlines()
+            raise MosicError(
+                f"weights {weights} do not fit model {name!r} ({' '.join(first[:2])[:200]} ...): "
+                "give the timm name of the architecture the weights were trained for"
+            ) from None
     return model
 
 
@@ -117,6 +117,7 @@ class MoSiCModel(nn.Module):
         if prototype_grad not in PROTOTYPE_GRADS:
             raise MosicError(f"prototype_grad must be one of {', '.join(PROTOTYPE_GRADS)}, got {prototype_grad!r}")
         self.prototype_grad = prototype_grad
+        check_backbone(backbone)
         self.backbone = backbone
         self.head = Head(backbone.embed_dim, head_hidden, head_dim)
         self.prototypes = nn.Parameter(torch.randn(num_prototypes, head_dim))
@@ -141,10 +142,14 @@ class MoSiCModel(nn.Module):
         self.prototypes.copy_(F.normalize(self.prototypes, dim=-1))
 
     def patch_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, 3, H, W] -> patch tokens [B, D, h, w] after the final norm.
+        """x [B, 3, H, W] -> patch tokens [B, D, h, w] after the final norm, as the backbone's
+        ``forward_features`` computes them (VisionTransformer and Eva families, see
+        :mod:`mosic.train.backbones`).
 
         ``keep`` [B, L] bool (L = h * w): tokens to keep; dropped tokens never enter the
-        transformer (MAE-style, no mask token) and come back as zeros."""
+        transformer (MAE-style, no mask token) and come back as zeros. Kept tokens keep their own
+        positions: absolute embeddings are added before the drop, rotary ones follow the kept
+        indices."""
         bb = self.backbone
         B, _, H, W = x.shape
         p = self.patch_size
@@ -152,19 +157,16 @@ class MoSiCModel(nn.Module):
         npre = bb.num_prefix_tokens
         frozen = self.first_trainable
         with torch.no_grad():  # patch and position embeddings are frozen
-            t = bb.norm_pre(bb.patch_drop(bb._pos_embed(bb.patch_embed(x))))
+            t, rope = embed(bb, x)
         if keep is not None:
             n_keep = int(keep[0].sum())
             if not bool((keep.sum(1) == n_keep).all()):
                 raise ValueError("every sample must keep the same number of tokens")
             idx = keep.nonzero()[:, 1].view(B, n_keep)
-            patches = torch.gather(t[:, npre:], 1, idx[..., None].expand(-1, -1, t.shape[-1]))
-            t = torch.cat([t[:, :npre], patches], dim=1)
+            t, rope = keep_tokens(bb, t, rope, idx)
         with torch.no_grad():
-            for blk in bb.blocks[:frozen]:
-                t = blk(t)
-        for blk in bb.blocks[frozen:]:
-            t = blk(t)
+            t = run_blocks(bb, t, rope, 0, frozen)
+        t = run_blocks(bb, t, rope, frozen, len(bb.blocks))
         t = bb.norm(t)[:, npre:]
         D = t.shape[-1]
         if keep is not None:
@@ -172,6 +174,10 @@ class MoSiCModel(nn.Module):
             full = full.scatter(1, idx[..., None].expand(-1, -1, D), t)
             t = full
         return t.transpose(1, 2).reshape(B, D, h, w)
+
+    def mean_std(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """(mean, std) of the input normalisation the backbone's weights expect (its pretrained_cfg)."""
+        return mean_std(self.backbone)
 
     def forward(self, x: torch.Tensor, tracks: torch.Tensor, keep: torch.Tensor | None = None,
                 mode: str = "nearest") -> torch.Tensor:

@@ -39,7 +39,8 @@ import torch.distributed as dist
 from mosic import MosicError
 from mosic.config import PipelineConfig
 from mosic.store_schema.location import Location, as_location, list_stores
-from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD, normalize_frames
+from mosic.train.augment import normalize_frames
+from mosic.train.backbones import crop_grid_size, mean_std, patch_size
 from mosic.train.config import TrainSettings
 from mosic.train.data import ClipDataset, make_loader
 from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
@@ -416,12 +417,19 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     np.random.seed(ts.seed + ddp.rank)
     torch.manual_seed(ts.seed)  # same initial weights on every rank
 
+    # -- backbone (its patch size sets the per-crop grid) ---------------------------------------
+    m = ts.model
+    backbone = create_backbone(m.name, pretrained=m.pretrained, weights=m.weights, img_size=m.img_size, **m.kwargs)
+    grid = crop_grid_size(ts.grid, m.img_size, patch_size(backbone))
+    mean, std = mean_std(backbone)  # the statistics the frames are normalised with: the weights' own,
+    std = ts.std or std              # unless the recipe names its std (the official training: 0.228)
+
     # -- data ---------------------------------------------------------------------------------
     store = resolve_store(cfg, ts)
     req = store_requirements(cfg, grid=False)  # any stored grid trains (see ClipDataset's grid)
     dataset = ClipDataset(store, source_root=ts.source_root, require=req, out_size=ts.model.img_size,
                           scale=ts.crop_scale, flip_p=ts.flip_p, seed=ts.seed, clips=ts.clip_sampling,
-                          grid=ts.grid, holdout=ts.holdout, grid_layout=ts.grid_layout)
+                          grid=grid, holdout=ts.holdout, grid_layout=ts.grid_layout)
     if ddp.main:
         print(start_summary(dataset), flush=True)
     per_rank = per_process_batch(ts.batch_size, ddp.world)
@@ -431,15 +439,10 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     loader = make_loader(dataset, batch_size=per_rank, num_workers=ts.num_workers, shuffle=True,
                          seed=ts.seed, drop_last=ts.drop_last, distributed=ddp.enabled,
                          pin_memory=device.type == "cuda", timeout=LOADER_TIMEOUT_S)
-    mean, std = IMAGENET_MEAN, ts.std  # the statistics the frames are normalised with
     steps_per_epoch = len(loader)
     total = ts.max_steps or ts.epochs * steps_per_epoch
 
     # -- model --------------------------------------------------------------------------------
-    m = ts.model
-    backbone = create_backbone(m.name, pretrained=m.pretrained, weights=m.weights, img_size=m.img_size, **m.kwargs)
-    if m.img_size % backbone.patch_embed.patch_size[0]:
-        raise MosicError(f"img_size {m.img_size} is not a multiple of the patch size {backbone.patch_embed.patch_size[0]}")
     student = MoSiCModel(backbone, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks,
                          prototype_grad=m.prototype_grad).to(device)
     student.normalize_prototypes()
@@ -474,6 +477,7 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     if ddp.main:
         (out / "config.json").write_text(json.dumps(
             {"pipeline": cfg.model_dump(mode="json"), "train": ts.model_dump(mode="json"), "store": str(store),
+             "crop_grid": grid, "normalisation": {"mean": mean, "std": std},
              "world_size": ddp.world, "precision": precision, "device": str(device), "backend": ddp.backend},
             indent=2))
     validator = None
