@@ -153,6 +153,10 @@ def _check_architecture(p: Path, state: dict, model: str, kwargs: dict) -> None:
             net = timm.create_model(model, pretrained=False, num_classes=0, **kwargs)
     except Exception:  # noqa: BLE001 - the loader reports an unknown model or bad arguments itself
         return
+    from mosic.train.backbones import detect_layout
+
+    if detect_layout(state, net) not in ("timm", None):
+        return  # an official layout (DINOv3, DINOv2, DINO, EVA): the loader converts and checks it
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
     common = set(want) & set(have)

@@ -38,7 +38,7 @@ def settings(cfg, fam, **over):
         "train.model.train_blocks": 1, "train.model.head_hidden": [32], "train.model.head_dim": 16,
         "train.model.num_prototypes": 8, "train.batch_size": 2, "train.num_workers": 0, "train.max_steps": 2,
         "train.checkpoint_every": 1, "train.log_every": 1, "train.grid": 2, "train.mask_ratio": 0.25,
-        "train.ema": 0.5,
+        "train.ema": 0.5, "train.validate.every": 0,  # no held-out split in this store's data
     }
     o.update({f"train.{k}": v for k, v in over.items()})
     c = load_pipeline("synthetic-oracle", overrides={"dataset.root": cfg.dataset.root, "stores": cfg.stores,

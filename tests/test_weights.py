@@ -133,7 +133,7 @@ def test_unknown_and_mismatched_files_get_clear_errors(tmp_path):
                         num_heads=3)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(MosicError, match="could not be read"):
+    with pytest.raises(MosicError, match="not a PyTorch checkpoint"):  # the pre-flight check names it
         create_backbone("vit_small_patch14_dinov2", pretrained=False, weights=junk, img_size=56, **kw)
 
 
