@@ -155,8 +155,8 @@ def _check_architecture(p: Path, state: dict, model: str, kwargs: dict) -> None:
         return
     from mosic.train.backbones import detect_layout
 
-    if detect_layout(state, net) not in ("timm", None):
-        return  # an official layout (DINOv3, DINOv2, DINO, EVA): the loader converts and checks it
+    if detect_layout(state, net) not in ("timm", "dino", None):  # "dino": timm's own VisionTransformer names
+        return  # an official layout (DINOv3, DINOv2, EVA, EVA-CLIP): the loader converts and checks it
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
     common = set(want) & set(have)
