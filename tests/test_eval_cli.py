@@ -11,6 +11,8 @@ from mosic.evaluation.results import (cluster_visualisation, compare, load_resul
                                 plot_gains, save_results, upsert)
 from mosic import MosicError
 
+from conftest import tiny_eval_set
+
 TINY = '{"depth": 2, "embed_dim": 48, "num_heads": 3, "init_values": 0.1}'
 runner = CliRunner()
 
@@ -137,12 +139,7 @@ def test_option_parsers():
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def syn(tmp_path_factory):
-    from mosic.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("eval") / "syn"
-    for split in ("train", "valid"):
-        generate(root, videos=2, seed=0, split=split, num_frames=20, width=64, height=48, exact_length=True)
-    return root
+    return tiny_eval_set(tmp_path_factory.mktemp("eval") / "syn")
 
 
 def _run(*args):

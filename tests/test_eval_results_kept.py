@@ -10,18 +10,15 @@ from typer.testing import CliRunner
 from mosic.evaluation.cli import app
 from mosic.evaluation.results import add_to_table, load_results, make_row, markdown_table
 
+from conftest import tiny_eval_set
+
 TINY = {"depth": 2, "embed_dim": 48, "num_heads": 3, "init_values": 0.1}
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def syn(tmp_path_factory):
-    from mosic.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("kept") / "syn"
-    for split in ("train", "valid"):
-        generate(root, videos=2, seed=0, split=split, num_frames=20, width=64, height=48, exact_length=True)
-    return root
+    return tiny_eval_set(tmp_path_factory.mktemp("kept") / "syn")
 
 
 def _run(*args):

@@ -10,25 +10,18 @@ import timm
 import torch
 
 from mosic.config import load_pipeline
-from mosic.data.synthetic import generate
-from mosic.precompute.runner import precompute
 from mosic.train.config import train_settings
 from mosic.train.train import train
 
+from conftest import SMALL_CLIPS, small_oracle_store, tiny_eval_set
 from test_backbones import FAMILIES
 
-CLIPS = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "clips.clips_per_video": 2}
+CLIPS = SMALL_CLIPS
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    base = tmp_path_factory.mktemp("families")
-    root = base / "synthetic"
-    generate(root, videos=4, seed=1, num_frames=24, width=96, height=72)
-    cfg = load_pipeline("synthetic-oracle", overrides={"dataset.root": str(root), "stores": str(base / "stores"),
-                                                       **CLIPS})
-    precompute(cfg, progress=False)
-    return cfg
+    return small_oracle_store(tmp_path_factory.mktemp("families"))[0]
 
 
 def settings(cfg, fam, **over):
@@ -48,10 +41,7 @@ def settings(cfg, fam, **over):
 
 @pytest.fixture(scope="module")
 def evalset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("families-eval") / "syn"
-    for split in ("train", "valid"):
-        generate(root, videos=2, seed=0, split=split, num_frames=20, width=64, height=48, exact_length=True)
-    return root
+    return tiny_eval_set(tmp_path_factory.mktemp("families-eval") / "syn")
 
 
 @pytest.mark.parametrize("fam", list(FAMILIES))

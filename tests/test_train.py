@@ -12,10 +12,10 @@ import torch
 
 from mosic import MosicError
 from mosic.config import load_pipeline
-from mosic.data.synthetic import generate
-from mosic.precompute.runner import precompute
 from mosic.train.config import train_settings
 from mosic.train.train import NonFiniteLossError, train
+
+from conftest import SMALL_CLIPS, free_port, small_oracle_store
 
 TINY = {
     "train.model.img_size": 56,
@@ -33,27 +33,13 @@ TINY = {
     "train.grid": 2,  # a 4 x 4 store grid holds a 2 x 2 grid in every 56 px crop
     "train.validate.every": 0,  # no held-out split here (tests/test_validate.py covers it)
 }
-CLIPS = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "clips.clips_per_video": 2}
+CLIPS = SMALL_CLIPS
 CLI_STORE = [x for k, v in CLIPS.items() for x in ("--set", f"{k}={v}")]
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    base = tmp_path_factory.mktemp("train")
-    root = base / "synthetic"
-    generate(root, videos=4, seed=1, num_frames=24, width=96, height=72)
-    cfg = load_pipeline("synthetic-oracle", overrides={"dataset.root": str(root), "stores": str(base / "stores"),
-                                                       **CLIPS})
-    res = precompute(cfg, progress=False)
-    return cfg, res.store
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return small_oracle_store(tmp_path_factory.mktemp("train"))
 
 
 def settings(cfg, **over):

@@ -4,7 +4,6 @@ every N steps and at the end; log.jsonl rows, the plot, a resumed run's curve, c
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -12,11 +11,11 @@ import pytest
 
 from mosic import MosicError
 from mosic.config import load_pipeline
-from mosic.data.synthetic import generate
-from mosic.precompute.runner import precompute
 from mosic.train.config import train_settings
 from mosic.train.train import train
 from mosic.train.validate import plot_curve, read_curve
+
+from conftest import SMALL_CLIPS, free_port, small_oracle_store
 
 TINY = {
     "train.model.img_size": 56,
@@ -26,18 +25,12 @@ TINY = {
     "train.checkpoint_every": 2, "train.log_every": 1, "train.optim.warmup_steps": 0, "train.grid": 2,
     "train.validate.every": 2, "train.validate.max_images": 12,
 }
-CLIPS = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "clips.clips_per_video": 2}
+CLIPS = SMALL_CLIPS
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    base = tmp_path_factory.mktemp("validate")
-    root = base / "synthetic"
-    generate(root, videos=4, seed=1, num_frames=24, width=96, height=72)
-    generate(root, videos=2, seed=1, num_frames=24, width=96, height=72, split="valid")
-    cfg = load_pipeline("synthetic-oracle", overrides={"dataset.root": str(root), "stores": str(base / "stores"),
-                                                       **CLIPS})
-    store = precompute(cfg, progress=False).store
+    cfg, store = small_oracle_store(tmp_path_factory.mktemp("validate"), valid_videos=2)
     return cfg.model_copy(update={"train": {"store": str(store)}})
 
 
@@ -119,9 +112,7 @@ def test_validation_does_not_change_training(store, tmp_path):
 
 def test_rank_0_validates_alone_under_ddp(store, tmp_path):
     """torchrun, 2 processes (gloo): one validation row per step, none from rank 1, and the run ends."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
             "--set", "model.num_prototypes=8", "--set", "grid=2", "--set", "validate.every=1",
