@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 ARCH    := $(shell uname -m)
-# torch wheels that install from the local disk on the project machines (see README)
+# torch wheels that install from the local disk on the project machines (see docs/gpu.md)
 ifeq ($(ARCH),aarch64)
 TORCH_PIN ?= torch==2.9.1 torchvision==0.24.1
 else
@@ -28,7 +28,7 @@ help:
 	@echo "make train      train on the default pipeline (synthetic, small random ViT on CPU)"
 	@echo "make eval MODEL=... WEIGHTS=... DATASET=voc ROOT=...   evaluate a backbone (paper settings)"
 	@echo "make bench      print throughput and size figures"
-	@echo "make gpu-check  check and measure every CUDA path on this machine's GPU (README: GPU)"
+	@echo "make gpu-check  check and measure every CUDA path on this machine's GPU (docs/gpu.md)"
 
 setup: $(STAMP)
 
@@ -92,7 +92,7 @@ bench: setup
 bench-frames: setup
 	$(BIN)/python bench/bench_frames.py
 
-# on a GPU machine (torch and timm there; other wheels carried by bench/gpu_wheels.sh, see README "GPU")
+# on a GPU machine (torch and timm there; other wheels carried by bench/gpu_wheels.sh, see docs/gpu.md)
 GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
 GPU_CHECK_ARGS ?=
 gpu-check:

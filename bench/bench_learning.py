@@ -19,7 +19,7 @@ with the in-training validation (``train/validate.py``: the teacher on the pipel
 set, Pascal VOC val for YouTube-VOS, every ``--validate-every`` steps): the validation figure at
 the end, its change from step 0, and the training loss, per variant, with the paired differences
 (a) - (b), (a) - (c). Cost: 3 variants x ``--seeds`` training runs of ``--steps`` steps plus their
-validations (not measured on a GPU here; see README, "Does it learn?").
+validations (not measured on a GPU here; see docs/does-it-learn.md).
 
 ``--pretrain-steps P`` first trains the random ViT for P steps on static tracks (MoSiC's
 clustering without motion, from a seed no post-training run uses) and starts every run from that
@@ -72,7 +72,7 @@ def settings(data: Path, stores: Path, a, seed: int, steps: int, weights: str | 
         "train.ema": 0.99, "train.crop_scale": [0.4, 1.0], "train.flip_p": 0.5, "train.num_workers": a.workers,
         "train.seed": seed, "train.device": "cpu", "train.precision": "fp32", "train.checkpoint_every": steps,
         # every stored clip in every epoch, and every stored point inside the crop (a store grid below
-        # what a per-crop grid of that size needs), as the figures in the README were measured
+        # what a per-crop grid of that size needs), as the figures in docs/does-it-learn.md were measured
         "train.clip_sampling": "all", "train.grid": a.grid,
         "train.log_every": max(1, steps // 10),
         "train.validate.every": 0,

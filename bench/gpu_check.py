@@ -50,7 +50,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PARTS = ("cotracker", "train", "loader", "torchrun", "eval")
 #: seconds each part may take (its subprocesses included), and the default total budget: the whole
-#: check stays under 8 minutes on one GPU (README "GPU": how the figures were estimated)
+#: check stays under 8 minutes on one GPU (docs/gpu.md: how the figures were estimated)
 PART_LIMIT_S = {"data": 90, "cotracker": 90, "train": 50, "loader": 100, "torchrun": 70, "eval": 100}
 BUDGET_S = 450
 SUBPROCESS_LIMIT_S = 180

@@ -9,7 +9,7 @@ keep the figures in a results table.
         --video-dataset davis --video-root data/davis --out clusters.gif
 
 Presets: ``paper`` (the default: the settings of the reference implementations, which are the
-protocol functions' defaults; README, "Evaluation") and ``quick`` (``--quick``: scaled down, small
+protocol functions' defaults; docs/evaluation.md) and ``quick`` (``--quick``: scaled down, small
 inputs, few epochs and iterations, for CPU demos); any setting can be overridden with
 ``--set PROTOCOL.KEY=VALUE``. Every row of the results records the preset, the backbone (with a
 hash of its weights file) and, for every figure, the protocol's full resolved settings and the data

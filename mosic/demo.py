@@ -117,7 +117,7 @@ def _train_and_compare(data: Path, stores: Path, out: Path, steps: int | None) -
           f"the rest within 1 point.")
     if not up:
         print("Honest reading: this short CPU run did not measurably improve a random tiny ViT. MoSiC post-trains "
-              "pretrained DINOv2 features on real video; see README 'Does it learn?' and 'Reproducing the paper'.")
+              "pretrained DINOv2 features on real video; see docs/does-it-learn.md and the README's 'Reproducing the paper'.")
     return {"steps": res["steps"], "loss_first": lines[0]["loss"], "loss_last": lines[-1]["loss"],
             "validation": [{k: r[k] for k in r if k in ("step", "val_clustering", "val_seconds")} for r in curve],
             "initial": rows["initial"], "trained": rows["trained"], "gains": gains}

@@ -227,3 +227,16 @@ def test_shell_lines_join_continuations_and_drop_prompts(tmp_path):
     md.write_text("text\n```bash\n$ mosic-train --a 1 \\\n    --b 2\nmake demo\n```\n```python\nmosic-x --y\n```\n")
     got = [ln.text for ln in shell_lines(md)]
     assert got == ["mosic-train --a 1 --b 2", "make demo"]
+
+
+def test_readme_is_a_front_door_and_every_docs_page_is_reachable_from_it():
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("\n") < 250, "the README is the front door: keep it under 250 lines, the manual is docs/"
+    for command in ("make demo", "make test"):
+        assert command in readme
+    linked = {(ROOT / (m.group(1) or m.group(2)).split("#", 1)[0]).resolve()
+              for m in LINK.finditer(readme) if not re.match(r"[a-z]+:", m.group(1) or m.group(2) or "")}
+    pages = set((ROOT / "docs").rglob("*.md"))
+    assert pages, "the manual lives in docs/"
+    unreachable = sorted(str(p.relative_to(ROOT)) for p in pages if p.resolve() not in linked)
+    assert not unreachable, "docs pages the README does not link to:\n" + "\n".join(unreachable)

@@ -140,7 +140,7 @@ def test_training_on_the_true_tracks_beats_static_and_swapped_tracks(motion_stor
     Both fail if the data path or the sampler mixes up x and y (training on the true store then
     uses the swapped positions, and the other way round) or if the motion is dropped. This is what
     the tracks teach the model; it is not a claim that the backbone's features got better (see the
-    README, "Does it learn?")."""
+    docs/does-it-learn.md)."""
     import json
 
     import torch
