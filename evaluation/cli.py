@@ -34,7 +34,7 @@ import typer
 
 from mosic import MosicError
 from mosic.cli_common import (DEVICE_HELP, check_like_default, friendly_errors, lines_when_piped, nearest,
-                               parse_device, parse_set_value, setup_logging)
+                               parse_device, parse_model_kwargs, parse_set_value, setup_logging)
 from mosic.weights_check import preflight, set_random_init_flag
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
@@ -123,25 +123,34 @@ def parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for s in sets:
         key, sep, val = s.partition("=")
+        key = key.strip().removeprefix("train.") if key.strip().startswith("train.model.") else key
         proto, dot, name = key.strip().partition(".")
         proto = proto.lower()
         if not sep or not dot or not name:
-            raise MosicError(f"--set expects PROTOCOL.KEY=VALUE (e.g. linear.epochs=5), got {s!r}")
+            raise MosicError(f"--set expects PROTOCOL.KEY=VALUE (e.g. linear.epochs=5) or model.kwargs.KEY=VALUE, "
+                             f"got {s!r}")
+        if proto == "model":  # the backbone's timm arguments, by the key pipelines.yaml gives them
+            if name != "kwargs" and not name.startswith("kwargs."):
+                raise MosicError(f"--set {s}: of the model, only model.kwargs (timm arguments) can be set here; "
+                                 f"the name is --model, the weights --weights")
+            value = parse_set_value(key.strip(), val)
+            if name == "kwargs" and not isinstance(value, dict):
+                raise MosicError(f"--set {s}: model.kwargs must be a mapping, e.g. --set 'model.kwargs={{depth: 2}}'")
+            out.setdefault("model", {})[name.strip()] = value
+            continue
         if proto not in PROTOCOLS:
             raise MosicError(f"--set {s!r}: unknown protocol {proto!r} (choose from {', '.join(PROTOCOLS)})")
         out.setdefault(proto, {})[name.strip()] = parse_set_value(key.strip(), val)
     return out
 
 
-def parse_model_kwargs(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        kw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise MosicError(f"--model-kwargs must be a JSON object, e.g. '{{\"depth\": 2}}' ({e})") from None
-    if not isinstance(kw, dict):
-        raise MosicError(f"--model-kwargs must be a JSON object, got {text!r}")
+def model_kwargs_with_sets(kw: dict, sets: dict) -> dict:
+    """The timm arguments after ``--set model.kwargs=MAPPING`` (replaces them) and
+    ``--set model.kwargs.KEY=VALUE`` (one argument), as ``--set`` on mosic-train."""
+    kw = dict(sets["kwargs"]) if "kwargs" in sets else dict(kw)
+    for name, value in sets.items():
+        if name.startswith("kwargs."):
+            kw[name[len("kwargs."):]] = value
     return kw
 
 
@@ -363,8 +372,9 @@ def run(
     weights: Optional[Path] = typer.Option(None, "--weights", help="backbone weights file (timm state dict, mosic "
                                            "backbone.pth, or an official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP "
                                            "checkpoint)"),
-    pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (the default without --weights/--random)"),
-    random_init: bool = typer.Option(False, "--random", help="random initialisation (a baseline)"),
+    pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (the default without --weights/--no-pretrained)"),
+    random_init: bool = typer.Option(False, "--no-pretrained", help="a random initialisation (a baseline)"),
+    random_alias: bool = typer.Option(False, "--random", hidden=True, help="the same as --no-pretrained"),
     model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON object of extra timm create_model "
                                                "arguments, e.g. '{\"depth\": 2, \"embed_dim\": 48, \"num_heads\": 3}'"),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=14, help="input size for every protocol "
@@ -387,7 +397,9 @@ def run(
                                                  "random draws otherwise"),
     ks: Optional[str] = typer.Option(None, "--ks", help="clustering: K values (default: number of classes, 100, 300, 500)"),
     video_modes: str = typer.Option("frame", "--video-modes", help="video: frame (F-clustering), clip, dataset; comma-separated"),
-    sets: List[str] = typer.Option([], "--set", help="PROTOCOL.KEY=VALUE: any protocol setting, e.g. linear.epochs=5 (repeatable)"),
+    sets: List[str] = typer.Option([], "--set", help="KEY=VALUE (repeatable): any protocol setting as PROTOCOL.KEY, e.g. linear.epochs=5, or "
+                                 "the backbone's timm arguments as model.kwargs.KEY, e.g. model.kwargs.depth=2; "
+                                 "VALUE is read as YAML"),
     quick: bool = typer.Option(False, "--quick", help="the quick preset: scaled-down settings for a CPU demo "
                                "(small inputs, few epochs); same as --preset quick"),
     preset: str = typer.Option("paper", "--preset", help="paper (the reference implementations' settings) | quick"),
@@ -405,8 +417,9 @@ def run(
 
     if merge and replace:
         raise MosicError("give only one of --merge (the default) and --replace")
+    random_init = random_init or random_alias
     if sum([weights is not None or run_dir is not None, pretrained, random_init]) > 1:
-        raise MosicError("give only one of --weights PATH (or --run DIR), --pretrained, --random")
+        raise MosicError("give only one of --weights PATH (or --run DIR), --pretrained, --no-pretrained")
     model, weights, mkw, run_size = backbone_from_run(model, weights, run_dir, model_kwargs)
     if preset not in PRESETS:
         raise MosicError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
@@ -414,6 +427,7 @@ def run(
     preset = "quick" if quick else "paper"
     protos = parse_protocols(protocols)
     user = parse_sets(sets)
+    mkw = model_kwargs_with_sets(mkw, user.pop("model", {}))
     fracs = parse_fractions(fractions) if "incontext" in protos else []
     modes = _split_list(video_modes)
     for m in modes:
@@ -443,7 +457,7 @@ def run(
         call_settings(protocol_function(p), p, quick, user.get(p, {}), {})
 
     device = parse_device(device)
-    set_random_init_flag("--random")
+    set_random_init_flag("--no-pretrained")
     preflight(model, weights, not random_init and weights is None, mkw)
     wlabel = weights_label(weights, pretrained, random_init)
     row_name = name or f"{model} ({wlabel})"
@@ -651,8 +665,9 @@ def compare_cmd(
 def show(
     model: str = typer.Option(..., "--model", help="timm model name"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="backbone weights file"),
-    pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (default without --weights/--random)"),
-    random_init: bool = typer.Option(False, "--random", help="random initialisation"),
+    pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (default without --weights/--no-pretrained)"),
+    random_init: bool = typer.Option(False, "--no-pretrained", help="a random initialisation"),
+    random_alias: bool = typer.Option(False, "--random", hidden=True, help="the same as --no-pretrained"),
     model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON object of extra timm arguments"),
     video_dataset: str = typer.Option(..., "--video-dataset", help="davis | ytvos | synthetic"),
     video_root: Path = typer.Option(..., "--video-root", help="video data set folder"),
@@ -672,6 +687,7 @@ def show(
     from mosic.evaluation.protocols.video import PAPER, show_clusters
     from mosic.evaluation.results import cluster_visualisation
 
+    random_init = random_init or random_alias
     if sum([weights is not None, pretrained, random_init]) > 1:
         raise MosicError("give only one of --weights PATH, --pretrained, --random")
     if video_dataset not in VIDEO_KINDS:
@@ -679,7 +695,7 @@ def show(
     if out.suffix.lower() not in (".gif", ".png"):
         raise MosicError(f"--out must end in .gif or .png, got {out}")
     device = parse_device(device)
-    set_random_init_flag("--random")
+    set_random_init_flag("--no-pretrained")
     q = QUICK["video"] if quick else {}
     size = img_size or q.get("img_size", PAPER["img_size"])
     vds = _open_video(video_dataset, video_root, video_split or VIDEO_SPLITS[video_dataset], video_frames, seed)

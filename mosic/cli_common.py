@@ -319,3 +319,82 @@ def lines_when_piped(stream=None) -> bool:
     except ImportError:
         pass
     return True
+
+
+# ------------------------------------------------------------------------------------------------
+# the options every command that reads a pipeline shares
+# ------------------------------------------------------------------------------------------------
+#: the top-level keys of a pipeline in pipelines.yaml
+PIPELINE_SECTIONS = ("dataset", "clips", "tracker", "store", "stores", "train")
+
+SET_HELP = ("KEY=VALUE (repeatable): any setting by its dotted key in pipelines.yaml, e.g. tracker.name=oracle, "
+            "clips.length=8, train.model.kwargs.depth=2 (train. may be left out); VALUE is read as YAML")
+PRINT_CONFIG_HELP = "print the fully resolved settings this command would run with (as pipelines.yaml) and exit"
+LIST_HELP = "say which pipelines file is used, list its pipelines and exit"
+CONFIG_HELP = "pipelines file (default: $MOSIC_PIPELINES, else ./pipelines.yaml, else the packaged defaults)"
+PIPELINE_HELP = "pipeline name in pipelines.yaml"
+
+
+def parse_pipeline_sets(sets: list[str]) -> dict:
+    """``--set KEY=VALUE`` arguments -> dotted overrides for ``load_pipeline``, each checked strictly
+    against the settings it names: pipeline fields (``dataset.``, ``clips.``, ``tracker.``, ``store.``,
+    ``stores``) against ``PipelineConfig``, ``train.`` fields against ``TrainSettings``. A key that
+    starts with none of the sections is a train setting (``loss.temperature=0.2`` is
+    ``train.loss.temperature=0.2``)."""
+    from mosic.config import PipelineConfig
+    from mosic.train.config import TrainSettings
+
+    out: dict = {}
+    for s in sets:
+        if "=" not in s:
+            raise MosicError(f"--set expects KEY=VALUE (e.g. tracker.name=oracle or train.loss.temperature=0.2), "
+                             f"got {s!r}")
+        k, v = s.split("=", 1)
+        k = k.strip()
+        value = parse_set_value(k, v)
+        if k.split(".")[0] in PIPELINE_SECTIONS and k.split(".")[0] != "train":
+            check_setting(PipelineConfig, k, value, shown=s)
+            out[k] = value
+        else:
+            k = k[len("train."):] if k.startswith("train.") else k
+            check_setting(TrainSettings, k, value, shown=s)
+            out["train." + k] = value
+    return out
+
+
+def resolved_config(cfg, config_path=None) -> str:
+    """The settings a command resolved, as a pipelines.yaml entry (every train setting filled in
+    with its default), headed by the pipelines file they came from (for ``--print-config``)."""
+    import yaml
+
+    from mosic.config import find_pipelines_file
+    from mosic.train.config import train_settings
+
+    data = cfg.model_dump(mode="json", by_alias=True)
+    name = data.pop("name")
+    data["train"] = train_settings(cfg.train).model_dump(mode="json", by_alias=True)
+    head = (f"# pipeline {name!r} of {find_pipelines_file(config_path)}, with this command line's options and "
+            f"--set applied")
+    return head + "\n" + yaml.safe_dump({"pipelines": {name: data}}, sort_keys=False, default_flow_style=False)
+
+
+def parse_model_kwargs(text: str | None, flag: str = "--model-kwargs") -> dict:
+    """``--model-kwargs`` (the same on every command): extra timm ``create_model`` arguments as a
+    JSON object or a YAML mapping (``'{"depth": 2}'`` or ``'{depth: 2}'``); ``model.kwargs`` in
+    pipelines.yaml."""
+    import yaml
+
+    if not text:
+        return {}
+    try:
+        kw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0]
+        raise MosicError(f"{flag} must be a JSON object (or YAML mapping), e.g. '{{\"depth\": 2}}' ({first})") from None
+    if not isinstance(kw, dict):
+        raise MosicError(f"{flag} must be a JSON object (or YAML mapping), e.g. '{{\"depth\": 2}}', got {text!r}")
+    problem = _mapping_problem(kw)
+    if problem:
+        raise MosicError(f"{flag} {text}: read as {kw!r}, {problem}; write a space after each colon, "
+                         f"e.g. '{{depth: 2}}'")
+    return kw

@@ -14,6 +14,7 @@ from mosic import MosicError
 app = typer.Typer(
     help="Make data sets for mosic.",
     add_completion=False,
+    rich_markup_mode=None,  # plain help, as every other mosic command
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )

@@ -31,7 +31,7 @@ _TRAINING_KEYS = {"student", "teacher", "optimizer", "step"}
 
 def set_random_init_flag(flag: str) -> None:
     """The option that selects random initialisation on this command (``--no-pretrained`` for
-    mosic-train, ``--random`` for mosic-eval), named by the hub error."""
+    mosic-train and mosic-eval alike), named by the hub error."""
     _RANDOM_INIT_FLAG[0] = flag
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import (DEVICE_HELP, friendly_errors, lines_when_piped, parse_device, parse_size,
-                               setup_logging)
+from mosic.cli_common import (CONFIG_HELP, DEVICE_HELP, LIST_HELP, PIPELINE_HELP, PRINT_CONFIG_HELP, SET_HELP,
+                               friendly_errors, lines_when_piped, parse_device, parse_pipeline_sets, parse_size,
+                               resolved_config, setup_logging)
 from mosic.config import describe_pipelines, load_pipeline
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None)
@@ -19,23 +20,26 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=
     name="precompute",
     help="Track a G x G grid of points from each clip's first frame with a frozen tracker and "
     "write tracks + visibility to a Zarr trajectory store. Settings come from pipelines.yaml "
-    "(--pipeline) and every option below overrides them. Re-running with the same settings "
+    "(--pipeline); the options below and --set KEY=VALUE (any pipelines.yaml key, e.g. --set "
+    "tracker.grid=8) override them. Re-running with the same settings "
     "resumes: finished clips are skipped, failed ones are retried.\n\n"
     "Example: mosic-precompute --pipeline ytvos --root /data/youtube-vos --tracker cotracker3 "
     "--checkpoint scaled_offline.pth --grid 16"
 )
 @friendly_errors
 def run(
-    pipeline: str = typer.Option("synthetic", help="pipeline name in pipelines.yaml"),
-    config: Optional[Path] = typer.Option(
-        None, help="pipelines file (default: $MOSIC_PIPELINES, else ./pipelines.yaml, else the packaged defaults)"),
+    pipeline: str = typer.Option("synthetic", help=PIPELINE_HELP),
+    config: Optional[Path] = typer.Option(None, help=CONFIG_HELP),
     dataset: Optional[str] = typer.Option(None, help="frame source: ytvos | davis | videos | synthetic"),
     root: Optional[Path] = typer.Option(None, help="the data set's folder"),
     split: Optional[str] = typer.Option(None, help="split (ytvos/synthetic: train|valid; davis: 480p)"),
     tracker: Optional[str] = typer.Option(None, help="cotracker3 | lk | oracle"),
     grid: Optional[int] = typer.Option(None, help="G: track a G x G grid of query points"),
     checkpoint: Optional[Path] = typer.Option(None, help="tracker weights (cotracker3: scaled_offline.pth)"),
-    batch_size: Optional[int] = typer.Option(None, help="clips per tracker call"),
+    batch_size: Optional[int] = typer.Option(
+        None, "--tracker-batch-size", help="clips per tracker call (tracker.batch_size)"),
+    batch_alias: Optional[int] = typer.Option(None, "--batch-size", hidden=True,
+                                              help="the same as --tracker-batch-size (kept for old scripts)"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16"),
     length: Optional[int] = typer.Option(None, "--length", "-T", help="frames per clip"),
@@ -56,8 +60,9 @@ def run(
         "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; the last shard to finish completes the store"),
     progress: bool = typer.Option(True, help="show a progress bar"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
-    list_pipelines: bool = typer.Option(
-        False, "--list-pipelines", "--list", help="say which pipelines file is used, list its pipelines and exit"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
+    list_pipelines: bool = typer.Option(False, "--list-pipelines", "--list", help=LIST_HELP),
 ) -> None:
     from mosic.precompute.runner import Interrupted, precompute
 
@@ -75,7 +80,7 @@ def run(
             "tracker.name": tracker,
             "tracker.grid": grid,
             "tracker.checkpoint": str(checkpoint) if checkpoint else None,
-            "tracker.batch_size": batch_size,
+            "tracker.batch_size": batch_size if batch_size is not None else batch_alias,
             "tracker.device": device,
             "tracker.precision": precision,
             "clips.length": length,
@@ -85,11 +90,15 @@ def run(
             "clips.track_size": parse_size(track_size) if track_size else None,
             "stores": stores or None,
             "store.clips_per_chunk": clips_per_chunk,
+            **parse_pipeline_sets(set_),
         },
     )
     parse_device(cfg.tracker.device)  # one line when the device is absent
     if clips_per_video is not None and stride is None and cfg.clips.stride is not None:
         cfg = cfg.model_copy(update={"clips": cfg.clips.model_copy(update={"stride": None})})
+    if print_config:
+        typer.echo(resolved_config(cfg, config))
+        return
     try:
         res = precompute(cfg, store=store, retry_failed=retry_failed, progress=progress, shard=_parse_shard(shard))
     except Interrupted as e:

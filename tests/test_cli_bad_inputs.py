@@ -61,7 +61,7 @@ BAD = [
     ("mosic-train", ["--set", "epochs=many"], "epochs must be a valid integer"),
     ("mosic-train", ["--stores", "{stores}", "--root", "{syn}", "--pipeline", "synthetic-oracle",
                      "--set", "tracker.grid=4", "--set", "clips.length=4", "--set", "clips.step=2",
-                     "--set", "clips.clips_per_video=2", "--out", "{base}/t"], "--set tracker.name=lk"),
+                     "--set", "clips.clips_per_video=2", "--out", "{base}/t"], "train on it with `--tracker lk`"),
     ("mosic-eval", [*EVAL_RUN, "--device", "auto", "--set", "video.bogus=1"], "no setting 'bogus'"),
     ("mosic-eval", [*EVAL_RUN, "--device", "cuda:99"], "--device cuda:99:"),
     ("mosic-eval", [*EVAL_RUN, "--device", "gpu"], "--device 'gpu'"),
@@ -142,7 +142,7 @@ def test_ctrl_c_in_precompute_says_what_was_kept_and_progress_counts_finished_cl
     assert lines_when_piped(fake_err)
     r = runner.invoke(pre, ["--root", str(made["syn"]), "--stores", str(tmp_path / "s"), "--grid", "4",
                             "--length", "4", "--step", "2", "--clips-per-video", "2", "--clips-per-chunk", "2",
-                            "--batch-size", "2"])
+                            "--tracker-batch-size", "2"])
     assert r.exit_code == 130, r.output
     assert "interrupted: 2 of 6 clips are saved in " in r.output and "run the same command again" in r.output
     assert "Traceback" not in r.output

@@ -280,3 +280,25 @@ def test_the_last_partial_batch_is_kept_as_the_official_loader(store, tmp_path):
         from mosic.train.train import lr_factor  # the cosine spans every step, the partial ones included
 
         assert lines[-1]["lr_head"] == pytest.approx(ts.optim.lr_head * lr_factor(steps - 1, steps, 0, 0.0))
+
+
+def test_tracker_option_selects_the_store_and_a_too_large_batch_says_what_works(store, tmp_path):
+    """`mosic-train --tracker oracle` finds the store `mosic-precompute --tracker oracle` made (the
+    pipeline's own tracker is lk), and a batch larger than the epoch names --batch-size /
+    train.batch_size and train.clip_sampling=all with numbers that fit (4 videos, 8 clips here)."""
+    from typer.testing import CliRunner
+
+    from mosic.train.cli import app
+
+    cfg, _ = store
+    tiny = ["--set", "train.model.img_size=56", "--set", "train.grid=2", "--set", "train.validate.every=0",
+            "--model-kwargs", '{"depth": 1, "embed_dim": 48, "num_heads": 3}', "--workers", "0", "--no-progress"]
+    base = ["--pipeline", "synthetic", "--stores", cfg.stores, "--set", f"dataset.root={cfg.dataset.root}",
+            *CLI_STORE, *tiny, "--out", str(tmp_path / "run"), "--batch-size", "6"]
+    r = CliRunner().invoke(app, base)
+    assert r.exit_code == 2 and "no complete store" in r.output and "`--tracker oracle`" in r.output, r.output
+    r = CliRunner().invoke(app, [*base, "--tracker", "oracle"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    err = r.output.strip().splitlines()[-1]
+    assert "gives 4 training items per epoch" in err and "(train.batch_size)" in err, err
+    assert "--batch-size 4" in err and "--set train.clip_sampling=all" in err and "8 clips" in err, err

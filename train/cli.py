@@ -12,37 +12,17 @@ from typing import List, Optional
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import (DEVICE_HELP, check_setting, friendly_errors, lines_when_piped, parse_device,
-                               parse_set_value, setup_logging)
+from mosic.cli_common import (CONFIG_HELP, DEVICE_HELP, LIST_HELP, PIPELINE_HELP, PRINT_CONFIG_HELP, SET_HELP,
+                               friendly_errors, lines_when_piped, parse_device, parse_model_kwargs,
+                               parse_pipeline_sets, resolved_config, setup_logging)
 from mosic.config import describe_pipelines, load_pipeline
 from mosic.weights_check import check_weights_file
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
 
-_PIPELINE_FIELDS = {"dataset", "clips", "tracker", "store", "stores", "train"}
-
-
 def _parse_sets(sets: list[str]) -> dict:
-    from mosic.config import PipelineConfig
-    from mosic.train.config import TrainSettings
-
-    out = {}
-    for s in sets:
-        if "=" not in s:
-            raise MosicError(f"--set expects KEY=VALUE (e.g. loss.temperature=0.2), got {s!r}")
-        k, v = s.split("=", 1)
-        k = k.strip()
-        value = parse_set_value(k, v)
-        # pipeline fields (dataset., clips., tracker., store., stores) as they are, the rest under train.
-        if k.split(".")[0] in _PIPELINE_FIELDS - {"train"}:
-            check_setting(PipelineConfig, k, value, shown=s)
-            out[k] = value
-        else:
-            k = k[len("train."):] if k.startswith("train.") else k
-            check_setting(TrainSettings, k, value, shown=s)
-            out["train." + k] = value
-    return out
+    return parse_pipeline_sets(sets)
 
 
 @app.command(
@@ -51,17 +31,19 @@ def _parse_sets(sets: list[str]) -> dict:
     "Sinkhorn-Knopp in every frame, and the student, from each trajectory's first-frame point, predicts "
     "the teacher's cluster of that trajectory in every later frame. "
     "Settings come from the pipeline's `train:` section in pipelines.yaml; the options below and "
-    "--set KEY=VALUE (any train field, e.g. --set loss.symmetric=true) override them. The run folder "
+    "--set KEY=VALUE (any pipelines.yaml key, e.g. --set train.loss.symmetric=true or --set tracker.grid=8: "
+    "pipeline fields select the store) override them. The run folder "
     "gets config.json, log.jsonl, checkpoints/ and backbone.pth (a timm state dict).",
 )
 @friendly_errors
 def run(
-    pipeline: str = typer.Option("synthetic", help="pipeline name in pipelines.yaml"),
-    config: Optional[Path] = typer.Option(
-        None, help="pipelines file (default: $MOSIC_PIPELINES, else ./pipelines.yaml, else the packaged defaults)"),
+    pipeline: str = typer.Option("synthetic", help=PIPELINE_HELP),
+    config: Optional[Path] = typer.Option(None, help=CONFIG_HELP),
     store: Optional[str] = typer.Option(
         None, help="store path or URL (s3://bucket/x.zarr) to train on (default: the one in stores/ that fits)"),
     stores: Optional[str] = typer.Option(None, help="stores folder or URL prefix (s3://bucket/stores) to look in"),
+    tracker: Optional[str] = typer.Option(
+        None, help="cotracker3 | lk | oracle: train on the store made by this tracker (tracker.name)"),
     root: Optional[Path] = typer.Option(None, help="frames folder, if it moved since precompute"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<pipeline>)"),
     max_steps: Optional[int] = typer.Option(None, help="stop after N steps (default: epochs x steps/epoch)"),
@@ -72,18 +54,21 @@ def run(
         None, help="clips per student forward/backward on one process (gradient accumulation; same Sinkhorn batch)"),
     model: Optional[str] = typer.Option(None, help="timm model name"),
     weights: Optional[Path] = typer.Option(None, help="backbone weights file: a timm state dict or an official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP checkpoint"),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="hub weights or random init"),
+    model_kwargs: Optional[str] = typer.Option(
+        None, "--model-kwargs", help="extra timm create_model arguments as a mapping, e.g. '{depth: 2}' (model.kwargs)"),
+    pretrained: Optional[bool] = typer.Option(
+        None, "--pretrained/--no-pretrained", help="the hub's weights, or a random initialisation"),
+    random_init: bool = typer.Option(False, "--random", hidden=True, help="the same as --no-pretrained"),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers per process"),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16"),
     seed: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint"),
-    set_: List[str] = typer.Option([], "--set", help="KEY=VALUE: any train setting (loss.temperature=0.2) or "
-                                   "pipeline field (tracker.grid=8, clips.length=8) the store must have"),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
     progress: bool = typer.Option(True, help="show a progress bar"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
-    list_pipelines: bool = typer.Option(
-        False, "--list-pipelines", help="say which pipelines file is used, list its pipelines and exit"),
+    list_pipelines: bool = typer.Option(False, "--list-pipelines", "--list", help=LIST_HELP),
 ) -> None:
     from mosic.train.config import train_settings
     from mosic.train.train import train
@@ -92,8 +77,13 @@ def run(
     if list_pipelines:
         typer.echo(describe_pipelines(config))
         return
+    if random_init:
+        if pretrained:
+            raise MosicError("give only one of --pretrained and --no-pretrained (--random)")
+        pretrained = False
     over = {
         "stores": stores or None,
+        "tracker.name": tracker,
         "train.store": store or None,
         "train.source_root": str(root) if root else None,
         "train.max_steps": max_steps,
@@ -103,6 +93,7 @@ def run(
         "train.model.name": model,
         "train.model.weights": str(weights) if weights else None,
         "train.model.pretrained": pretrained,
+        "train.model.kwargs": parse_model_kwargs(model_kwargs, "--model-kwargs") if model_kwargs else None,
         "train.num_workers": workers,
         "train.device": device,
         "train.precision": precision,
@@ -111,6 +102,9 @@ def run(
     }
     cfg = load_pipeline(pipeline, config, over)
     ts = train_settings(cfg.train)
+    if print_config:
+        typer.echo(resolved_config(cfg, config))
+        return
     parse_device(ts.device)  # one line when the device is absent
     check_weights_file(ts.model.weights)  # before any data is read: the file itself (architecture: at loading)
     run_dir = out or Path(ts.out) / pipeline

@@ -112,7 +112,8 @@ def resolve_store(cfg: PipelineConfig, ts: TrainSettings) -> Location:
         if near is not None:
             p, diffs = near
             fields = ", ".join(f"{k} (store {have!r}, pipeline {want!r})" for k, have, want in diffs)
-            sets = " ".join(f"--set {k}={yaml_value(have)}" for k, have, _ in diffs)
+            sets = " ".join(f"--tracker {have}" if k == "tracker.name" else f"--set {k}={yaml_value(have)}"
+                            for k, have, _ in diffs)  # --tracker: the shortcut mosic-precompute has too
             raise MosicError(
                 f"no complete store in {stores}/ fits pipeline {cfg.name!r}; the nearest, {p.name}, differs in "
                 f"{fields}: train on it with `{sets}`, or make the pipeline's store with "
@@ -401,6 +402,28 @@ def per_process_batch(global_batch: int, world: int) -> int:
     return global_batch // world
 
 
+def check_batch_fits(items: int, stored_clips: int, global_batch: int, world: int, clip_sampling: str) -> None:
+    """Refuse a global batch larger than an epoch's items, naming the two settings that fix it and
+    the numbers that would work: a batch of at most ``items`` (a multiple of the process count),
+    or every stored clip in every epoch (``clip_sampling: all``) when that gives enough items."""
+    if items >= global_batch:
+        return
+    fits = items - items % world
+    ways = []
+    if fits >= 1:
+        ways.append(f"--batch-size {fits} (train.batch_size; at most {items}"
+                    + (f", a multiple of the {world} processes" if world > 1 else "") + ")")
+    if clip_sampling != "all" and stored_clips >= global_batch:
+        ways.append(f"--set train.clip_sampling=all (every one of the store's {stored_clips} clips in every epoch, "
+                    f"not one per video)")
+    if not ways:
+        ways.append("a store with more clips (more videos, or a smaller clips.stride at precompute)")
+    what = "videos" if clip_sampling == "per_video" else "clips"
+    raise MosicError(f"the store gives {items} training items per epoch ({what}, train.clip_sampling={clip_sampling}), "
+                     f"fewer than one global batch of {global_batch} clips (train.batch_size): use "
+                     + ", or ".join(ways))
+
+
 def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, progress: bool, ddp: Dist,
            device: torch.device) -> dict:
     out = Path(out)
@@ -433,9 +456,7 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     if ddp.main:
         print(start_summary(dataset), flush=True)
     per_rank = per_process_batch(ts.batch_size, ddp.world)
-    if len(dataset) < ts.batch_size:
-        raise MosicError(f"the store gives {len(dataset)} training items per epoch, fewer than one global batch "
-                         f"of {ts.batch_size} clips (batch_size)")
+    check_batch_fits(len(dataset), len(dataset.indices), ts.batch_size, ddp.world, ts.clip_sampling)
     loader = make_loader(dataset, batch_size=per_rank, num_workers=ts.num_workers, shuffle=True,
                          seed=ts.seed, drop_last=ts.drop_last, distributed=ddp.enabled,
                          pin_memory=device.type == "cuda", timeout=LOADER_TIMEOUT_S)
