@@ -580,7 +580,7 @@ def part_eval(ctx: Ctx) -> dict:
     groups = [protos] if cfg["device"] == "cpu" else [[p_] for p_ in protos]
     for group in groups:
         proto = ",".join(group)
-        cmd = [sys.executable, "-m", "mosic.evaluation.cli", "run", "--model", cfg["model"], "--random",
+        cmd = [sys.executable, "-m", "mosic.evaluation.cli", "run", "--model", cfg["model"], "--no-pretrained",
                "--device", cfg["device"], "--protocols", proto, "--out", str(ctx.work / f"eval-{proto}"),
                "--seed", "0"]
         if cfg["kwargs"]:
