@@ -1,4 +1,4 @@
-"""Data set readers for evaluation (evaluation/datasets.py): tiny hand-made VOC, ADE20K, DAVIS and
+"""Data set readers for evaluation (evaluation/datasets/, one module per data set): tiny hand-made VOC, ADE20K, DAVIS and
 YouTube-VOS folders, the synthetic set, and the synthetic -> VOC export."""
 
 from __future__ import annotations
@@ -570,3 +570,19 @@ def test_ytvos_heldout_split_scores_only_the_videos_training_leaves_out(tmp_path
     monkeypatch.setattr(holdout, "YTVOS_HOLDOUT", min(ra, rb) / 2)
     with pytest.raises(MosicError, match="held out"):
         D.open_video_dataset("ytvos", tmp_path, "heldout")
+
+
+def test_one_module_per_data_set_behind_the_registry_and_the_old_names_still_import():
+    import importlib
+
+    old = ("ADE20K_CLASSES DEFAULT_CLIP_FRAMES EXPORT_FORMAT EXPORT_MARKER IGNORE SEG_KINDS SYNTHETIC_EVERY SegDataset "
+           "SegSample VIDEO_KINDS VOC_CLASSES VideoClipSample VideoSegDataset export_synthetic_voc open_seg_dataset "
+           "open_video_dataset select_frames voc_colormap").split()
+    assert [n for n in old if not hasattr(D, n)] == []
+    assert D.SEG_KINDS == ("voc", "ade20k", "synthetic") and D.VIDEO_KINDS == ("davis", "ytvos", "synthetic")
+    for kind in {*D.SEG_KINDS, *D.VIDEO_KINDS}:
+        importlib.import_module(f"mosic.evaluation.datasets.{kind}")
+    assert D._open_voc.__module__.endswith(".voc") and D._open_davis.__module__.endswith(".davis")
+    assert D.VIDEO_READERS["ytvos"].__module__.endswith(".ytvos")
+    with pytest.raises(MosicError, match="unknown image segmentation data set 'coco'"):
+        D.open_seg_dataset("coco", ".", "val")
