@@ -374,3 +374,19 @@ def test_generation_speed():
     finally:
         cv2.setNumThreads(-1)
     assert best >= 50, f"{best:.0f} frames/s"
+
+
+def test_the_set_in_parts_and_every_old_name_still_imports():
+    """mosic/data/synthetic/ holds one concept per module (drawing, motion, scene, ground truth,
+    writing, the frame source); mosic.data.synthetic still gives every name it had."""
+    import importlib
+
+    import mosic.data.synthetic as S
+    from mosic.data import SOURCES
+
+    old = "CLASSES CLASS_SHAPES CLASS_TEXTURES GENERATOR GT_FORMAT JPEG_QUALITY Layer MIN_SIZE Scene SyntheticGroundTruth SyntheticSource apply_affine cv2_matrix generate generation_spec invert_affines is_generated load_classes load_ground_truth make_scene read_spec shape_sdf write_video list_jpegs voc_colormap".split()
+    assert [n for n in old if not hasattr(S, n)] == []
+    for part, name in [("drawing", "shape_sdf"), ("motion", "invert_affines"), ("scene", "make_scene"),
+                       ("ground_truth", "SyntheticGroundTruth"), ("writing", "generate"), ("source", "SyntheticSource")]:
+        assert getattr(importlib.import_module(f"mosic.data.synthetic.{part}"), name) is getattr(S, name)
+    assert SOURCES.get("synthetic") is S.SyntheticSource
