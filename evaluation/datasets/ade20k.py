@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 import numpy as np
+
 from mosic import MosicError
 from mosic.evaluation.datasets.base import (
     IGNORE, SegDataset, SegSample, _FileItem, _check_same_size, _list_files, _read_image,

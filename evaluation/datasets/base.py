@@ -9,9 +9,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
 import cv2
 import numpy as np
 from PIL import Image
+
 from mosic import MosicError
 from mosic.data.sources import decode_jpeg, list_jpegs, natural_key
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from mosic import MosicError
 from mosic.evaluation.datasets.base import VideoSegDataset, _read_split_list, _scan_video
 

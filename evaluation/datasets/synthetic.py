@@ -8,8 +8,10 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 from PIL import Image
+
 from mosic import MosicError
 from mosic.data.sources import voc_colormap
 from mosic.evaluation.datasets.base import (

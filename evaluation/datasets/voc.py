@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+
 from mosic import MosicError
 from mosic.evaluation.datasets.base import (
     SegDataset, SegSample, _FileItem, _check_class_range, _check_same_size, _read_classes_txt,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
 import numpy as np
+
 from mosic import MosicError
 from mosic.evaluation.datasets.base import IGNORE, VideoSegDataset, _scan_video
 
