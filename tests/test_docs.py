@@ -1,5 +1,6 @@
 """Docs that cannot rot: every command line in the README and docs/ names a command that exists,
-with flags its real argument parser accepts, and every relative link resolves.
+with flags its real argument parser accepts (and, for the pipeline commands, --set keys their strict
+parser accepts), and every relative link resolves.
 
 The commands are checked against the parsers themselves (typer/click commands through
 ``typer.main.get_command``, argparse through ``build_parser()``), never against a copy of their flags.
@@ -145,6 +146,26 @@ def check_command(parser, args: list[str], where: Line) -> list[str]:
     return problems
 
 
+PIPELINE_MODULES = ("mosic.train", "mosic.precompute")  # commands whose --set keys are pipelines.yaml keys
+
+
+def check_sets(module: str, args: list[str], where: Line) -> list[str]:
+    """Each ``--set KEY=VALUE`` of a pipeline command read by the command's own strict parser."""
+    from mosic import MosicError
+    from mosic.cli_common import parse_pipeline_sets
+
+    if not module.startswith(PIPELINE_MODULES):
+        return []
+    problems = []
+    for i, a in enumerate(args[:-1]):
+        if a == "--set":
+            try:
+                parse_pipeline_sets([args[i + 1]])
+            except MosicError as e:
+                problems.append(f"{where}: {e}")
+    return problems
+
+
 def check_line(line: Line, scripts: dict[str, str], targets: set[str]) -> list[str]:
     problems: list[str] = []
     for seg in segments(line.text):
@@ -158,11 +179,13 @@ def check_line(line: Line, scripts: dict[str, str], targets: set[str]) -> list[s
                 i = args.index("-m")
                 module, args = args[i + 1], args[i + 2:]
                 problems += check_command(_parser_of(module), args, line)
+                problems += check_sets(module, args, line)
         elif prog.startswith("mosic-"):
             if prog not in scripts:
                 problems.append(f"{line}: no command {prog} (pyproject.toml [project.scripts])")
             else:
                 problems += check_command(_parser_of(scripts[prog].removesuffix(".cli")), args, line)
+                problems += check_sets(scripts[prog], args, line)
         elif prog == "make":
             for a in args:
                 if a.startswith("-") or "=" in a:
@@ -202,6 +225,8 @@ def test_every_relative_link_resolves():
         ("torchrun --nproc_per_node 2 -m mosic.train --bogus", "--bogus"),
         ("mosic-nothing --help", "mosic-nothing"),
         ("python -m mosic.demo --videos 4 --frobnicate", "--frobnicate"),
+        ("mosic-train --pipeline ytvos --set train.loss.temprature=0.2", "train.loss.temprature"),
+        ("mosic-precompute --set tracker.grid=many", "tracker.grid"),
     ],
 )
 def test_checker_catches_wrong_commands(text, bad):
