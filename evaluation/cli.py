@@ -375,8 +375,8 @@ def run(
     pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (the default without --weights/--no-pretrained)"),
     random_init: bool = typer.Option(False, "--no-pretrained", help="a random initialisation (a baseline)"),
     random_alias: bool = typer.Option(False, "--random", hidden=True, help="the same as --no-pretrained"),
-    model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON object of extra timm create_model "
-                                               "arguments, e.g. '{\"depth\": 2, \"embed_dim\": 48, \"num_heads\": 3}'"),
+    model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="extra timm create_model arguments as a "
+                                               "JSON object or YAML mapping (model.kwargs), e.g. '{\"depth\": 2, \"embed_dim\": 48, \"num_heads\": 3}'"),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=14, help="input size for every protocol "
                                            "(default: each protocol's published size)"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="image data set: voc | ade20k | synthetic"),
@@ -668,7 +668,7 @@ def show(
     pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (default without --weights/--no-pretrained)"),
     random_init: bool = typer.Option(False, "--no-pretrained", help="a random initialisation"),
     random_alias: bool = typer.Option(False, "--random", hidden=True, help="the same as --no-pretrained"),
-    model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON object of extra timm arguments"),
+    model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="extra timm arguments (model.kwargs), as on run"),
     video_dataset: str = typer.Option(..., "--video-dataset", help="davis | ytvos | synthetic"),
     video_root: Path = typer.Option(..., "--video-root", help="video data set folder"),
     video_split: Optional[str] = typer.Option(None, "--video-split"),

@@ -33,7 +33,7 @@ def run(
     dataset: Optional[str] = typer.Option(None, help="frame source: ytvos | davis | videos | synthetic"),
     root: Optional[Path] = typer.Option(None, help="the data set's folder"),
     split: Optional[str] = typer.Option(None, help="split (ytvos/synthetic: train|valid; davis: 480p)"),
-    tracker: Optional[str] = typer.Option(None, help="cotracker3 | lk | oracle"),
+    tracker: Optional[str] = typer.Option(None, help="cotracker3 | lk | oracle (tracker.name)"),
     grid: Optional[int] = typer.Option(None, help="G: track a G x G grid of query points"),
     checkpoint: Optional[Path] = typer.Option(None, help="tracker weights (cotracker3: scaled_offline.pth)"),
     batch_size: Optional[int] = typer.Option(
