@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from mosic import MosicError
+from mosic.cli_common import lines_when_piped
 
 
 def _banner(text: str) -> None:
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    lines_when_piped()  # progress as periodic log lines in pipes and log files, as every command
     try:
         run(a.data, a.stores, a.videos, a.seed, a.out, a.train_steps)
     except MosicError as e:
