@@ -26,6 +26,17 @@ SYNTHETIC_EVERY = 4
 _LABEL_MODES = ("P", "L")
 
 
+def _index(i: int, n: int, name: str, what: str) -> int:
+    """``i`` as a position among ``n`` items (negative counts from the end), or an IndexError naming
+    the data set."""
+    i = int(i)
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(f"{name}: index {i} out of range ({n} {what})")
+    return i
+
+
 # ------------------------------------------------------------------------------------------------
 # samples and data sets
 # ------------------------------------------------------------------------------------------------
@@ -79,13 +90,7 @@ class SegDataset:
         return len(self._items)
 
     def __getitem__(self, i: int) -> SegSample:
-        n = len(self._items)
-        i = int(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"{self.name}: index {i} out of range ({n} images)")
-        return self._load(self._items[i])
+        return self._load(self._items[_index(i, len(self._items), self.name, "images")])
 
     def subset(self, fraction: float, seed: int) -> SegDataset:
         """``fraction`` (0 < f <= 1) of the images, drawn at random with ``seed`` (the Hummingbird data
@@ -190,14 +195,8 @@ class VideoSegDataset:
         return select_frames(v.annotated, self.frames, self.seed, v.id)
 
     def __getitem__(self, i: int) -> VideoClipSample:
-        n = len(self._videos)
-        i = int(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"{self.name}: index {i} out of range ({n} videos)")
-        v = self._videos[i]
-        idx = select_frames(v.annotated, self.frames, self.seed, v.id)
+        i = _index(i, len(self._videos), self.name, "videos")
+        v, idx = self._videos[i], self.frame_indices(i)
         frames, labels = self._read(v, idx)
         return VideoClipSample(v.id, frames, labels, idx)
 
