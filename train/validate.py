@@ -1,8 +1,9 @@
 """In-training validation: every ``validate.every`` optimiser steps (step 0 included) and at the
 end, a quick dense protocol on a held-out image set scores the teacher's backbone (or the
-student's), as the official training validates (dense clustering of its features on Pascal VOC val
-once per epoch). Rank 0 only; the other ranks wait in the next step's collectives for the time the
-validation itself takes.
+student's). The official training validates too, differently: a Hummingbird in-context run of
+the student on Pascal VOC val at the start of every epoch, on every rank (docs/recipes.md, the
+deviation table). Here rank 0 only; the other ranks wait in the next step's collectives for the
+time the validation itself takes.
 
 - ``clustering``: K-means of the patch tokens (standardised, PCA 50; K = the classes, Hungarian
   matching), 20 iterations x 1 restart, one seed: :func:`mosic.evaluation.protocols.clustering.frozen_clustering`;
