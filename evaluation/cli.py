@@ -35,7 +35,7 @@ import typer
 from mosic import MosicError
 from mosic.cli_common import (DEVICE_HELP, check_like_default, friendly_errors, lines_when_piped, nearest,
                                parse_device, parse_model_kwargs, parse_set_value, setup_logging)
-from mosic.weights_check import preflight, set_random_init_flag
+from mosic.weights_check import preflight
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
                   help="Evaluate dense features: linear / clustering / in-context segmentation on images, "
@@ -302,11 +302,8 @@ class Backbones:
         if size not in self._cache:
             self._cache.clear()
             torch_seed()
-            try:
-                net = create_backbone(self.model, pretrained=self.pretrained, weights=self.weights, img_size=size,
-                                      **self.kwargs)
-            except MosicError as e:  # name this command's option for a random initialisation
-                raise MosicError(str(e).replace("--no-pretrained", "--random")) from None
+            net = create_backbone(self.model, pretrained=self.pretrained, weights=self.weights, img_size=size,
+                                  **self.kwargs)
             self._cache[size] = net.eval().to(self.device)
         return self._cache[size]
 
@@ -457,7 +454,6 @@ def run(
         call_settings(protocol_function(p), p, quick, user.get(p, {}), {})
 
     device = parse_device(device)
-    set_random_init_flag("--no-pretrained")
     preflight(model, weights, not random_init and weights is None, mkw)
     wlabel = weights_label(weights, pretrained, random_init)
     row_name = name or f"{model} ({wlabel})"
@@ -695,7 +691,6 @@ def show(
     if out.suffix.lower() not in (".gif", ".png"):
         raise MosicError(f"--out must end in .gif or .png, got {out}")
     device = parse_device(device)
-    set_random_init_flag("--no-pretrained")
     q = QUICK["video"] if quick else {}
     size = img_size or q.get("img_size", PAPER["img_size"])
     vds = _open_video(video_dataset, video_root, video_split or VIDEO_SPLITS[video_dataset], video_frames, seed)

@@ -22,17 +22,8 @@ from typing import Any
 
 from mosic import MosicError
 
-#: the option that gives a randomly initialised backbone on the command in use (its help names it)
-_RANDOM_INIT_FLAG = ["--no-pretrained"]
-
 #: top-level keys of a mosic training checkpoint (train/train.py)
 _TRAINING_KEYS = {"student", "teacher", "optimizer", "step"}
-
-
-def set_random_init_flag(flag: str) -> None:
-    """The option that selects random initialisation on this command (``--no-pretrained`` for
-    mosic-train and mosic-eval alike), named by the hub error."""
-    _RANDOM_INIT_FLAG[0] = flag
 
 
 def preflight(name: str, weights: str | Path | None = None, pretrained: bool = False,
@@ -225,4 +216,4 @@ def check_hub(name: str, timeout: float = 5.0) -> None:
         return
     raise MosicError(f"cannot reach the Hugging Face hub at {host} ({reason}) and the weights of {name!r} "
                      f"({repo}) are not in the local cache: pass a local file with --weights PATH, or "
-                     f"{_RANDOM_INIT_FLAG[0]} for a random initialisation")
+                     "--no-pretrained for a random initialisation")

@@ -85,15 +85,12 @@ def offline(monkeypatch):
 
 def test_unreachable_hub_one_attempt_then_the_commands_flag(offline, tmp_path):
     from mosic.evaluation.cli import app as eval_app
-    from mosic.weights_check import set_random_init_flag
 
-    set_random_init_flag("--no-pretrained")
     with pytest.raises(MosicError, match=r"cannot reach the Hugging Face hub .* --weights PATH, or --no-pretrained"):
         check_hub("vit_small_patch14_dinov2.lvd142m")
     r = runner.invoke(eval_app, ["run", "--model", "vit_small_patch14_dinov2", "--protocols", "video",
                                  "--video-dataset", "synthetic", "--video-root", str(tmp_path), "--out",
                                  str(tmp_path / "r")])
-    set_random_init_flag("--no-pretrained")
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     assert "or --no-pretrained for a random initialisation" in r.output  # one spelling on every command
 
