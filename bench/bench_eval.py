@@ -176,7 +176,7 @@ def main() -> None:
 
     from mosic.evaluation.dense import kmeans, patch_features
     from mosic.evaluation.protocols.incontext import knn_labels
-    from mosic.train.model import create_backbone
+    from mosic.backbones import create_backbone
 
     torch.set_num_threads(2)
     results = {}

@@ -45,7 +45,8 @@ def one(family: str, batch: int, frames: int, steps: int, threads: int) -> dict:
     import torch
 
     from mosic.train.config import train_settings
-    from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
+    from mosic.backbones import create_backbone
+    from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
     from mosic.train.train import mosic_step, param_groups
 
     torch.set_num_threads(threads)

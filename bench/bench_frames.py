@@ -59,7 +59,7 @@ def old_to_tensor(frames):
     """The normalisation as it was before this benchmark's changes (three passes), for "before"."""
     import torch
 
-    from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD
+    from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
 
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)

@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     from mosic.precompute.runner import precompute
     from mosic.store_schema.controls import write_control_store
     from mosic.train.config import train_settings
-    from mosic.train.model import MoSiCModel, create_backbone
+    from mosic.backbones import create_backbone
+    from mosic.train.model import MoSiCModel
     from mosic.train.train import train
 
     variants = a.variants.split(",")

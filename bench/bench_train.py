@@ -51,7 +51,8 @@ def main() -> None:
     from mosic.precompute.runner import precompute
     from mosic.train.config import train_settings
     from mosic.train.data import ClipDataset, make_loader
-    from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
+    from mosic.backbones import create_backbone
+    from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
     from mosic.train.train import mosic_step, param_groups, store_requirements
 
     torch.set_num_threads(2)
@@ -72,7 +73,7 @@ def main() -> None:
                                   drop_last=True, distributed=False)))
     u8_bytes = batch["frames"].numel()  # the loader hands frames over as uint8 ...
     # ... and the training loop normalises them on its device (here the CPU), as train.py does
-    from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD
+    from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
     from mosic.train.train import device_batch
 
     batch = device_batch(batch, torch.device("cpu"), IMAGENET_MEAN, IMAGENET_STD)

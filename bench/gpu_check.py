@@ -311,8 +311,10 @@ def build_step(ctx: Ctx, store: Path, pfile: Path):
 
     from mosic.config import load_pipeline
     from mosic.train.config import train_settings
-    from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
-    from mosic.train.train import autocast_for, mosic_step, param_groups
+    from mosic.backbones import create_backbone
+    from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
+    from mosic.devices import autocast, resolve_precision
+    from mosic.train.train import mosic_step, param_groups
 
     cfg = ctx.cfg
     pc = load_pipeline("check", pfile)
@@ -326,7 +328,8 @@ def build_step(ctx: Ctx, store: Path, pfile: Path):
     teacher = make_teacher(student)
     ema = TeacherEMA(student, teacher, ts.ema)
     opt = torch.optim.AdamW(param_groups(student, ts.optim), betas=ts.optim.betas)
-    amp, precision = autocast_for(dev, ts.precision)
+    precision = resolve_precision(ts.precision, dev)
+    amp = autocast(dev, precision)
 
     def full(batch, step=0):
         student.normalize_prototypes()
@@ -355,7 +358,7 @@ def build_step(ctx: Ctx, store: Path, pfile: Path):
 
 def to_device(batch: dict, dev) -> dict:
     """What the training loop does with a loader's batch: to the device, frames normalised there."""
-    from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD
+    from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
     from mosic.train.train import device_batch
 
     return device_batch(batch, dev, IMAGENET_MEAN, IMAGENET_STD)

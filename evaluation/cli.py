@@ -33,9 +33,10 @@ import numpy as np
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import (DEVICE_HELP, check_like_default, friendly_errors, lines_when_piped, nearest,
-                               parse_device, parse_model_kwargs, parse_set_value, setup_logging)
-from mosic.weights_check import preflight
+from mosic.cli_common import (check_like_default, friendly_errors, lines_when_piped, nearest,
+                               parse_model_kwargs, parse_set_value, setup_logging)
+from mosic.devices import DEVICE_HELP, resolve_device
+from mosic.files import file_sha256
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
                   help="Evaluate dense features: linear / clustering / in-context segmentation on images, "
@@ -233,16 +234,6 @@ def effective_settings(fn: Callable, kw: dict) -> dict:
     return json.loads(json.dumps(out, default=str))
 
 
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def backbone_provenance(model: str, weights: Path | None, pretrained: bool, random: bool, kwargs: dict) -> dict:
     """What the backbone was: timm model name and arguments, and where its weights came from (the
     SHA-256 of a weights file; the hub tag; or a seeded random initialisation)."""
@@ -288,7 +279,7 @@ class Backbones:
     def input_size(self, size: int) -> int:
         """``size`` (or --img-size) rounded to the nearest multiple of the backbone's patch, a tie
         rounding up (504 px is 512 for patch 16: 32 x 32 patches)."""
-        from mosic.train.backbones import model_patch_size, round_to_patch
+        from mosic.backbones import model_patch_size, round_to_patch
 
         size = self.img_size or size
         if self._patch is None:
@@ -296,7 +287,7 @@ class Backbones:
         return round_to_patch(size, self._patch)
 
     def get(self, size: int):
-        from mosic.train.model import create_backbone
+        from mosic.backbones import create_backbone
 
         size = self.input_size(size)
         if size not in self._cache:
@@ -312,12 +303,6 @@ def torch_seed(seed: int = 0) -> None:
     import torch
 
     torch.manual_seed(seed)  # a --random backbone is the same for every size and run
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _open_image(kind: str, root: Path, split: str):
@@ -453,7 +438,9 @@ def run(
     for p in protos:  # fail before any work if a protocol module is missing or a --set key is unknown
         call_settings(protocol_function(p), p, quick, user.get(p, {}), {})
 
-    device = parse_device(device)
+    device = str(resolve_device(device))
+    from mosic.backbones import preflight  # torch: not for --help
+
     preflight(model, weights, not random_init and weights is None, mkw)
     wlabel = weights_label(weights, pretrained, random_init)
     row_name = name or f"{model} ({wlabel})"
@@ -690,7 +677,7 @@ def show(
         raise MosicError(f"--video-dataset must be one of {', '.join(VIDEO_KINDS)}, got {video_dataset!r}")
     if out.suffix.lower() not in (".gif", ".png"):
         raise MosicError(f"--out must end in .gif or .png, got {out}")
-    device = parse_device(device)
+    device = str(resolve_device(device))
     q = QUICK["video"] if quick else {}
     size = img_size or q.get("img_size", PAPER["img_size"])
     vds = _open_video(video_dataset, video_root, video_split or VIDEO_SPLITS[video_dataset], video_frames, seed)

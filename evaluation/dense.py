@@ -7,8 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mosic.backbones import mean_std
+
 #: the standard deviation open-hummingbird-eval normalises with (its blue channel reads 0.255, a
 #: typo of 0.225 that the published in-context figures were computed with)
 HUMMINGBIRD_STD = (0.229, 0.224, 0.255)
@@ -22,8 +22,6 @@ def patch_features(backbone: torch.nn.Module, frames: np.ndarray, img_size: int,
     resized to img_size x img_size and normalised with the mean and std of the backbone's
     ``pretrained_cfg`` (``std`` given: that std instead). ``normalize=False``: the tokens as the
     backbone returns them."""
-    from mosic.train.backbones import mean_std
-
     backbone = backbone.eval().to(device)
     model_mean, model_std = mean_std(backbone)
     mean = torch.tensor(model_mean, device=device).view(1, 3, 1, 1)

@@ -199,7 +199,8 @@ def track_prediction(student, teacher, store: str | Path, img_size: int, batch_s
     (``prediction_location``). The teacher's clusters are balanced by Sinkhorn-Knopp over all
     patches of a batch, as in training (so a model whose features merely got smoother cannot
     score by putting most patches in a few clusters); the student's are its argmax. Percent."""
-    from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD, normalize_frames
+    from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
+    from mosic.train.augment import normalize_frames
     from mosic.train.data import ClipDataset, collate_clips
     from mosic.train.ops import sinkhorn
 

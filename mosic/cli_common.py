@@ -45,30 +45,6 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
-DEVICE_HELP = "auto | cpu | cuda | cuda:N (auto: cuda when available, else cpu)"
-
-
-def parse_device(text: str | None) -> str:
-    """A --device value, the same on every command: ``auto`` (or nothing) is ``cuda`` when a GPU is
-    there, else ``cpu``; ``cpu``; ``cuda`` / ``cuda:N`` only when that GPU exists."""
-    import re
-
-    t = (text or "auto").strip().lower()
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", t):
-        raise MosicError(f"--device {text!r}: expected {DEVICE_HELP.split(' (')[0]}")
-    import torch
-
-    if t == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if t.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise MosicError(f"--device {text}: no CUDA GPU is available on this machine (use --device cpu or auto)")
-        n = torch.cuda.device_count()
-        if ":" in t and int(t.split(":")[1]) >= n:
-            raise MosicError(f"--device {text}: this machine has {n} CUDA GPU(s): cuda:0..cuda:{n - 1}")
-    return t
-
-
 # ------------------------------------------------------------------------------------------------
 # --set KEY=VALUE, read strictly
 # ------------------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ from typing import List, Optional
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import (CONFIG_HELP, DEVICE_HELP, LIST_HELP, PIPELINE_HELP, PRINT_CONFIG_HELP, SET_HELP,
-                               friendly_errors, lines_when_piped, parse_device, parse_pipeline_sets, parse_size,
+from mosic.cli_common import (CONFIG_HELP, LIST_HELP, PIPELINE_HELP, PRINT_CONFIG_HELP, SET_HELP,
+                               friendly_errors, lines_when_piped, parse_pipeline_sets, parse_size,
                                resolved_config, setup_logging)
 from mosic.config import describe_pipelines, load_pipeline
+from mosic.devices import DEVICE_HELP, resolve_device
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None)
 
@@ -93,7 +94,7 @@ def run(
             **parse_pipeline_sets(set_),
         },
     )
-    parse_device(cfg.tracker.device)  # one line when the device is absent
+    resolve_device(cfg.tracker.device)  # one line when the device is absent
     if clips_per_video is not None and stride is None and cfg.clips.stride is not None:
         cfg = cfg.model_copy(update={"clips": cfg.clips.model_copy(update={"stride": None})})
     if print_config:

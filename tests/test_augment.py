@@ -9,16 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mosic import MosicError
-from mosic.train.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CropBox,
-    apply_crop,
-    map_points,
-    map_tracks,
-    sample_crop,
-    to_tensor,
-)
+from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
+from mosic.train.augment import CropBox, apply_crop, map_points, map_tracks, sample_crop, to_tensor
 
 HYP = settings(max_examples=60, deadline=None)
 LEVELS = 250.0  # the coordinate frames span 0..250 grey levels across the frame

@@ -7,8 +7,9 @@ import timm
 import torch
 
 from mosic import MosicError
-from mosic.train.backbones import family, mean_std
-from mosic.train.model import MoSiCModel, create_backbone, random_keep_mask
+from mosic.backbones import family, mean_std
+from mosic.backbones import create_backbone
+from mosic.train.model import MoSiCModel, random_keep_mask
 
 # name, family, tiny kwargs, image size (4 x 4 patches); one tiny random instance per family
 FAMILIES = {
@@ -116,7 +117,7 @@ def test_other_models_get_a_clear_error():
 
 
 def test_track_grid_follows_the_patch():
-    from mosic.train.backbones import crop_grid_size
+    from mosic.backbones import crop_grid_size
     from mosic.train.config import TrainSettings
     from mosic.train.ops import min_store_grid
 
@@ -132,7 +133,7 @@ def test_track_grid_follows_the_patch():
 
 
 def test_evaluation_sizes_round_to_the_patch():
-    from mosic.train.backbones import round_to_patch
+    from mosic.backbones import round_to_patch
 
     # the paper preset's sizes: 448 fits both patches; in-context's 504 (36 x 14) is 512 for patch 16
     assert [round_to_patch(s, 14) for s in (448, 504, 224, 112)] == [448, 504, 224, 112]
@@ -162,7 +163,7 @@ def test_evaluation_normalises_with_the_models_mean_and_std():
 
 def test_dinov3_pipeline_shares_the_ytvos_store_with_one_trajectory_per_patch():
     from mosic.config import load_pipeline
-    from mosic.train.backbones import crop_grid_size, model_patch_size
+    from mosic.backbones import crop_grid_size, model_patch_size
     from mosic.train.config import train_settings
     from mosic.train.ops import min_store_grid
     from mosic.train.train import store_requirements

@@ -2,7 +2,6 @@
 with the decoder's reason; Ctrl-C in precompute says what was kept; progress counts finished
 clips and becomes plain log lines in a pipe; training says what it reads."""
 
-import json
 
 import numpy as np
 import pytest

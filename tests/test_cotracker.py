@@ -319,17 +319,6 @@ def test_factory_and_registry(fake, ckpt):
     assert tr.batch_size == 3 and tr.visibility_threshold == 0.7 and tr.device.type == "cpu"
 
 
-def test_device_resolution():
-    assert ct.resolve_device("cpu").type == "cpu"
-    assert ct.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert ct.resolve_precision("auto", torch.device("cpu")) == "fp32"
-    with pytest.raises(MosicError):
-        ct.resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(MosicError, match="CUDA is not available"):
-            ct.resolve_device("cuda")
-
-
 # -- optional: the real package with random weights ---------------------------------------------
 def test_real_cotracker_batch_equals_single(tmp_path):
     predictor_mod = pytest.importorskip("cotracker.predictor")

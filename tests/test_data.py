@@ -13,8 +13,8 @@ from mosic.data.base import FrameReadError
 from mosic.data.synthetic import generate
 from mosic.precompute.runner import precompute
 from mosic.store_schema.reader import StoreError
-from mosic.train.augment import (IMAGENET_MEAN, IMAGENET_STD, CropBox, apply_crop, map_tracks, normalize_frames,
-                                 to_tensor)
+from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
+from mosic.train.augment import CropBox, apply_crop, map_tracks, normalize_frames, to_tensor
 from mosic.train.data import ClipDataset, collate_clips, make_loader
 
 S = 64  # output size used here: small and quick
@@ -393,7 +393,7 @@ def test_default_pipelines_track_a_grid_dense_enough_for_their_crops():
     min_store_grid(train.grid) for its crops."""
     from mosic.config import pipeline_names
     from mosic.train.config import train_settings
-    from mosic.train.backbones import crop_grid_size, model_patch_size
+    from mosic.backbones import crop_grid_size, model_patch_size
     from mosic.train.ops import min_store_grid
 
     for name in pipeline_names():

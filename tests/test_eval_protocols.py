@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mosic.evaluation.datasets import SegDataset, SegSample
-from mosic.evaluation.dense import (IMAGENET_MEAN, IMAGENET_STD, confusion, confusion_miou, dataset_features,
+from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
+from mosic.evaluation.dense import (confusion, confusion_miou, dataset_features,
                               miou_from_confusion, resize_labels)
 from mosic.evaluation.protocols.clustering import frozen_clustering, match_clusters, matched_miou
 from mosic.evaluation.dense import match_predictions, scored_miou
@@ -79,7 +80,7 @@ class HueBackbone(nn.Module):
 
 
 def random_vit(img_size: int):
-    from mosic.train.model import create_backbone
+    from mosic.backbones import create_backbone
 
     torch.manual_seed(0)
     return create_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=img_size, depth=2, embed_dim=48,

@@ -205,7 +205,7 @@ def test_show_clusters_and_errors(clips):
 def test_temporal_consistency_wraps_the_probe(tmp_path):
     from mosic.evaluation.synthetic_probe import probe
     from mosic.data.synthetic import generate
-    from mosic.train.model import create_backbone
+    from mosic.backbones import create_backbone
 
     generate(tmp_path, videos=2, seed=0, split="valid", num_frames=20, width=64, height=48, exact_length=True)
     torch.manual_seed(0)

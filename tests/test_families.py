@@ -72,7 +72,8 @@ def test_family_trains_resumes_exports_and_evaluates(store, evalset, tmp_path, f
     # the export: plain timm loads it, with the teacher's outputs
     loaded = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "full/backbone.pth")),
                                img_size=size, num_classes=0, **kw).eval()
-    from mosic.train.model import MoSiCModel, create_backbone
+    from mosic.backbones import create_backbone
+    from mosic.train.model import MoSiCModel
 
     teacher = MoSiCModel(create_backbone(name, pretrained=False, img_size=size, **kw), 8, (32,), 16, 1)
     teacher.load_state_dict(ck["teacher"])

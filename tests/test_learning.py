@@ -148,7 +148,8 @@ def test_training_on_the_true_tracks_beats_static_and_swapped_tracks(motion_stor
     from mosic.config import load_pipeline
     from mosic.evaluation.synthetic_probe import track_prediction
     from mosic.train.config import train_settings
-    from mosic.train.model import MoSiCModel, create_backbone
+    from mosic.backbones import create_backbone
+    from mosic.train.model import MoSiCModel
     from mosic.train.train import train
 
     base, clips, stores, held_out = motion_stores

@@ -4,7 +4,8 @@ import pytest
 
 from mosic import MosicError
 from mosic.train.config import OptimSettings
-from mosic.train.model import MoSiCModel, create_backbone, make_teacher, random_keep_mask
+from mosic.backbones import create_backbone
+from mosic.train.model import MoSiCModel, make_teacher, random_keep_mask
 from mosic.train.train import export_backbone, lr_factor, param_groups, student_valid
 
 TINY = dict(depth=3, embed_dim=48, num_heads=3, init_values=0.1)

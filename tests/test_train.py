@@ -226,7 +226,8 @@ def test_micro_batches_and_teacher_chunks_give_the_whole_batch_gradients(symmetr
     """The teacher's assignments and the loss normaliser come from the whole batch; the student's
     micro-batches add up to the whole batch's gradients. A per-micro-batch Sinkhorn or normaliser
     would not (checked: it moves the gradients far beyond the tolerance)."""
-    from mosic.train.model import MoSiCModel, create_backbone, make_teacher
+    from mosic.backbones import create_backbone
+    from mosic.train.model import MoSiCModel, make_teacher
     from mosic.train.train import mosic_step
 
     torch.manual_seed(0)

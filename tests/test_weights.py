@@ -9,8 +9,8 @@ import timm
 import torch
 
 from mosic import MosicError
-from mosic.train.backbones import detect_layout, read_state_dict
-from mosic.train.model import create_backbone
+from mosic.backbones import detect_layout, read_weights
+from mosic.backbones import create_backbone
 
 
 def _timm(name, size, **kw):
@@ -104,7 +104,7 @@ def test_official_checkpoint_loads_exactly(case, tmp_path):
     src = _timm(name, size, **kw)
     path = tmp_path / f"{case}.pth"
     torch.save(convert(src), path)
-    sd = read_state_dict(path)
+    sd = read_weights(path)
     assert detect_layout(sd, src if layout == "timm" else None) == layout
     m = create_backbone(name, pretrained=False, weights=path, img_size=size, **kw).eval()
     for k, v in src.state_dict().items():

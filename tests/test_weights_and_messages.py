@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from mosic import MosicError
-from mosic.weights_check import check_hub, check_weights_file
+from mosic.backbones import check_hub, check_weights_file
 
 runner = CliRunner()
 TINY = {"depth": 2, "embed_dim": 48, "num_heads": 3, "init_values": 0.1}

@@ -32,10 +32,7 @@ import numpy as np
 import torch
 
 from mosic import MosicError
-
-#: ImageNet statistics (RGB, on 0..1 values) that DINOv2 was trained with
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -265,7 +262,7 @@ def normalize_frames(x: torch.Tensor, mean, std) -> torch.Tensor:
 def to_tensor(frames: np.ndarray, mean: tuple[float, float, float] = IMAGENET_MEAN,
               std: tuple[float, float, float] = IMAGENET_STD) -> torch.Tensor:
     """uint8 [T, S, S, 3] RGB -> float32 [T, 3, S, S], normalised with ``mean`` and ``std`` (the
-    backbone's, see :func:`mosic.train.backbones.mean_std`; ImageNet's by default)."""
+    backbone's, see :func:`mosic.backbones.mean_std`; ImageNet's by default)."""
     return normalize_frames(to_uint8_chw(frames), mean, std)
 
 

@@ -12,11 +12,11 @@ from typing import List, Optional
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import (CONFIG_HELP, DEVICE_HELP, LIST_HELP, PIPELINE_HELP, PRINT_CONFIG_HELP, SET_HELP,
-                               friendly_errors, lines_when_piped, parse_device, parse_model_kwargs,
+from mosic.cli_common import (CONFIG_HELP, LIST_HELP, PIPELINE_HELP, PRINT_CONFIG_HELP, SET_HELP,
+                               friendly_errors, lines_when_piped, parse_model_kwargs,
                                parse_pipeline_sets, resolved_config, setup_logging)
 from mosic.config import describe_pipelines, load_pipeline
-from mosic.weights_check import check_weights_file
+from mosic.devices import DEVICE_HELP, resolve_device
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
@@ -105,7 +105,9 @@ def run(
     if print_config:
         typer.echo(resolved_config(cfg, config))
         return
-    parse_device(ts.device)  # one line when the device is absent
+    resolve_device(ts.device)  # one line when the device is absent
+    from mosic.backbones import check_weights_file  # torch: not for --help
+
     check_weights_file(ts.model.weights)  # before any data is read: the file itself (architecture: at loading)
     run_dir = out or Path(ts.out) / pipeline
     res = train(cfg, ts, run_dir, resume=resume, progress=progress)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from mosic import MosicError
-from mosic.train.augment import IMAGENET_MEAN, IMAGENET_STD, CropBox, antialias_region
+from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
+from mosic.train.augment import CropBox, antialias_region
 
 
 def crop_on_device(frames: torch.Tensor, box: CropBox, antialias: bool = True, normalize: bool = True) -> torch.Tensor:

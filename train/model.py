@@ -9,8 +9,7 @@ frozen blocks run under ``torch.no_grad``: no activations are kept for them.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -18,61 +17,7 @@ import torch.nn.functional as F
 from torch_ema import ExponentialMovingAverage
 
 from mosic import MosicError
-from mosic.train.backbones import check_backbone, embed, keep_tokens, mean_std, run_blocks
-
-
-def create_backbone(
-    name: str,
-    pretrained: bool = True,
-    weights: str | Path | None = None,
-    img_size: int = 224,
-    **kwargs: Any,
-) -> nn.Module:
-    """A timm ViT (VisionTransformer or Eva family) by name. Weights: a local file (``weights``: a
-    timm state dict or an official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP checkpoint, converted
-    by timm's checkpoint filter, see :mod:`mosic.train.backbones`), the hub (``pretrained``), or
-    random init."""
-    import timm
-
-    from mosic.train.backbones import check_backbone, load_weights
-    from mosic.weights_check import preflight
-
-    preflight(name, weights, pretrained and weights is None, kwargs)
-    if weights is not None:
-        weights = Path(weights)
-        if not weights.is_file():
-            raise MosicError(f"weights file not found: {weights}")
-    try:
-        model = timm.create_model(name, pretrained=pretrained and weights is None, img_size=img_size,
-                                  num_classes=0, **kwargs)
-    except RuntimeError as e:
-        if "Unknown model" in str(e):
-            raise MosicError(f"timm has no model named {name!r}") from None
-        raise
-    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
-        if pretrained and weights is None and _looks_like_network_error(e):
-            raise MosicError(
-                f"could not download pretrained weights for {name!r} ({type(e).__name__}: {str(e)[:200]}). "
-                "Pass a local file with --weights PATH, or --no-pretrained for a random init"
-            ) from None
-        raise
-    check_backbone(model)
-    if weights is not None:
-        try:
-            load_weights(model, weights)
-        except RuntimeError as e:  # size mismatches
-            first = str(e).strip().splitlines()
-            raise MosicError(
-                f"weights {weights} do not fit model {name!r} ({' '.join(first[:2])[:200]} ...): "
-                "give the timm name of the architecture the weights were trained for"
-            ) from None
-    return model
-
-
-def _looks_like_network_error(e: Exception) -> bool:
-    text = f"{type(e).__name__} {e}".lower()
-    return any(w in text for w in ("connection", "resolve", "network", "offline", "timed out", "urlopen",
-                                    "huggingface", "hub", "http", "localentrynotfound"))
+from mosic.backbones import check_backbone, embed, keep_tokens, mean_std, run_blocks
 
 
 class Head(nn.Module):
@@ -144,7 +89,7 @@ class MoSiCModel(nn.Module):
     def patch_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, 3, H, W] -> patch tokens [B, D, h, w] after the final norm, as the backbone's
         ``forward_features`` computes them (VisionTransformer and Eva families, see
-        :mod:`mosic.train.backbones`).
+        :mod:`mosic.backbones`).
 
         ``keep`` [B, L] bool (L = h * w): tokens to keep; dropped tokens never enter the
         transformer (MAE-style, no mask token) and come back as zeros. Kept tokens keep their own

@@ -38,12 +38,14 @@ import torch.distributed as dist
 
 from mosic import MosicError
 from mosic.config import PipelineConfig
+from mosic.devices import autocast, resolve_device, resolve_precision
 from mosic.store_schema.location import Location, as_location, list_stores
 from mosic.train.augment import normalize_frames
-from mosic.train.backbones import crop_grid_size, mean_std, patch_size
+from mosic.backbones import crop_grid_size, mean_std, patch_size
 from mosic.train.config import TrainSettings
 from mosic.train.data import ClipDataset, make_loader
-from mosic.train.model import MoSiCModel, TeacherEMA, create_backbone, make_teacher, random_keep_mask
+from mosic.backbones import create_backbone
+from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
 from mosic.train.summary import nearest_store, start_summary, yaml_value
 from mosic.train.ops import (cluster_usage_entropy, loss_normaliser, loss_weights, propagation_loss, sample_at_tracks,
                             sinkhorn, symmetric_loss)
@@ -162,20 +164,7 @@ def setup_distributed(device_pref: str) -> tuple[Dist, torch.device]:
             dist.init_process_group(backend="gloo")
         d = Dist(True, dist.get_rank(), dist.get_world_size(), local, dist.get_backend())
         return d, torch.device("cuda", local) if cuda else torch.device("cpu")
-    if device_pref == "auto":
-        return Dist(), torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device_pref.startswith("cuda") and not torch.cuda.is_available():
-        raise MosicError(f"--device {device_pref}: CUDA is not available on this machine")
-    return Dist(), torch.device(device_pref)
-
-
-def autocast_for(device: torch.device, precision: str):
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp32":
-        return nullcontext(), precision
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype), precision
+    return Dist(), resolve_device(device_pref, flag="train.device")
 
 
 def device_batch(batch: dict, device: torch.device, mean, std) -> dict:
@@ -476,7 +465,8 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
             student, device_ids=[device.index] if device.type == "cuda" else None)
     optim = torch.optim.AdamW(param_groups(student, ts.optim), betas=ts.optim.betas)
     base_lrs = [g["lr"] for g in optim.param_groups]
-    amp, precision = autocast_for(device, ts.precision)
+    precision = resolve_precision(ts.precision, device, who="mosic-train")
+    amp = autocast(device, precision)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     group = dist.group.WORLD if ddp.enabled else None
 

@@ -51,7 +51,6 @@ still fails, the tracker warns once and tracks one clip at a time from then on.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import inspect
 import logging
@@ -63,11 +62,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from mosic import MosicError
+from mosic.devices import resolve_device, resolve_precision
+from mosic.files import file_sha256
 from mosic.precompute.trackers.base import TRACKERS, Tracker, TrackResult
 
 if TYPE_CHECKING:
-    import torch
-
     from mosic.config import TrackerSettings
     from mosic.data.base import ClipRef, FrameSource
 
@@ -186,50 +185,6 @@ def cotracker_version() -> str:
         return "unknown"
 
 
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def resolve_device(name: str) -> "torch.device":
-    import torch
-
-    name = (name or "auto").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise MosicError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise MosicError(f"device {name!r} asked for, but CUDA is not available: use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise MosicError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type != "cpu":
-        raise MosicError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
-    return dev
-
-
-def resolve_precision(precision: str, device: "torch.device") -> str:
-    """fp32 | bf16 | fp16: 'auto' is bf16 autocast on CUDA where supported, else fp32; CPU is
-    always fp32."""
-    import torch
-
-    if device.type != "cuda":
-        if precision not in ("auto", "fp32"):
-            log.warning("cotracker3: precision %s is for CUDA; running fp32 on %s", precision, device)
-        return "fp32"
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise MosicError(f"precision bf16 is not supported on {device}: use fp16 or fp32")
-    return precision
-
-
 # -- the tracker -------------------------------------------------------------------------------
 class CoTrackerTracker(Tracker):
     name = "cotracker3"
@@ -256,7 +211,7 @@ class CoTrackerTracker(Tracker):
                 f"(download scaled_offline.pth from {CHECKPOINT_URL})"
             )
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device, who="cotracker3")
         self._hash: str | None = None
         self._hub_file: Path | None = None
         self.predictor = self._load(predictor_cls)
@@ -318,7 +273,7 @@ class CoTrackerTracker(Tracker):
         if self._hash is None:
             path = self.checkpoint or self._hub_file
             if path is not None:
-                self._hash = sha256_file(path)
+                self._hash = file_sha256(path)
         return self._hash
 
     def params(self) -> dict[str, Any]:
