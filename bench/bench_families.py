@@ -44,7 +44,7 @@ def _rss_mib() -> float:
 def one(family: str, batch: int, frames: int, steps: int, threads: int) -> dict:
     import torch
 
-    from mosic.train.config import train_settings
+    from mosic.config import train_settings
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
     from mosic.train.train import mosic_step, param_groups

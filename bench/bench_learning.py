@@ -112,7 +112,6 @@ def run_pipeline(a) -> dict:
     from mosic.config import load_pipeline
     from mosic.store_schema.controls import write_control_store
     from mosic.store_schema.reader import StoreReader
-    from mosic.train.config import train_settings
     from mosic.train.train import resolve_store, train
     from mosic.train.validate import read_curve
 
@@ -123,7 +122,7 @@ def run_pipeline(a) -> dict:
             raise SystemExit(f"--set expects KEY=VALUE, got {s!r}")
         over[k] = yaml.safe_load(v)
     base = load_pipeline(a.pipeline, overrides=over)
-    store = Path(str(a.store or resolve_store(base, train_settings(base.train))))
+    store = Path(str(a.store or resolve_store(base, base.train)))
     tracker = StoreReader(store).spec.tracker.name
     controls = Path(a.controls) if a.controls else store.parent
     variants = a.variants.split(",")
@@ -140,7 +139,7 @@ def run_pipeline(a) -> dict:
             cfg = load_pipeline(a.pipeline, overrides={
                 **over, "tracker.name": name, "train.store": st, "train.seed": seed, "train.max_steps": a.steps,
                 "train.model.weights": a.weights, "train.validate.every": a.validate_every})
-            ts = train_settings(cfg.train)
+            ts = cfg.train
             out = work / f"{v}-seed{seed}"
             shutil.rmtree(out, ignore_errors=True)
             t0 = time.perf_counter()
@@ -231,7 +230,6 @@ def main(argv: list[str] | None = None) -> None:
     from mosic.evaluation.synthetic_probe import probe, track_prediction
     from mosic.precompute.runner import precompute
     from mosic.store_schema.controls import write_control_store
-    from mosic.train.config import train_settings
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel
     from mosic.train.train import train
@@ -253,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     def run(name: str, seed: int, steps: int, variant: str, weights: str | None):
         st, tracker = paths[variant]
         c = load_pipeline("synthetic-oracle", overrides=settings(data, stores, a, seed, steps, weights, st, tracker))
-        ts = train_settings(c.train)
+        ts = c.train
         out = work / name
         if (out / "result.json").is_file():
             return json.loads((out / "result.json").read_text()), ts

@@ -49,7 +49,6 @@ def main() -> None:
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
     from mosic.precompute.runner import precompute
-    from mosic.train.config import train_settings
     from mosic.train.data import ClipDataset, make_loader
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
@@ -64,7 +63,7 @@ def main() -> None:
             "train.model.train_blocks": a.train_blocks, "train.model.head_hidden": [1024, 1024, 512],
             "train.model.head_dim": 256, "train.model.num_prototypes": 100, "train.batch_size": a.batch}
     cfg = load_pipeline("synthetic-oracle", overrides=over)
-    ts = train_settings(cfg.train)
+    ts = cfg.train
     res = precompute(cfg, progress=False)
     ds = ClipDataset(res.store, require=store_requirements(cfg), out_size=a.img, seed=0)
     loader = make_loader(ds, batch_size=a.batch, num_workers=a.workers, shuffle=True, seed=0, drop_last=True,

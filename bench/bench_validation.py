@@ -37,7 +37,6 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     from mosic.config import load_pipeline
     from mosic.precompute.runner import precompute
-    from mosic.train.config import train_settings
     from mosic.train.train import train
 
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="mosic-val-"))
@@ -57,7 +56,7 @@ def main() -> None:
         generate(root, videos=a.videos, seed=0)
         generate(root, videos=max(8, a.videos // 3), seed=0, split="valid")
         precompute(cfg, progress=False)
-    ts = train_settings(cfg.train)
+    ts = cfg.train
     run = work / "run"
     shutil.rmtree(run, ignore_errors=True)
     t0 = time.perf_counter()

@@ -120,9 +120,10 @@ def pipelines_yaml(cfg: dict, root: Path, stores: Path) -> str:
                        "train_blocks": 2, "head_hidden": cfg["head_hidden"], "head_dim": cfg["head_dim"],
                        "num_prototypes": cfg["prototypes"]},
              "batch_size": cfg["batch"], "epochs": 1000, "num_workers": cfg["workers"][0],
-             "precision": cfg["precision"], "device": cfg["device"], "checkpoint_every": 2, "log_every": 1}
+             "precision": cfg["precision"], "device": cfg["device"], "checkpoint_every": 2, "log_every": 1,
+             "validate": {"every": 0}}
     pipe = {"dataset": {"kind": "synthetic", "root": str(root), "split": "train"},
-            "clips": {"length": cfg["T"], "step": cfg["step"], "clips_per_video": cfg["cpv"]},
+            "clips": {"length": cfg["T"], "step": cfg["step"], "clips_per_video": cfg["cpv"], "stride": None},
             "tracker": {"name": "oracle", "grid": cfg["grid"], "batch_size": 16}, "stores": str(stores),
             "train": train}
     return json.dumps({"defaults": {}, "pipelines": {"check": pipe}}, indent=2)  # JSON is YAML
@@ -310,7 +311,6 @@ def build_step(ctx: Ctx, store: Path, pfile: Path):
     import torch
 
     from mosic.config import load_pipeline
-    from mosic.train.config import train_settings
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
     from mosic.devices import autocast, resolve_precision
@@ -318,7 +318,7 @@ def build_step(ctx: Ctx, store: Path, pfile: Path):
 
     cfg = ctx.cfg
     pc = load_pipeline("check", pfile)
-    ts = train_settings(pc.train)
+    ts = pc.train
     dev = torch.device(cfg["device"])
     m = ts.model
     torch.manual_seed(0)

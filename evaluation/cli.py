@@ -33,8 +33,8 @@ import numpy as np
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import (check_like_default, friendly_errors, lines_when_piped, nearest,
-                               parse_model_kwargs, parse_set_value, setup_logging)
+from mosic.cli_common import check_like_default, friendly_errors, lines_when_piped, parse_model_kwargs, setup_logging
+from mosic.config import nearest, parse_set_value
 from mosic.devices import DEVICE_HELP, resolve_device
 from mosic.files import file_sha256
 

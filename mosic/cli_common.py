@@ -8,8 +8,11 @@ import sys
 from typing import Callable
 
 import typer
+import yaml
 
 from mosic import MosicError
+from mosic.config import PipelineConfig, TrainSettings, find_pipelines_file
+from mosic.config.strict import check_setting, mapping_problem, parse_set_value, yaml_text
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -48,131 +51,6 @@ def setup_logging(verbose: bool = False) -> None:
 # ------------------------------------------------------------------------------------------------
 # --set KEY=VALUE, read strictly
 # ------------------------------------------------------------------------------------------------
-def parse_set_value(key: str, text: str):
-    """The YAML value of ``--set KEY=TEXT``; a mapping whose keys carry ':' (``{depth:2}``: YAML
-    needs a space after the colon) or whose values are null is refused, showing how it was read
-    and the spelling that works."""
-    import re
-
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0]
-        raise MosicError(f"--set {key}={text}: not a valid YAML value ({first})") from None
-    problem = _mapping_problem(value)
-    if problem:
-        fixed = re.sub(r",(?=\S)", ", ", re.sub(r":(?=[^\s/])", ": ", text))
-        raise MosicError(f"--set {key}={text}: read as {value!r}, {problem}; write a mapping with a space after "
-                         f"each colon: --set '{key}={fixed}'")
-    return value
-
-
-def _mapping_problem(value, where: str = "") -> str | None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if isinstance(k, str) and ":" in k:
-                return f"key {where}{k!r} holds a ':'"
-            if v is None:
-                return f"key {where}{k!r} has no value (null)"
-            sub = _mapping_problem(v, f"{where}{k}.")
-            if sub:
-                return sub
-    elif isinstance(value, list):
-        for v in value:
-            sub = _mapping_problem(v, where)
-            if sub:
-                return sub
-    return None
-
-
-def nearest(name: str, choices) -> str:
-    """' (did you mean X?)' for the choice closest to ``name``, or '' when none is close."""
-    import difflib
-
-    choices = list(choices)
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    if not close:  # a mistyped last part: compare the last dotted parts
-        tails = {c.rsplit(".", 1)[-1]: c for c in choices}
-        close = [tails[t] for t in difflib.get_close_matches(name.rsplit(".", 1)[-1], list(tails), n=1, cutoff=0.6)]
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def settings_keys(schema, prefix: str = "") -> dict[str, object]:
-    """Every dotted key of a pydantic settings class -> its FieldInfo (nested classes descended)."""
-    from pydantic import BaseModel
-
-    out: dict[str, object] = {}
-    for name, field in schema.model_fields.items():
-        name = field.alias or name  # the key as written in pipelines.yaml and --set
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            out.update(settings_keys(ann, f"{prefix}{name}."))
-        else:
-            out[f"{prefix}{name}"] = field
-    return out
-
-
-def check_setting(schema, key: str, value, shown: str | None = None) -> None:
-    """Refuse ``--set key=value`` when ``key`` is not a field of the pydantic class ``schema``
-    (naming the nearest key) or ``value`` does not validate as that field (showing how it was
-    read and the field's default as an example). Keys under a free-form mapping (``model.kwargs``)
-    are not checked further; ``shown`` is the argument as the user wrote it."""
-    from pydantic import TypeAdapter, ValidationError
-
-    shown = shown or key
-    keys = settings_keys(schema)
-    if key not in keys:
-        parent = next((k for k in keys if key.startswith(k + ".")), None)
-        if parent is not None and _is_mapping(keys[parent]):
-            return
-        raise MosicError(f"--set {shown}: unknown setting {shown.split('=')[0]!r}"
-                         + nearest(key, keys) + "")
-    field = keys[key]
-    try:
-        from typing import Annotated
-
-        TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation) \
-            .validate_python(value, strict=_strict(field))
-    except ValidationError as e:
-        err = e.errors()[0]
-        default = field.get_default(call_default_factory=True)
-        raise MosicError(f"--set {shown}: read as {value!r} ({type(value).__name__}), but {key} "
-                         f"{_expected(err)}; e.g. --set {key}={_yaml(default)}") from None
-
-
-def _is_mapping(field) -> bool:
-    import typing
-
-    return typing.get_origin(field.annotation) is dict or field.annotation is dict
-
-
-def _strict(field) -> bool:
-    """Numbers and booleans must be numbers and booleans (not '5' or 'yes' strings)."""
-    return field.annotation in (int, float, bool)
-
-
-def _expected(err: dict) -> str:
-    msg = str(err.get("msg") or "")
-    for lead in ("Input should be ", "Value should be "):
-        if msg.startswith(lead):
-            return "must be " + msg[len(lead):]
-    return f"is not valid ({msg})" if msg else "is not valid"
-
-
-def _yaml(value) -> str:
-    import json
-
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float, str)):
-        return str(value)
-    return json.dumps(value)
-
-
 def check_like_default(key: str, value, default) -> None:
     """Refuse ``--set key=value`` whose type does not fit the setting's default (an integer for an
     integer, a number for a float, true/false for a flag, a list for a list or tuple, text for
@@ -192,8 +70,8 @@ def check_like_default(key: str, value, default) -> None:
     else:
         return
     if not ok:
-        raise MosicError(f"--set {key}={_yaml(value)}: read as {value!r} ({type(value).__name__}), but {key} must be "
-                         f"{kind}; e.g. --set {key}={_yaml(default)}")
+        raise MosicError(f"--set {key}={yaml_text(value)}: read as {value!r} ({type(value).__name__}), but {key} must be "
+                         f"{kind}; e.g. --set {key}={yaml_text(default)}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -317,9 +195,6 @@ def parse_pipeline_sets(sets: list[str]) -> dict:
     ``stores``) against ``PipelineConfig``, ``train.`` fields against ``TrainSettings``. A key that
     starts with none of the sections is a train setting (``loss.temperature=0.2`` is
     ``train.loss.temperature=0.2``)."""
-    from mosic.config import PipelineConfig
-    from mosic.train.config import TrainSettings
-
     out: dict = {}
     for s in sets:
         if "=" not in s:
@@ -341,14 +216,8 @@ def parse_pipeline_sets(sets: list[str]) -> dict:
 def resolved_config(cfg, config_path=None) -> str:
     """The settings a command resolved, as a pipelines.yaml entry (every train setting filled in
     with its default), headed by the pipelines file they came from (for ``--print-config``)."""
-    import yaml
-
-    from mosic.config import find_pipelines_file
-    from mosic.train.config import train_settings
-
     data = cfg.model_dump(mode="json", by_alias=True)
     name = data.pop("name")
-    data["train"] = train_settings(cfg.train).model_dump(mode="json", by_alias=True)
     head = (f"# pipeline {name!r} of {find_pipelines_file(config_path)}, with this command line's options and "
             f"--set applied")
     return head + "\n" + yaml.safe_dump({"pipelines": {name: data}}, sort_keys=False, default_flow_style=False)
@@ -358,8 +227,6 @@ def parse_model_kwargs(text: str | None, flag: str = "--model-kwargs") -> dict:
     """``--model-kwargs`` (the same on every command): extra timm ``create_model`` arguments as a
     JSON object or a YAML mapping (``'{"depth": 2}'`` or ``'{depth: 2}'``); ``model.kwargs`` in
     pipelines.yaml."""
-    import yaml
-
     if not text:
         return {}
     try:
@@ -369,7 +236,7 @@ def parse_model_kwargs(text: str | None, flag: str = "--model-kwargs") -> dict:
         raise MosicError(f"{flag} must be a JSON object (or YAML mapping), e.g. '{{\"depth\": 2}}' ({first})") from None
     if not isinstance(kw, dict):
         raise MosicError(f"{flag} must be a JSON object (or YAML mapping), e.g. '{{\"depth\": 2}}', got {text!r}")
-    problem = _mapping_problem(kw)
+    problem = mapping_problem(kw)
     if problem:
         raise MosicError(f"{flag} {text}: read as {kw!r}, {problem}; write a space after each colon, "
                          f"e.g. '{{depth: 2}}'")

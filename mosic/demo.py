@@ -74,12 +74,11 @@ def _train_and_compare(data: Path, stores: Path, out: Path, steps: int | None) -
 
 
     from mosic.config import load_pipeline
-    from mosic.train.config import train_settings
     from mosic.train.train import train
 
     cfg = load_pipeline("synthetic", overrides={"dataset.root": str(data), "stores": str(stores),
                                                 "train.max_steps": steps})
-    ts = train_settings(cfg.train)
+    ts = cfg.train
     m = ts.model
     run_dir = out / "train"
     shutil.rmtree(run_dir, ignore_errors=True)

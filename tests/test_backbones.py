@@ -118,7 +118,7 @@ def test_other_models_get_a_clear_error():
 
 def test_track_grid_follows_the_patch():
     from mosic.backbones import crop_grid_size
-    from mosic.train.config import TrainSettings
+    from mosic.config import TrainSettings
     from mosic.train.ops import min_store_grid
 
     assert TrainSettings().grid == "patch"
@@ -164,15 +164,14 @@ def test_evaluation_normalises_with_the_models_mean_and_std():
 def test_dinov3_pipeline_shares_the_ytvos_store_with_one_trajectory_per_patch():
     from mosic.config import load_pipeline
     from mosic.backbones import crop_grid_size, model_patch_size
-    from mosic.train.config import train_settings
     from mosic.train.ops import min_store_grid
     from mosic.train.train import store_requirements
 
     yt, v3 = load_pipeline("ytvos"), load_pipeline("ytvos-dinov3")
-    ts = train_settings(v3.train)
+    ts = v3.train
     assert ts.model.name == "vit_small_patch16_dinov3.lvd1689m" and ts.model.img_size == 256
     grid = crop_grid_size(ts.grid, ts.model.img_size, model_patch_size(ts.model.name))
     assert grid == 16 and min_store_grid(grid, out_size=256) <= v3.tracker.grid
     assert store_requirements(v3) == store_requirements(yt)  # the same store trains both
     # the rest of the recipe is the paper's
-    assert train_settings(yt.train).model_dump(exclude={"model"}) == ts.model_dump(exclude={"model"})
+    assert yt.train.model_dump(exclude={"model"}) == ts.model_dump(exclude={"model"})

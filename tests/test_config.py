@@ -18,7 +18,7 @@ def test_project_pipelines_load_and_validate():
     # the two recipes track the same clips with the same tracker; the official one in fp32 (its own store)
     assert (yt.dataset, yt.clips) == (official.dataset, official.clips)
     assert yt.tracker.model_copy(update={"precision": "fp32"}) == official.tracker
-    assert yt.train["batch_size"] == 64 and official.train["batch_size"] == 64
+    assert yt.train.batch_size == 64 and official.train.batch_size == 64
     assert load_pipeline("synthetic").tracker.name == "lk"
 
 
@@ -42,17 +42,17 @@ def test_overrides_and_errors(tmp_path):
 
 def test_plan_clips_hand_made():
     vids = [VideoInfo("long", 40, 32, 24), VideoInfo("short", 20, 32, 24), VideoInfo("tiny", 3, 32, 24)]
-    clips, fails = plan_clips(vids, ClipSettings(length=4, step=6))
+    clips, fails = plan_clips(vids, ClipSettings(length=4, step=6, stride=None))
     # long: span 19 frames -> one clip from 0; short (20 >= 19): fits; tiny: < T frames -> failure
     assert [(c.video_id, c.frames) for c in clips] == [("long", (0, 6, 12, 18)), ("short", (0, 6, 12, 18))]
     assert [f.video_id for f in fails] == ["tiny"] and "too short" in fails[0].reason
     # adapt: a 10-frame video with step 6 takes step 10 // 4 = 2 (the official recipe)
-    clips, _ = plan_clips([VideoInfo("v", 10, 8, 8)], ClipSettings(length=4, step=6))
+    clips, _ = plan_clips([VideoInfo("v", 10, 8, 8)], ClipSettings(length=4, step=6, stride=None))
     assert clips[0].frames == (0, 2, 4, 6)
-    clips, fails = plan_clips([VideoInfo("v", 10, 8, 8)], ClipSettings(length=4, step=6, short_videos="skip"))
+    clips, fails = plan_clips([VideoInfo("v", 10, 8, 8)], ClipSettings(length=4, step=6, short_videos="skip", stride=None))
     assert clips == [] and "skip" in fails[0].reason
     # several clips per video: starts spread evenly over the video
-    clips, _ = plan_clips([VideoInfo("v", 40, 8, 8)], ClipSettings(length=4, step=2, clips_per_video=3))
+    clips, _ = plan_clips([VideoInfo("v", 40, 8, 8)], ClipSettings(length=4, step=2, clips_per_video=3, stride=None))
     assert [c.frames[0] for c in clips] == [0, 16, 33] and clips[-1].frames[-1] == 39
     clips, _ = plan_clips([VideoInfo("v", 20, 8, 8)], ClipSettings(length=4, step=2, stride=5))
     assert [c.frames[0] for c in clips] == [0, 5, 10]
@@ -106,37 +106,36 @@ def test_plan_clips_counts_raw_frames():
     clips, _ = plan_clips([sub], ClipSettings(length=4, step=6, stride=1))
     assert len(clips) == len({c.frames for c in clips}) and clips[0].frames == (0, 1, 2, 4)
     # a step finer than the stored spacing would repeat frames: a failure that says why
-    clips, fails = plan_clips([sub], ClipSettings(length=4, step=2))
+    clips, fails = plan_clips([sub], ClipSettings(length=4, step=2, stride=None))
     assert clips == [] and "finer than the frames on disk (every 5 raw frames)" in fails[0].reason
     # short videos adapt in raw frames: 20 stored frames spanning 96 raw frames, T = 12 at step 10
     # needs 111 -> step 96 // 12 = 8 raw frames: raw 0, 8, 16, ... 88 -> stored 0, 10, 15, 25, ...
-    clips, _ = plan_clips([sub], ClipSettings(length=12, step=10))
+    clips, _ = plan_clips([sub], ClipSettings(length=12, step=10, stride=None))
     assert clips[0].frames == (0, 2, 3, 5, 6, 8, 10, 11, 13, 14, 16, 18)
     # the same clips as before for sets that store every raw frame (synthetic, DAVIS, videos)
     consecutive = VideoInfo("v", 40, 8, 8, frame_numbers=tuple(range(40)))
-    a, _ = plan_clips([consecutive], ClipSettings(length=4, step=2, clips_per_video=3))
-    b, _ = plan_clips([VideoInfo("v", 40, 8, 8)], ClipSettings(length=4, step=2, clips_per_video=3))
+    a, _ = plan_clips([consecutive], ClipSettings(length=4, step=2, clips_per_video=3, stride=None))
+    b, _ = plan_clips([VideoInfo("v", 40, 8, 8)], ClipSettings(length=4, step=2, clips_per_video=3, stride=None))
     assert a == b and [c.frames[0] for c in a] == [0, 16, 33]
 
 
 def test_plan_clips_warns_once_about_coarse_frames(caplog):
     subs = [VideoInfo(f"v{i}", 20, 8, 8, frame_numbers=tuple(range(0, 100, 5))) for i in range(3)]
     with caplog.at_level("WARNING", logger="mosic.data"):
-        plan_clips(subs, ClipSettings(length=4, step=6))
+        plan_clips(subs, ClipSettings(length=4, step=6, stride=None))
     warn = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warn) == 1 and "3 of 3 videos store only every 5-th raw frame" in warn[0].getMessage()
     caplog.clear()
     with caplog.at_level("WARNING", logger="mosic.data"):
-        plan_clips([VideoInfo("v", 40, 8, 8)], ClipSettings(length=4, step=6))
+        plan_clips([VideoInfo("v", 40, 8, 8)], ClipSettings(length=4, step=6, stride=None))
     assert not caplog.records
 
 
 def test_the_two_youtube_vos_recipes():
     """ytvos = the paper's text; ytvos-official = the published train.sh as it runs."""
-    from mosic.train.config import train_settings
 
-    paper = train_settings(load_pipeline("ytvos").train)
-    official = train_settings(load_pipeline("ytvos-official").train)
+    paper = load_pipeline("ytvos").train
+    official = load_pipeline("ytvos-official").train
     assert (paper.loss.teacher_sampling, paper.mask_ratio, paper.flip_p) == ("bilinear", 0.1, 0.5)
     assert (paper.loss.marginals, paper.loss.normalize, paper.export) == ("visible", "visible", "teacher")
     assert (official.loss.teacher_sampling, official.mask_ratio, official.flip_p) == ("nearest", 0.0, 0.0)
@@ -152,11 +151,10 @@ def test_the_two_youtube_vos_recipes():
 def test_the_official_recipe_s_remaining_details():
     """ytvos-official: the official normalisation std, fp32 tracks in a store of its own; both
     recipes: CoTracker's grid on the crop, the last partial batch kept; ytvos holds videos out."""
-    from mosic.train.config import train_settings
     from mosic.train.train import store_requirements
 
     yt, off = load_pipeline("ytvos"), load_pipeline("ytvos-official")
-    paper, official = train_settings(yt.train), train_settings(off.train)
+    paper, official = yt.train, off.train
     assert official.std == (0.228, 0.224, 0.225) and paper.std is None  # the backbone's own (DINOv2: ImageNet's)
     assert off.tracker.precision == "fp32" and yt.tracker.precision == "auto"
     assert store_requirements(off)["tracker.params.precision"] == "fp32"

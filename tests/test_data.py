@@ -392,13 +392,12 @@ def test_default_pipelines_track_a_grid_dense_enough_for_their_crops():
     """points_per_clip >= 0.95 x grid^2 needs every training pipeline's store grid to be at least
     min_store_grid(train.grid) for its crops."""
     from mosic.config import pipeline_names
-    from mosic.train.config import train_settings
     from mosic.backbones import crop_grid_size, model_patch_size
     from mosic.train.ops import min_store_grid
 
     for name in pipeline_names():
         cfg = load_pipeline(name)
-        ts = train_settings(cfg.train)
+        ts = cfg.train
         patch = model_patch_size(ts.model.name, **ts.model.kwargs)
         grid = crop_grid_size(ts.grid, ts.model.img_size, patch)
         need = min_store_grid(grid, ts.crop_scale, (3 / 4, 4 / 3), ts.model.img_size)
@@ -440,7 +439,7 @@ def test_holdout_leaves_the_held_out_videos_out_of_training(store):
 
 
 def test_std_setting_normalises_the_frames():
-    from mosic.train.config import TrainSettings
+    from mosic.config import TrainSettings
 
     f = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
     assert TrainSettings().std is None  # the backbone's own

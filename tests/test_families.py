@@ -10,7 +10,6 @@ import timm
 import torch
 
 from mosic.config import load_pipeline
-from mosic.train.config import train_settings
 from mosic.train.train import train
 
 from conftest import SMALL_CLIPS, small_oracle_store, tiny_eval_set
@@ -36,7 +35,7 @@ def settings(cfg, fam, **over):
     o.update({f"train.{k}": v for k, v in over.items()})
     c = load_pipeline("synthetic-oracle", overrides={"dataset.root": cfg.dataset.root, "stores": cfg.stores,
                                                      **CLIPS, **o})
-    return c, train_settings(c.train)
+    return c, c.train
 
 
 @pytest.fixture(scope="module")

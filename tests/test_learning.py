@@ -147,7 +147,6 @@ def test_training_on_the_true_tracks_beats_static_and_swapped_tracks(motion_stor
 
     from mosic.config import load_pipeline
     from mosic.evaluation.synthetic_probe import track_prediction
-    from mosic.train.config import train_settings
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel
     from mosic.train.train import train
@@ -159,7 +158,7 @@ def test_training_on_the_true_tracks_beats_static_and_swapped_tracks(motion_stor
         for tracker, path in stores.items():
             cfg = load_pipeline("synthetic-oracle", overrides={**clips, **TINY, "tracker.name": tracker,
                                                                "train.store": str(path), "train.seed": seed})
-            ts = train_settings(cfg.train)
+            ts = cfg.train
             out = base / f"{tracker}-{seed}"
             train(cfg, ts, out, progress=False)
             lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]

@@ -3,7 +3,7 @@ import torch
 import pytest
 
 from mosic import MosicError
-from mosic.train.config import OptimSettings
+from mosic.config import OptimSettings
 from mosic.backbones import create_backbone
 from mosic.train.model import MoSiCModel, make_teacher, random_keep_mask
 from mosic.train.train import export_backbone, lr_factor, param_groups, student_valid

@@ -109,7 +109,7 @@ def test_oracle_on_the_synthetic_data_set(tmp_path):
 
     synthetic.generate(tmp_path, 2, seed=3, num_frames=20, width=96, height=64, exact_length=True)
     src = create_source("synthetic", tmp_path, split="train")
-    clips, failures = plan_clips(src.videos(), ClipSettings(length=6, step=3, clips_per_video=2))
+    clips, failures = plan_clips(src.videos(), ClipSettings(length=6, step=3, clips_per_video=2, stride=None))
     assert not failures and len(clips) == 4
     tr = create_tracker(TrackerSettings(name="oracle", batch_size=2), src)
     assert isinstance(tr, OracleTracker) and tr.version.startswith("oracle-")

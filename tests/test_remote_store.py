@@ -160,7 +160,6 @@ def test_half_created_remote_store_is_not_a_store(s3, synth, monkeypatch):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_training_reads_the_s3_store(s3, synth, tmp_path, workers):
-    from mosic.train.config import train_settings
     from mosic.train.train import train
 
     prefix = f"s3://{BUCKET}/train"
@@ -174,7 +173,7 @@ def test_training_reads_the_s3_store(s3, synth, tmp_path, workers):
             "train.optim.warmup_steps": 0}
     # `stores: s3://...`: resolve_store lists the *.zarr under the prefix and picks the one that fits
     c = cfg_for(synth, prefix, "synthetic-oracle", **tiny)
-    out = train(c, train_settings(c.train), tmp_path / "run", progress=False)
+    out = train(c, c.train, tmp_path / "run", progress=False)
     assert out["steps"] == 2 and out["store"] == str(res.store)
     lines = [json.loads(x) for x in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2] and all(np.isfinite(x["loss"]) for x in lines)

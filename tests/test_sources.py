@@ -165,12 +165,12 @@ def test_ytvos_raw_frame_numbers_from_file_names(tmp_path):
 def test_read_clip_and_plan_clips(tmp_path):
     make_ytvos(tmp_path, videos=2, frames=7, names=[f"{i:05d}.jpg" for i in range(7)])
     src = create_source("ytvos", tmp_path)
-    clips, failures = plan_clips(src.videos(), ClipSettings(length=3, step=2, clips_per_video=2))
+    clips, failures = plan_clips(src.videos(), ClipSettings(length=3, step=2, clips_per_video=2, stride=None))
     assert not failures
     assert [c.frames for c in clips] == [(0, 2, 4), (2, 4, 6)] * 2
     frames = src.read_clip(clips[1])
     check_frames(frames, [2, 4, 6])
-    clips, failures = plan_clips(src.videos(), ClipSettings(length=8, step=1, short_videos="skip"))
+    clips, failures = plan_clips(src.videos(), ClipSettings(length=8, step=1, short_videos="skip", stride=None))
     assert not clips and [f.video_id for f in failures] == ["vid0", "vid1"]
 
 

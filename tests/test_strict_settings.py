@@ -5,8 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mosic import MosicError
-from mosic.cli_common import check_setting, parse_set_value
-from mosic.train.config import TrainSettings, train_settings
+from mosic.config import check_setting, parse_set_value
+from mosic.config import TrainSettings, train_settings
 
 runner = CliRunner()
 

@@ -302,7 +302,7 @@ def test_synthetic_source(synset, tmp_path):
     gt = src.ground_truth(ids[1])
     assert isinstance(gt, SyntheticGroundTruth) and gt.num_frames == vids[1].num_frames
     assert src.classes() == list(CLASSES) and src.meta()["videos"].keys() == set(ids)
-    clips, failures = plan_clips(vids, ClipSettings(length=6, step=3))
+    clips, failures = plan_clips(vids, ClipSettings(length=6, step=3, stride=None))
     assert not failures and len(clips) == 3
     for c in clips:
         assert c.frames == tuple(range(0, 16, 3)) and (c.width, c.height) == (W, H)

@@ -12,7 +12,6 @@ import torch
 
 from mosic import MosicError
 from mosic.config import load_pipeline
-from mosic.train.config import train_settings
 from mosic.train.train import NonFiniteLossError, train
 
 from conftest import SMALL_CLIPS, free_port, small_oracle_store
@@ -47,7 +46,7 @@ def settings(cfg, **over):
     o.update({f"train.{k}": v for k, v in over.items()})
     c = load_pipeline("synthetic-oracle", overrides={"dataset.root": cfg.dataset.root, "stores": cfg.stores,
                                                      **CLIPS, **o})
-    return c, train_settings(c.train)
+    return c, c.train
 
 
 def test_training_runs_logs_checkpoints_and_exports(store, tmp_path):
@@ -121,10 +120,10 @@ def test_store_that_does_not_fit_is_refused_before_training(store, tmp_path):
     cfg, path = store
     c = load_pipeline("synthetic-oracle", overrides={"stores": cfg.stores, **CLIPS, "clips.length": 6, **TINY})
     with pytest.raises(MosicError, match="no complete store .* fits pipeline"):
-        train(c, train_settings(c.train), tmp_path / "run", progress=False)
+        train(c, c.train, tmp_path / "run", progress=False)
     c2 = load_pipeline("synthetic-oracle", overrides={**CLIPS, "clips.length": 6, "train.store": str(path), **TINY})
     with pytest.raises(MosicError, match="clips.length: store has 4"):
-        train(c2, train_settings(c2.train), tmp_path / "run2", progress=False)
+        train(c2, c2.train, tmp_path / "run2", progress=False)
 
 
 def test_a_store_tracked_on_another_grid_still_trains(store, tmp_path, caplog):
@@ -134,7 +133,7 @@ def test_a_store_tracked_on_another_grid_still_trains(store, tmp_path, caplog):
     c = load_pipeline("synthetic-oracle", overrides={"dataset.root": cfg.dataset.root, "stores": cfg.stores,
                                                      **CLIPS, "tracker.grid": 30, **TINY, "train.grid": 4})
     with caplog.at_level("WARNING", logger="mosic.train"):
-        res = train(c, train_settings(c.train), tmp_path / "run", progress=False)
+        res = train(c, c.train, tmp_path / "run", progress=False)
     assert Path(res["store"]) == path and res["steps"] == 4
     text = caplog.text
     assert "no store with the pipeline's 30 x 30 grid" in text and "tracked on a 4 x 4 grid" in text
@@ -264,7 +263,7 @@ def settings_for_step(symmetric=False, normalize="visible", **over):
     o = {"train.mask_ratio": 0.25, "train.loss.symmetric": symmetric, "train.loss.normalize": normalize,
          **{f"train.{k}": v for k, v in over.items()}}
     c = load_pipeline("synthetic-oracle", overrides=o)
-    return c, train_settings(c.train)
+    return c, c.train
 
 
 def test_the_last_partial_batch_is_kept_as_the_official_loader(store, tmp_path):

@@ -11,7 +11,6 @@ import pytest
 
 from mosic import MosicError
 from mosic.config import load_pipeline
-from mosic.train.config import train_settings
 from mosic.train.train import train
 from mosic.train.validate import plot_curve, read_curve
 
@@ -38,7 +37,7 @@ def settings(cfg, **over):
     c = load_pipeline("synthetic-oracle", overrides={"dataset.root": cfg.dataset.root, "stores": cfg.stores, **CLIPS,
                                                      "train.store": cfg.train["store"],
                                                      **TINY, **{f"train.{k}": v for k, v in over.items()}})
-    return c, train_settings(c.train)
+    return c, c.train
 
 
 def test_validation_rows_plot_and_a_resumed_curve(store, tmp_path):

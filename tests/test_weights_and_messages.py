@@ -110,7 +110,6 @@ def test_store_mismatch_names_the_fields_and_the_option(tmp_path):
     from mosic.data.synthetic import generate
     from mosic.precompute.runner import precompute
     from mosic.train.train import resolve_store
-    from mosic.train.config import train_settings
 
     generate(tmp_path / "syn", videos=2, seed=0, num_frames=16, width=64, height=48, exact_length=True)
     small = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "stores": str(tmp_path / "stores"),
@@ -118,8 +117,8 @@ def test_store_mismatch_names_the_fields_and_the_option(tmp_path):
     precompute(load_pipeline("synthetic", overrides=small), progress=False)  # tracked with lk
     cfg = load_pipeline("synthetic-oracle", overrides=small)
     with pytest.raises(MosicError) as e:
-        resolve_store(cfg, train_settings(cfg.train))
+        resolve_store(cfg, cfg.train)
     msg = str(e.value)
     assert "differs in tracker.name (store 'lk', pipeline 'oracle'): train on it with `--tracker lk`" in msg
     cfg = load_pipeline("synthetic-oracle", overrides={**small, "tracker.name": "lk"})
-    assert resolve_store(cfg, train_settings(cfg.train)).name.startswith("synthetic-train-lk")
+    assert resolve_store(cfg, cfg.train).name.startswith("synthetic-train-lk")

@@ -70,7 +70,6 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     list_pipelines: bool = typer.Option(False, "--list-pipelines", "--list", help=LIST_HELP),
 ) -> None:
-    from mosic.train.config import train_settings
     from mosic.train.train import train
 
     setup_logging(verbose)
@@ -101,7 +100,7 @@ def run(
         **_parse_sets(set_),
     }
     cfg = load_pipeline(pipeline, config, over)
-    ts = train_settings(cfg.train)
+    ts = cfg.train
     if print_config:
         typer.echo(resolved_config(cfg, config))
         return

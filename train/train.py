@@ -42,7 +42,7 @@ from mosic.devices import autocast, resolve_device, resolve_precision
 from mosic.store_schema.location import Location, as_location, list_stores
 from mosic.train.augment import normalize_frames
 from mosic.backbones import crop_grid_size, mean_std, patch_size
-from mosic.train.config import TrainSettings
+from mosic.config import TrainSettings
 from mosic.train.data import ClipDataset, make_loader
 from mosic.backbones import create_backbone
 from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask

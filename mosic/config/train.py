@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
 from mosic import MosicError
+from mosic.config.strict import validation_line
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
@@ -69,14 +70,15 @@ class ValidateSettings(BaseModel):
 
     model_config = _STRICT
 
-    every: int = Field(0, ge=0, description="validate every N optimiser steps (step 0 included) and at the end; "
-                       "0: off")
+    every: int = Field(55, ge=0, description="validate every N optimiser steps (step 0 included) and at the end; "
+                       "0: off; 55: about once per epoch of YouTube-VOS at batch 64")
     protocols: tuple[Literal["clustering", "incontext"], ...] = Field(
         ("clustering",), min_length=1, description="quick protocols: clustering (K-means, K = classes) and/or "
         "incontext (a small Hummingbird memory)")
     dataset: Literal["voc", "ade20k", "synthetic"] | None = Field(
-        None, description="held-out image set; None: the synthetic pipelines' own data, Pascal VOC otherwise")
-    root: str | None = Field(None, description="its folder; None: the pipeline's data (synthetic only)")
+        "voc", description="held-out image set; None: the synthetic pipelines' own data, Pascal VOC otherwise")
+    root: str | None = Field("data/VOCdevkit/VOC2012", description="its folder; None: the pipeline's data "
+                             "(synthetic only)")
     split: str | None = Field(None, description="scored split; None: val (voc), validation (ade20k), valid (synthetic)")
     train_split: str | None = Field(None, description="in-context memory split; None: trainaug, training, train")
     max_images: int | None = Field(100, ge=1, description="validation images (a fixed draw); None: all")
@@ -128,7 +130,7 @@ class TrainSettings(BaseModel):
         "per epoch on 3,471 videos at batch 64, 440 in 8 epochs)")
     crop_scale: tuple[float, float] = (0.4, 1.0)
     flip_p: float = Field(0.5, ge=0, le=1)
-    num_workers: int = Field(2, ge=0)
+    num_workers: int = Field(4, ge=0, description="loader processes per training process")
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -141,11 +143,8 @@ class TrainSettings(BaseModel):
 
 
 def train_settings(raw: dict[str, Any]) -> TrainSettings:
-    from pydantic import ValidationError
-
+    """A ``train:`` mapping as typed settings, or one line naming the first bad key."""
     try:
         return TrainSettings.model_validate(raw or {})
     except ValidationError as e:
-        from mosic.config import validation_line
-
         raise MosicError(f"invalid train settings: {validation_line(e, TrainSettings)}") from None

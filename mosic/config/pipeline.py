@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mosic import MosicError
+from mosic.config.strict import validation_line
+from mosic.config.train import TrainSettings
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -28,7 +30,8 @@ class ClipSettings(BaseModel):
     step: int = Field(6, ge=1, description="take every step-th frame")
     clips_per_video: int = Field(1, ge=1, description="clips per video, starts spread evenly")
     stride: int | None = Field(
-        None, ge=1, description="frames between clip starts; when set, overrides clips_per_video"
+        12, ge=1, description="frames between clip starts (training reads one of a video's clips per epoch, "
+        "train.clip_sampling); when set, overrides clips_per_video"
     )
     short_videos: Literal["adapt", "skip"] = Field(
         "adapt",
@@ -58,8 +61,10 @@ class DatasetSettings(BaseModel):
 class TrackerSettings(BaseModel):
     model_config = _FROZEN
 
-    name: str = Field("lk", description="cotracker3 | lk | oracle")
-    grid: int = Field(16, ge=1, description="G: a G x G grid of query points on the first frame")
+    name: str = Field("cotracker3", description="cotracker3 (frozen CoTracker-v3 offline, an optional extra that "
+                      "needs weights) | lk | oracle")
+    grid: int = Field(30, ge=1, description="G: a G x G grid of query points on the first frame (30: dense enough "
+                      "that every crop holds the 16 x 16 grid the loss uses, train.grid)")
     batch_size: int = Field(8, ge=1, description="clips per tracker call")
     checkpoint: str | None = Field(None, description="tracker weights file (cotracker3)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -83,7 +88,7 @@ class PipelineConfig(BaseModel):
     clips: ClipSettings = ClipSettings()
     tracker: TrackerSettings = TrackerSettings()
     store: StoreLayout = StoreLayout()
-    train: dict[str, Any] = Field(default_factory=dict, description="training settings")
+    train: TrainSettings = Field(TrainSettings(), description="training settings (mosic.config.train)")
 
 
 def packaged_pipelines_file() -> Path:
@@ -198,18 +203,3 @@ def with_overrides(cfg: PipelineConfig, overrides: dict[str, Any]) -> PipelineCo
         return PipelineConfig.model_validate(d)
     except ValidationError as e:
         raise MosicError(f"invalid settings: {validation_line(e, PipelineConfig)}") from None
-
-
-def validation_line(e: ValidationError, schema: type[BaseModel]) -> str:
-    """A pydantic error as one line: the first bad field, the value read and what it must be; an
-    unknown field with the nearest known one."""
-    from mosic.cli_common import nearest, settings_keys
-
-    err = e.errors()[0]
-    key = ".".join(str(p) for p in err["loc"])
-    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    if err["type"] == "extra_forbidden":
-        keys = list(settings_keys(schema))
-        keys += sorted({k.rsplit(".", i)[0] for k in keys for i in range(1, k.count(".") + 1)})
-        return f"unknown setting {key!r}{nearest(key, keys)}{more}"
-    return f"{key} = {err.get('input')!r}: {err['msg']}{more}"
