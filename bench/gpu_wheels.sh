@@ -29,10 +29,11 @@ PKGS=(
   "setuptools==80.9.0"
 )
 COTRACKER="cotracker @ git+https://github.com/facebookresearch/co-tracker.git"
-# every module gpu-check imports, checked from outside the checkout after the install
-IMPORTS="mosic.train.train, mosic.train.data, mosic.precompute.runner, mosic.store_schema.reader, \
-mosic.evaluation.cli, mosic.data.synthetic, zarr, numcodecs, pydantic, torch_ema, faiss, yaml, typer, timm, \
-torchvision, cv2, sklearn, tqdm"
+# every installed module gpu-check imports, checked from outside the checkout after the install (its
+# own parts, bench/gpu_parts/, are found beside the script and never installed)
+IMPORTS="mosic.train.train, mosic.train.data, mosic.train.device_crop, mosic.precompute.runner, \
+mosic.store_schema.reader, mosic.evaluation.cli, mosic.data.synthetic, mosic.data.frame_cache, \
+zarr, numcodecs, pydantic, torch_ema, faiss, yaml, typer, timm, torchvision, cv2, sklearn, tqdm"
 
 mode=${1:-}
 case "$mode" in

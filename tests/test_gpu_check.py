@@ -1,7 +1,8 @@
 """bench/gpu_check.py --cpu: the dry run of the GPU check runs every part that can run without a GPU,
-so that the script cannot rot where no GPU is available; and its verdicts cannot pass by accident."""
+so that the script cannot rot where no GPU is available; and its verdicts cannot pass by accident.
+The harness (bench/gpu_check.py) and its parts (bench/gpu_parts/) are imported as the script finds
+them: from its own folder."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,13 +11,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(ROOT / "bench"))
+import gpu_check as gc  # noqa: E402
+from gpu_parts import cotracker as cot  # noqa: E402
 
 
 def test_gpu_check_cpu_dry_run(tmp_path):
@@ -60,7 +57,6 @@ def _tracks(tracks, vis):
 
 
 def test_cotracker_verdict_compares_every_point_and_counts_a_fallback_as_failure():
-    gc = _gpu_check()
     rng = np.random.default_rng(0)
     B, T, N = 4, 5, 9
     tr = rng.uniform(0, 300, (B, T, N, 2))
@@ -68,31 +64,30 @@ def test_cotracker_verdict_compares_every_point_and_counts_a_fallback_as_failure
     vis = rng.random((B, T, N)) > 0.3
     vis[:, 0] = True
     ref = _tracks(tr, vis)
-    sep = gc.clip_separation(ref)
+    sep = cot.clip_separation(ref)
     assert sep > 10
-    same = gc.compare_tracks(ref, _tracks(tr + 0.01, vis))
-    assert gc.batched_row(same, sep, fell_back=False) == (True, "")
+    same = cot.compare_tracks(ref, _tracks(tr + 0.01, vis))
+    assert cot.batched_row(same, sep, fell_back=False) == (True, "")
     # a fall-back to batch 1 fails the batching row even when the tracks agree
-    ok, why = gc.batched_row(same, sep, fell_back=True)
+    ok, why = cot.batched_row(same, sep, fell_back=True)
     assert not ok and "fell back" in why
     # clips mixed up within the batch: frame 0 agrees, the rest does not
-    mixed = gc.compare_tracks(ref, _tracks(tr[[1, 0, 3, 2]], vis[[1, 0, 3, 2]]))
-    assert not gc.batched_row(mixed, sep, fell_back=False)[0]
+    mixed = cot.compare_tracks(ref, _tracks(tr[[1, 0, 3, 2]], vis[[1, 0, 3, 2]]))
+    assert not cot.batched_row(mixed, sep, fell_back=False)[0]
     # visibility alone differing (positions equal) fails too
     flipped = vis.copy()
     flipped[:, 1:] = ~flipped[:, 1:]
-    assert not gc.batched_row(gc.compare_tracks(ref, _tracks(tr, flipped)), sep, fell_back=False)[0]
+    assert not cot.batched_row(cot.compare_tracks(ref, _tracks(tr, flipped)), sep, fell_back=False)[0]
     # tracks that do not move (random weights at their own init) cannot tell clips apart: failure
     still = np.broadcast_to(tr[:1, :1], tr.shape)
     ref_still = _tracks(still, vis)
-    ok, why = gc.batched_row(gc.compare_tracks(ref_still, ref_still), gc.clip_separation(ref_still), False)
+    ok, why = cot.batched_row(cot.compare_tracks(ref_still, ref_still), cot.clip_separation(ref_still), False)
     assert not ok and "cannot tell clips apart" in why
     bad = _tracks(np.where(np.arange(N) == 3, np.nan, tr[..., 0])[..., None].repeat(2, -1), vis)
-    assert not gc.batched_row(gc.compare_tracks(ref, bad), sep, False)[0]
+    assert not cot.batched_row(cot.compare_tracks(ref, bad), sep, False)[0]
 
 
 def test_non_finite_figures_fail_a_part_and_a_part_has_a_time_limit(tmp_path):
-    gc = _gpu_check()
     assert gc.non_finite({"a": 1.0, "b": {"c": float("nan"), "d": [1.0, float("inf")]}}) == ["b/c", "b/d/1"]
     r = gc.run_part(lambda ctx: {"status": "ok", "x": {"delivered_clips_s": float("nan")}}, None, 5)
     assert r["status"] == "failed" and "x/delivered_clips_s" in r["error"]
@@ -115,3 +110,15 @@ def test_a_part_left_without_time_is_skipped_and_the_json_says_so(tmp_path):
     res = json.loads(out.read_text())
     assert res["budget_s"]["total"] == 5 and res["train"]["status"] == "skipped", res["train"]
     assert "budget" in res["train"]["reason"] and "seconds" in res
+
+
+def test_the_help_describes_every_part_from_its_own_module_without_loading_torch():
+    r = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "bench" / "gpu_check.py"), "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert sorted(gc.PART_FNS) == sorted(("data",) + gc.PARTS) and all(callable(f) for f in gc.PART_FNS.values())
+    for name in gc.PARTS:
+        first = gc.MODULES[name].__doc__.splitlines()[0]
+        assert f"  {name:<9}  {first}" in r.stdout, name
+    # the parts import torch only when they run: --help answers at once
+    assert not any(line.split("|")[-1].strip() == "torch" for line in r.stderr.splitlines())
