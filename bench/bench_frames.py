@@ -122,7 +122,7 @@ def main() -> None:
     import cv2
 
     from mosic.data.decode import read_jpeg_bytes
-    from mosic.data.frame_cache import FrameCache, build_frame_cache, cache_side
+    from mosic.store_schema.frame_cache import FrameCache, build_frame_cache, cache_side
     from mosic.train.augment import apply_crop, max_reduction, reduce_box, to_tensor
     from mosic.train.data import ClipDataset
 

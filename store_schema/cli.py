@@ -144,7 +144,7 @@ def cache_frames(
 ) -> None:
     import os
 
-    from mosic.data.frame_cache import build_frame_cache, cache_side
+    from mosic.store_schema.frame_cache import build_frame_cache, cache_side
 
     folder = build_frame_cache(path, side or cache_side(out_size), quality, root, progress=True,
                                workers=workers or os.cpu_count() or 1)

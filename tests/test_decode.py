@@ -169,7 +169,7 @@ def _norm(crop):
 # the frame cache
 # ------------------------------------------------------------------------------------------------
 def test_cache_side_covers_the_narrowest_crop():
-    from mosic.data.frame_cache import cache_side
+    from mosic.store_schema.frame_cache import cache_side
 
     assert cache_side(224) == 410
     # the narrowest crop torchvision's draw can give (area 0.4, aspect 3/4) still has >= 224 cache px
@@ -182,7 +182,7 @@ def test_frame_cache_crops_match_the_full_path_and_damage_is_named(big_store, tm
     import sys
 
     from mosic import MosicError
-    from mosic.data.frame_cache import FrameCache, cache_dir_for, cache_side
+    from mosic.store_schema.frame_cache import FrameCache, cache_dir_for, cache_side
 
     store = tmp_path / big_store.name
     shutil.copytree(big_store, store)
@@ -244,7 +244,7 @@ def test_frame_cache_crops_match_the_full_path_and_damage_is_named(big_store, tm
 
 def test_frames_no_larger_than_the_cache_are_not_cached(tmp_path):
     """320 x 240 against a 410 x 410 cache: the source decodes faster, so the clip stays with it."""
-    from mosic.data.frame_cache import build_frame_cache, cache_side, worth_caching
+    from mosic.store_schema.frame_cache import build_frame_cache, cache_side, worth_caching
 
     assert worth_caching(1280, 720, 410) and not worth_caching(320, 240, 410) and not worth_caching(410, 410, 410)
     root = tmp_path / "small"

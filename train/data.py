@@ -251,7 +251,7 @@ class ClipDataset(Dataset):
 def _open_cache(reader: StoreReader, frame_cache, out_size, scale, ratio):
     """The frame cache to read: "auto" takes one beside a local store if it fits and is large
     enough for these crops; a path must fit; None reads the JPEGs."""
-    from mosic.data.frame_cache import FrameCache, cache_side
+    from mosic.store_schema.frame_cache import FrameCache, cache_side
 
     if frame_cache is None or not isinstance(reader.path, Path):
         return None

@@ -22,7 +22,7 @@ def run(ctx: Ctx) -> dict:
     import torch
     import torch.multiprocessing as tmp
 
-    from mosic.data.frame_cache import build_frame_cache, cache_side, worth_caching
+    from mosic.store_schema.frame_cache import build_frame_cache, cache_side, worth_caching
     from mosic.train.data import ClipDataset, batch_bytes, make_loader
 
     cfg = ctx.cfg

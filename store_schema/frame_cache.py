@@ -42,6 +42,7 @@ import numpy as np
 from mosic import MosicError
 from mosic.data.base import FrameReadError
 from mosic.data.decode import reduction_factor
+from mosic.store_schema.reader import StoreReader, open_frame_source
 
 MAGIC = b"MOSICFC1"
 VERSION = 1
@@ -178,8 +179,6 @@ def build_frame_cache(store: str | Path, side: int | None = None, quality: int =
     the cache (:func:`worth_caching`); returns its folder. Clip files already there are kept when
     they are whole and decode (a killed run resumes; damaged files are rebuilt); ``cache.json``,
     written last, counts the cached clips, those left to their source and the files rebuilt."""
-    from mosic.store_schema.reader import StoreReader, open_frame_source
-
     reader = StoreReader(store)
     if not isinstance(reader.path, Path):
         raise MosicError(f"frame caches are for local stores; {reader.path} is remote")
