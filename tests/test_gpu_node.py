@@ -5,7 +5,7 @@ packaging), a copy of the repository as it travels (tracked and untracked files,
 the wheel set made by `make gpu-wheels GPU_PYVER=3.12` and installed with no package index.
 
 Slow (the node's environment is built once into the user's cache folder, a few GB and minutes; then
-about two minutes a run); `make test` runs it. MOSIC_NO_GPU_NODE_TEST=1 skips it where no Python 3.12
+about two minutes a run); `make test-gpu-node` runs it, and CI after `make test`. MOSIC_NO_GPU_NODE_TEST=1 skips it where no Python 3.12
 can be had."""
 
 import json

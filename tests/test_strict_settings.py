@@ -36,10 +36,21 @@ def test_train_settings_type_and_key_checks(key, text, message):
     assert message in str(e.value)
 
 
-def test_free_mappings_and_good_values_pass():
-    for key, text in [("model.kwargs.depth", "3"), ("optim.betas", "[0.9, 0.99]"), ("grid", "null"),
-                      ("loss.temperature", "1"), ("model.weights", "w.pth")]:
-        check_setting(TrainSettings, key, parse_set_value(key, text))
+def test_free_mappings_and_good_values_pass_and_reach_the_settings_as_written():
+    for key, text, want in [("model.kwargs.depth", "3", 3), ("optim.betas", "[0.9, 0.99]", (0.9, 0.99)),
+                            ("grid", "null", None), ("loss.temperature", "1", 1.0), ("model.weights", "w.pth", "w.pth")]:
+        value = parse_set_value(key, text)
+        check_setting(TrainSettings, key, value)
+        *parents, last = key.split(".")
+        raw: dict = {}
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+        got = TrainSettings.model_validate(raw)
+        for part in key.split("."):
+            got = got[part] if isinstance(got, dict) else getattr(got, part)
+        assert got == want, key
 
 
 def test_settings_file_errors_are_one_line_with_the_nearest_key():

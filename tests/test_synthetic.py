@@ -359,23 +359,6 @@ def test_cli_synthetic(tmp_path):
     assert r.exit_code == 0 and "--videos" in r.output and "--overwrite" in r.output
 
 
-def test_generation_speed():
-    """At least 50 frames/s on one core at 320x240, rendering and encoding (measured: ~400)."""
-    cv2.setNumThreads(1)
-    try:
-        best = 0.0
-        for _ in range(2):
-            t0 = time.perf_counter()
-            scene = make_scene(0, seed=0, num_frames=30, exact_length=True)
-            for t in range(scene.num_frames):
-                rgb, mask = scene.render(t)
-                cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            best = max(best, scene.num_frames / (time.perf_counter() - t0))
-    finally:
-        cv2.setNumThreads(-1)
-    assert best >= 50, f"{best:.0f} frames/s"
-
-
 def test_the_set_in_parts_and_every_old_name_still_imports():
     """mosic/data/synthetic/ holds one concept per module (drawing, motion, scene, ground truth,
     writing, the frame source); mosic.data.synthetic still gives every name it had."""

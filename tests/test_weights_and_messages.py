@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from mosic import MosicError
-from mosic.backbones import check_hub, check_weights_file
+from mosic.backbones import check_hub, check_weights_file, detect_layout, read_weights
 
 runner = CliRunner()
 TINY = {"depth": 2, "embed_dim": 48, "num_heads": 3, "init_values": 0.1}
@@ -65,8 +65,11 @@ def test_a_good_state_dict_and_an_official_layout_pass(tmp_path):
     net = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=56, **TINY)
     torch.save(net.state_dict(), tmp_path / "ok.pth")
     check_weights_file(tmp_path / "ok.pth", "vit_small_patch14_dinov2", TINY)  # pos_embed size is resampled
+    assert detect_layout(read_weights(tmp_path / "ok.pth"), net) == "timm"
     torch.save({"model": {f"backbone.layer{i}.w": torch.zeros(3) for i in range(8)}}, tmp_path / "other_layout.pth")
     check_weights_file(tmp_path / "other_layout.pth", "vit_small_patch14_dinov2", TINY)  # the loader converts or says
+    other = read_weights(tmp_path / "other_layout.pth")  # the same dict the loader reads: container and prefix gone
+    assert sorted(other) == sorted(f"layer{i}.w" for i in range(8)) and detect_layout(other, net) is None
 
 
 @pytest.fixture
@@ -122,3 +125,19 @@ def test_store_mismatch_names_the_fields_and_the_option(tmp_path):
     assert "differs in tracker.name (store 'lk', pipeline 'oracle'): train on it with `--tracker lk`" in msg
     cfg = load_pipeline("synthetic-oracle", overrides={**small, "tracker.name": "lk"})
     assert resolve_store(cfg, cfg.train).name.startswith("synthetic-train-lk")
+
+
+@pytest.mark.parametrize("container", ["model", "state_dict", "module", "model_ema", "teacher"])
+def test_the_pre_flight_and_the_loader_read_the_same_containers(tmp_path, container):
+    import timm
+
+    from mosic.backbones import create_backbone
+
+    name = "vit_small_patch14_dinov2"
+    net = timm.create_model(name, pretrained=False, num_classes=0, img_size=56, **TINY)
+    path = tmp_path / f"{container}.pth"
+    torch.save({container: net.state_dict(), "epoch": 3}, path)
+    check_weights_file(path, name, TINY)
+    loaded = create_backbone(name, pretrained=False, weights=path, img_size=56, **TINY).state_dict()
+    assert loaded.keys() == net.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in net.state_dict().items())
