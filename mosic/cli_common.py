@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -106,8 +107,6 @@ def _line_tqdm_class():
         """tqdm that writes one plain line per refresh, at most every PROGRESS_INTERVAL seconds."""
 
         def __init__(self, *args, **kwargs):
-            import os
-
             every = float(os.environ.get("MOSIC_PROGRESS_INTERVAL", PROGRESS_INTERVAL))
             kwargs["mininterval"] = max(float(kwargs.get("mininterval") or 0), every)
             kwargs["maxinterval"] = max(float(kwargs.get("maxinterval") or 0), every)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -70,7 +71,6 @@ def run(data: Path, stores: Path, videos: int, seed: int, out: Path, train_steps
 
 
 def _train_and_compare(data: Path, stores: Path, out: Path, steps: int | None) -> dict:
-    import shutil
 
 
     from mosic.config import load_pipeline

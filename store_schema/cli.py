@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -142,8 +143,6 @@ def cache_frames(
     root: Optional[str] = typer.Option(None, help="the data set root, if not where the store was made from"),
     workers: int = typer.Option(0, help="threads (0: one per core)"),
 ) -> None:
-    import os
-
     from mosic.store_schema.frame_cache import build_frame_cache, cache_side
 
     folder = build_frame_cache(path, side or cache_side(out_size), quality, root, progress=True,

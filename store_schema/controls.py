@@ -19,11 +19,16 @@ path = write_control_store("stores/synthetic-train-oracle-....zarr", "static", "
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from mosic import MosicError
+from mosic.store_schema import layout as L
+from mosic.store_schema.reader import StoreReader
+from mosic.store_schema.spec import TrackerSpec
+from mosic.store_schema.writer import StoreWriter
 
 CONTROLS = ("static", "swapped")
 
@@ -45,13 +50,6 @@ def control_tracks(tracks: np.ndarray, control: str, width: float, height: float
 def write_control_store(src: str | Path, control: str, stores: str | Path, overwrite: bool = False) -> Path:
     """Write the ``control`` copy of the complete store ``src`` into the folder ``stores``; returns
     its path (named from its spec, as every store). An existing complete copy is reused."""
-    import shutil
-
-    from mosic.store_schema import layout as L
-    from mosic.store_schema.reader import StoreReader
-    from mosic.store_schema.spec import TrackerSpec
-    from mosic.store_schema.writer import StoreWriter
-
     if control not in CONTROLS:
         raise MosicError(f"unknown track control {control!r}: choose one of {', '.join(CONTROLS)}")
     reader = StoreReader(src)

@@ -32,7 +32,7 @@ from numcodecs import Shuffle, Zstd
 from pydantic import ValidationError
 
 from mosic import MosicError
-from mosic.data.base import ClipRef
+from mosic.data.base import ClipRef, create_source
 from mosic.store_schema import layout as L
 from mosic.store_schema import location
 from mosic.store_schema.layout import StoreMeta
@@ -299,8 +299,6 @@ class StoreReader:
 def open_frame_source(reader: StoreReader, root: str | Path | None = None, verify: bool = True):
     """The frame source the store was made from: its recorded root, or ``root`` if given (a data
     set moved to another place). With ``verify``, its fingerprint must match the store's."""
-    from mosic.data.base import create_source
-
     root = root or reader.meta.made_with.get("root")
     if not root:
         raise StoreError(f"store {reader.path} does not record where its frames are: pass --root")

@@ -23,12 +23,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import zarr
+from zarr.codecs import ZstdCodec
+from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from mosic import MosicError
 from mosic.data.base import ClipRef
 from mosic.store_schema import layout as L
 from mosic.store_schema import location
 from mosic.store_schema.layout import Failure, StoreMeta
+from mosic.store_schema.reader import clip_index, read_meta
 from mosic.store_schema.spec import StoreSpec, spec_differences
 
 
@@ -118,8 +121,6 @@ class StoreWriter:
         if not location.exists(url):
             if not clips:
                 raise MosicError("refusing to create a store with no clips")
-            from zarr.errors import ContainsArrayError, ContainsGroupError
-
             try:
                 _create(url, spec, clips, plan_failures, cpc, codec, level, made_with)
             except (FileExistsError, ContainsArrayError, ContainsGroupError):
@@ -140,15 +141,11 @@ class StoreWriter:
 
     @classmethod
     def open(cls, path: str | Path) -> "StoreWriter":
-        from mosic.store_schema.reader import read_meta
-
         path = location.as_location(path)
         group, meta = read_meta(path, mode="r+")
         return cls(path, group, meta)
 
     def _check_clips(self, clips: Sequence[ClipRef]) -> None:
-        from mosic.store_schema.reader import clip_index
-
         have = clip_index(self.group)
         if have != list(clips):
             raise StoreMismatchError(
@@ -254,8 +251,6 @@ def _create(
     level: int,
     made_with: dict,
 ) -> None:
-    from zarr.codecs import ZstdCodec
-
     C, T, N = len(clips), spec.clips.length, spec.num_points
     cpc = max(1, min(cpc, C))
     if codec == "fixed-delta-zstd" and N == 1:

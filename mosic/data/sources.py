@@ -30,7 +30,7 @@ from PIL import Image
 
 from mosic import MosicError
 from mosic.data.base import SOURCES, FrameReadError, FrameSource, VideoInfo
-from mosic.data.decode import decode_jpeg_reduced
+from mosic.data.decode import decode_jpeg_reduced, reduced_size, reduction_factor
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +213,6 @@ class JpegFolderSource(FrameSource):
     ) -> tuple[np.ndarray, int]:
         """Frames decoded with libjpeg's scaled IDCT at the largest factor s in 1, 2, 4, 8 that is
         at most ``max_factor`` (see :mod:`mosic.data.decode`): uint8 [T, ceil(H/s), ceil(W/s), 3], s."""
-        from mosic.data.decode import reduced_size, reduction_factor
-
         s = reduction_factor(max_factor)
         if s == 1:
             return self.read_frames(video_id, indices), 1
