@@ -184,22 +184,21 @@ def load_pipeline(
         )
     merged = _deep_merge(data.get("defaults") or {}, pipes[name] or {})
     merged["name"] = name
-    for k, v in (overrides or {}).items():
-        if v is not None:
-            _set_dotted(merged, k, v)
-    try:
-        return PipelineConfig.model_validate(merged)
-    except ValidationError as e:
-        raise MosicError(f"pipeline {name!r} is not valid: {validation_line(e, PipelineConfig)}") from None
+    return _validated(merged, overrides or {}, f"pipeline {name!r} is not valid")
 
 
 def with_overrides(cfg: PipelineConfig, overrides: dict[str, Any]) -> PipelineConfig:
     """A copy of ``cfg`` with dotted-key overrides applied (``None`` values are ignored)."""
-    d = cfg.model_dump()
+    return _validated(cfg.model_dump(), overrides, "invalid settings")
+
+
+def _validated(raw: dict, overrides: dict[str, Any], what: str) -> PipelineConfig:
+    """``raw`` with dotted-key ``overrides`` applied (``None`` values are ignored), as a PipelineConfig,
+    or one line: ``what`` and the first bad field."""
     for k, v in overrides.items():
         if v is not None:
-            _set_dotted(d, k, v)
+            _set_dotted(raw, k, v)
     try:
-        return PipelineConfig.model_validate(d)
+        return PipelineConfig.model_validate(raw)
     except ValidationError as e:
-        raise MosicError(f"invalid settings: {validation_line(e, PipelineConfig)}") from None
+        raise MosicError(f"{what}: {validation_line(e, PipelineConfig)}") from None
