@@ -141,3 +141,11 @@ def test_the_pre_flight_and_the_loader_read_the_same_containers(tmp_path, contai
     loaded = create_backbone(name, pretrained=False, weights=path, img_size=56, **TINY).state_dict()
     assert loaded.keys() == net.state_dict().keys()
     assert all(torch.equal(loaded[k], v) for k, v in net.state_dict().items())
+
+
+def test_a_hub_id_as_weights_is_tried_once_and_an_unreachable_hub_is_one_line(offline):
+    from mosic.backbones import create_backbone
+
+    with pytest.raises(MosicError, match=r"cannot reach the Hugging Face hub .* --weights hf-hub:someone/mosic-vits "
+                                         r"\(someone/mosic-vits\) are not in the local cache"):
+        create_backbone("vit_small_patch14_dinov2", weights="hf-hub:someone/mosic-vits", img_size=56)

@@ -4,6 +4,7 @@
 - :mod:`mosic.backbones.families`: which family a model is, its patch, its normalisation, the forward in parts;
 - :mod:`mosic.backbones.weights`: the one weights reader, layouts, conversion, loading, the pre-flight;
 - :mod:`mosic.backbones.hub`: one attempt at the Hugging Face hub;
+- :mod:`mosic.backbones.hub_folder`: a backbone as a Hugging Face / timm folder (written and read by timm);
 - :mod:`mosic.backbones.create`: :func:`create_backbone`, used by training and evaluation alike.
 """
 
@@ -22,7 +23,8 @@ from mosic.backbones.families import (
                                       round_to_patch,
                                       run_blocks,
 )
-from mosic.backbones.hub import check_hub
+from mosic.backbones.hub import check_hub, check_hub_repo
+from mosic.backbones.hub_folder import add_results_to_card, hub_source, write_hub_folder
 from mosic.backbones.weights import (
                                       LAYOUTS,
                                       check_weights_file,
@@ -32,7 +34,8 @@ from mosic.backbones.weights import (
                                       read_weights,
 )
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LAYOUTS", "check_backbone", "check_hub", "check_weights_file",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "LAYOUTS", "add_results_to_card", "check_backbone", "check_hub",
+           "check_hub_repo", "check_weights_file", "hub_source", "write_hub_folder",
            "convert_state_dict", "create_backbone", "crop_grid_size", "detect_layout", "embed", "family",
            "keep_tokens", "load_weights", "mean_std", "model_patch_size", "patch_size", "preflight", "read_weights",
            "round_to_patch", "run_blocks"]

@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from mosic import MosicError
 from mosic.backbones.families import family
+from mosic.backbones.hub_folder import hub_source
 
 #: top-level keys of a mosic training checkpoint (train/train.py)
 _TRAINING_KEYS = {"student", "teacher", "optimizer", "step"}
@@ -184,7 +185,7 @@ def _model_name(model: nn.Module) -> str:
 # ------------------------------------------------------------------------------------------------
 def check_weights_file(path: str | Path | None, model: str | None = None, kwargs: dict[str, Any] | None = None) -> None:
     """One line naming ``path`` and what it is, unless it is a usable state dict for ``model``."""
-    if path is None:
+    if path is None or hub_source(path) is not None:  # a hub folder or id: timm reads it (hub_folder)
         return
     p = Path(path)
     if not p.is_file():
