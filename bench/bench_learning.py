@@ -107,7 +107,7 @@ def _paired(rows: list[dict], variants: list[str], keys: tuple[str, ...], summar
 
 def run_pipeline(a) -> dict:
     """The three-way comparison on any pipeline and store, measured by the in-training validation."""
-    import yaml
+    from mosic.config.strict import load_yaml
 
     from mosic.config import load_pipeline
     from mosic.store_schema.controls import write_control_store
@@ -120,7 +120,7 @@ def run_pipeline(a) -> dict:
         k, sep, v = s.partition("=")
         if not sep:
             raise SystemExit(f"--set expects KEY=VALUE, got {s!r}")
-        over[k] = yaml.safe_load(v)
+        over[k] = load_yaml(v)
     base = load_pipeline(a.pipeline, overrides=over)
     store = Path(str(a.store or resolve_store(base, base.train)))
     tracker = StoreReader(store).spec.tracker.name

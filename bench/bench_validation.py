@@ -31,7 +31,7 @@ def main() -> None:
     a = p.parse_args()
 
     import torch
-    import yaml
+    from mosic.config.strict import load_yaml
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -46,7 +46,7 @@ def main() -> None:
         over["dataset.root"] = a.data
     for s in a.sets:
         k, _, v = s.partition("=")
-        over[k] = yaml.safe_load(v)
+        over[k] = load_yaml(v)
     cfg = load_pipeline(a.pipeline, overrides=over)
     if cfg.dataset.kind == "synthetic":
         from mosic.data.synthetic import generate

@@ -13,7 +13,7 @@ import yaml
 
 from mosic import MosicError
 from mosic.config import PipelineConfig, TrainSettings, find_pipelines_file
-from mosic.config.strict import check_setting, mapping_problem, parse_set_value, yaml_text
+from mosic.config.strict import check_setting, load_yaml, mapping_problem, parse_set_value, yaml_text
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -229,7 +229,7 @@ def parse_model_kwargs(text: str | None, flag: str = "--model-kwargs") -> dict:
     if not text:
         return {}
     try:
-        kw = yaml.safe_load(text)
+        kw = load_yaml(text)
     except yaml.YAMLError as e:
         first = str(e).strip().splitlines()[0]
         raise MosicError(f"{flag} must be a JSON object (or YAML mapping), e.g. '{{\"depth\": 2}}' ({first})") from None

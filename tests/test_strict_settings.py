@@ -92,3 +92,16 @@ def test_mosic_eval_refuses_bad_settings_in_one_line(sets, message, tmp_path):
     r = runner.invoke(app, args)
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_a_number_with_an_exponent_and_no_dot_reads_as_a_float_in_set_and_in_pipelines_files(tmp_path):
+    from mosic.cli_common import parse_pipeline_sets
+    from mosic.config import load_pipeline
+
+    assert parse_set_value("optim.lr_head", "1e-3") == 0.001 and parse_set_value("optim.lr_head", "5E-4") == 0.0005
+    assert parse_pipeline_sets(["train.optim.lr_head=1e-3"]) == {"train.optim.lr_head": 0.001}
+    (tmp_path / "p.yaml").write_text("pipelines:\n  mine:\n    train: {optim: {lr_backbone: 2e-5, lr_head: 1E-3}}\n")
+    optim = load_pipeline("mine", tmp_path / "p.yaml").train.optim
+    assert (optim.lr_backbone, optim.lr_head) == (2e-5, 1e-3)
+    # the rest of YAML reads as before: integers, words, dotted floats
+    assert [parse_set_value("k", t) for t in ("12", "1e", "e5", "0.5", "true")] == [12, "1e", "e5", 0.5, True]

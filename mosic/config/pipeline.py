@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mosic import MosicError
-from mosic.config.strict import validation_line
+from mosic.config.strict import load_yaml, validation_line
 from mosic.config.train import TrainSettings
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -146,7 +146,7 @@ def _set_dotted(d: dict, key: str, value: Any) -> None:
 def read_pipelines(path: str | os.PathLike | None = None) -> dict[str, Any]:
     p = find_pipelines_file(path)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = load_yaml(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise MosicError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(data.get("pipelines"), dict) or not data["pipelines"]:

@@ -16,12 +16,33 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from mosic import MosicError
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as people write settings: PyYAML's safe loader (YAML 1.1), except that a number written with an
+    exponent and no dot (``1e-3``, ``5E-4``, ``2e5``) is a float, as in YAML 1.2 (1.1 reads it as text)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """``text`` read as settings YAML (:class:`_Loader`): every ``--set`` value and every pipelines file."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_set_value(key: str, text: str):
     """The YAML value of ``--set KEY=TEXT``; a mapping whose keys carry ':' (``{depth:2}``: YAML
     needs a space after the colon) or whose values are null is refused, showing how it was read
     and the spelling that works."""
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError as e:
         first = str(e).strip().splitlines()[0]
         raise MosicError(f"--set {key}={text}: not a valid YAML value ({first})") from None
