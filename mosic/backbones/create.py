@@ -49,10 +49,6 @@ def create_backbone(
     source = hub_source(weights)
     if source is not None:
         return _from_hub_folder(source, name, img_size, kwargs)
-    if weights is not None:
-        weights = Path(weights)
-        if not weights.is_file():
-            raise MosicError(f"weights file not found: {weights}")
     try:
         model = timm.create_model(name, pretrained=pretrained and weights is None, img_size=img_size,
                                   num_classes=0, **kwargs)

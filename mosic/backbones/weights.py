@@ -1,10 +1,14 @@
 """Weights files: one reader for the pre-flight and the loader, so both judge the same dict.
 
 - :func:`read_weights`: the tensors of a file (``.safetensors`` or a torch file of tensors only), taken
-  out of the usual containers (``model_ema``, ``state_dict_ema``, ``model``, ``state_dict``, ``module``,
-  ``teacher``) with a ``module.`` / ``backbone.`` prefix common to all keys removed; a file that is
-  empty, not a PyTorch checkpoint, a mosic training checkpoint (``checkpoints/*.pt``: the backbone is
-  ``backbone.pth`` beside them) or holds no state dict is one line naming it and what it is;
+  out of the container that holds them (``model``, ``state_dict``, ``module``, ``teacher`` ...) with a
+  ``module.`` / ``backbone.`` prefix common to all keys removed; a file holding several copies of the
+  backbone (``student`` and ``teacher``, nested or as flat key prefixes; ``state_dict`` and
+  ``state_dict_ema``) is refused naming them unless ``FILE#NAME`` picks one, never a silent choice; a file
+  that is empty, not a PyTorch checkpoint, a mosic training checkpoint (``checkpoints/*.pt``: the backbone
+  is ``backbone.pth`` beside them) or holds no state dict is one line naming it and what it is;
+- :func:`fit_prefix`: any dotted prefix common to all keys (``feature_extractor.model.``) is removed when the
+  rest fits the model exactly;
 - :func:`detect_layout`, :func:`convert_state_dict`, :func:`load_weights`: a file's layout is
   recognised from its key names (timm, official DINOv3, DINOv2 / DINOv2 with registers, DINO,
   EVA-02 / EVA-CLIP) and converted by the checkpoint filter of the model's timm module; a layout
@@ -33,8 +37,9 @@ from mosic.backbones.hub_folder import hub_source
 
 #: top-level keys of a mosic training checkpoint (train/train.py)
 _TRAINING_KEYS = {"student", "teacher", "optimizer", "step"}
-#: containers a state dict is found in, first found wins
-_CONTAINERS = ("model_ema", "state_dict_ema", "model", "state_dict", "module", "teacher")
+#: a state dict nested in a checkpoint holds at least this many tensors (an optimiser's per-parameter state
+#: holds fewer)
+_MIN_TENSORS = 4
 #: prefixes common to all keys that are removed
 _PREFIXES = ("module.", "backbone.", "teacher.backbone.", "student.backbone.")
 
@@ -52,20 +57,41 @@ _EXAMPLE = {"dinov3": "vit_small_patch16_dinov3", "dinov2": "vit_small_patch14_r
             "dino": "vit_small_patch16_224", "eva": "eva02_small_patch14_224", "eva-clip": "eva02_base_patch16_clip_224"}
 
 
+def split_copy(path: str | Path) -> tuple[Path, str | None]:
+    """``FILE#NAME`` -> (FILE, NAME): the backbone copy ``NAME`` of a file that holds several (a released
+    checkpoint with ``student`` and ``teacher``); a file whose own name holds a ``#`` is taken whole."""
+    text = str(path)
+    if "#" in Path(text).name and not Path(text).is_file():
+        base, name = text.rsplit("#", 1)
+        return Path(base), name or None
+    return Path(text), None
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a weights file (see the module's docstring), or one line naming the file and
-    what it is. Torch files are memory-mapped: tensors are read when they are used."""
-    p = Path(path)
+    what it is. A file holding several backbone copies (nested ``{"student": ..., "teacher": ...}`` or flat
+    ``student.*`` / ``teacher.*`` keys) is refused, naming the copies, unless ``FILE#NAME`` picks one. Torch
+    files are memory-mapped: tensors are read when they are used."""
+    p, pick = split_copy(path)
     if not p.is_file():
         raise MosicError(f"weights file not found: {p}")
     if p.stat().st_size == 0:
         raise MosicError(f"weights file {p} is empty (0 bytes): the download or copy did not finish")
     obj = _read_safetensors(p) if p.suffix == ".safetensors" else _read_torch(p)
-    for key in _CONTAINERS:
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict) and obj[key]:
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+    copies = _copies(obj)
+    if pick is not None:
+        if pick not in copies:
+            raise MosicError(f"weights file {p} has no backbone copy {pick!r}; it holds "
+                             + (", ".join(repr(c) for c in copies) or "no state dict of tensors"))
+        obj = copies[pick]
+    elif len(copies) > 1:
+        names = list(copies)
+        raise MosicError(f"weights file {p} holds {len(names)} backbone copies ({', '.join(names)}): pick one with "
+                         f"--weights {p}#{names[-1]} (model.weights in pipelines.yaml), e.g. the teacher, which "
+                         "MoSiC exports")
+    elif copies:
+        obj = next(iter(copies.values()))
+    else:
         what = (f"a dict whose top-level keys are {', '.join(map(str, list(obj)[:8]))}" if isinstance(obj, dict) and obj
                 else f"a {type(obj).__name__}" + (" without tensors" if isinstance(obj, dict) else ""))
         raise MosicError(f"weights file {p} holds {what}, not a state dict of tensors")
@@ -73,6 +99,30 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         if all(k.startswith(pre) for k in obj):
             obj = {k[len(pre):]: v for k, v in obj.items()}
     return obj
+
+
+def _copies(obj: Any, name: str = "weights", depth: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """The state dicts of tensors ``obj`` holds, by name: ``obj`` itself, the containers it nests (``model``,
+    ``state_dict``, ``module``, ``student``, ``teacher``, ...), and the copies of one network side by side in a
+    flat dict (keys ``student.*`` and ``teacher.*`` with the same remainders)."""
+    if not isinstance(obj, dict) or not obj:
+        return {}
+    if all(isinstance(k, str) for k in obj) and all(torch.is_tensor(v) for v in obj.values()):
+        groups: dict[str, dict[str, torch.Tensor]] = {}
+        for k, v in obj.items():
+            head, _, rest = k.partition(".")
+            groups.setdefault(head, {})[rest] = v
+        if len(groups) > 1 and all(len(g) >= _MIN_TENSORS for g in groups.values()) \
+                and len({frozenset(g) for g in groups.values()}) == 1:
+            return groups
+        return {name: obj} if depth == 0 or len(obj) >= _MIN_TENSORS else {}
+    if depth >= 3:
+        return {}
+    found: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in obj.items():
+        if isinstance(k, str):
+            found.update(_copies(v, k, depth + 1))
+    return found
 
 
 def _read_safetensors(p: Path) -> dict:
@@ -128,6 +178,23 @@ def detect_layout(sd: dict[str, torch.Tensor], model: nn.Module | None = None) -
     return None
 
 
+def fit_prefix(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``sd`` without the dotted prefix common to all its keys (``feature_extractor.model.``, ``model.``, ...)
+    when the rest fits ``model`` exactly (its timm key names, the classifier aside); else ``sd`` unchanged.
+    The pre-flight and the loader both call it, so they judge the same dict."""
+    if detect_layout(sd, model) is not None:
+        return sd
+    parts = [k.split(".") for k in sd]
+    common = 0
+    while all(len(q) > common + 1 and q[common] == parts[0][common] for q in parts):
+        common += 1
+    for n in range(common, 0, -1):
+        rest = {".".join(q[n:]): v for q, v in zip(parts, sd.values())}
+        if detect_layout(rest, model) == "timm":
+            return rest
+    return sd
+
+
 def convert_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: str = "weights") -> dict:
     """``sd`` in the model's own key names: recognised (:func:`detect_layout`), checked against the
     model's family, and passed through the checkpoint filter of the model's timm module
@@ -159,7 +226,7 @@ def convert_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, source: st
 
 def load_weights(model: nn.Module, path: str | Path) -> str:
     """Load a weights file into ``model`` (strict but for the classifier head); returns its layout."""
-    sd = read_weights(path)
+    sd = fit_prefix(read_weights(path), model)
     layout = detect_layout(sd, model)
     sd = convert_state_dict(sd, model, source=f"weights {path}")
     res = model.load_state_dict(sd, strict=False)
@@ -187,7 +254,7 @@ def check_weights_file(path: str | Path | None, model: str | None = None, kwargs
     """One line naming ``path`` and what it is, unless it is a usable state dict for ``model``."""
     if path is None or hub_source(path) is not None:  # a hub folder or id: timm reads it (hub_folder)
         return
-    p = Path(path)
+    p, pick = split_copy(path)
     if not p.is_file():
         raise MosicError(f"weights file not found: {p}")
     st = p.stat()
@@ -195,13 +262,13 @@ def check_weights_file(path: str | Path | None, model: str | None = None, kwargs
         kw = json.dumps(kwargs or {}, sort_keys=True)
     except TypeError:  # arguments that are objects (a layer class): the loader checks the architecture
         kw, model = "{}", None
-    _check_cached(str(p.resolve()), st.st_size, st.st_mtime_ns, model, kw)
+    _check_cached(str(p.resolve()), pick, st.st_size, st.st_mtime_ns, model, kw)
 
 
 @functools.lru_cache(maxsize=16)
-def _check_cached(path: str, size: int, mtime: int, model: str | None, kwargs_json: str) -> None:
+def _check_cached(path: str, pick: str | None, size: int, mtime: int, model: str | None, kwargs_json: str) -> None:
     p = Path(path)
-    state = read_weights(p)
+    state = read_weights(f"{p}#{pick}" if pick else p)
     if model is not None:
         _check_architecture(p, state, model, json.loads(kwargs_json))
 
@@ -215,6 +282,7 @@ def _check_architecture(p: Path, state: dict, model: str, kwargs: dict) -> None:
             net = timm.create_model(model, pretrained=False, num_classes=0, **kwargs)
     except Exception:  # noqa: BLE001 - the loader reports an unknown model or bad arguments itself
         return
+    state = fit_prefix(state, net)
     if detect_layout(state, net) not in ("timm", "dino", None):  # "dino": timm's own VisionTransformer names
         return  # an official layout (DINOv3, DINOv2, EVA, EVA-CLIP): the loader converts and checks it
     want = {k: tuple(v.shape) for k, v in net.state_dict().items()}
