@@ -49,7 +49,8 @@ def main() -> None:
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
     from mosic.precompute.runner import precompute
-    from mosic.train.data import ClipDataset, make_loader
+    from mosic.train.dataset import ClipDataset
+    from mosic.train.loader import make_loader
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
     from mosic.train.train import mosic_step, param_groups, store_requirements

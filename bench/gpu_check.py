@@ -367,7 +367,8 @@ def to_device(batch: dict, dev) -> dict:
 def part_train(ctx: Ctx) -> dict:
     import torch
 
-    from mosic.train.data import ClipDataset, make_loader
+    from mosic.train.dataset import ClipDataset
+    from mosic.train.loader import make_loader
 
     cfg = ctx.cfg
     root, pfile, store = ctx.data(cfg["sizes"][0])
@@ -402,7 +403,8 @@ def part_loader(ctx: Ctx) -> dict:
     import torch.multiprocessing as tmp
 
     from mosic.data.frame_cache import build_frame_cache, cache_side, worth_caching
-    from mosic.train.data import ClipDataset, batch_bytes, make_loader
+    from mosic.train.dataset import ClipDataset
+    from mosic.train.loader import batch_bytes, make_loader
 
     cfg = ctx.cfg
     dev = torch.device(cfg["device"])
@@ -496,7 +498,7 @@ def device_pipeline_rate(store: Path, cfg: dict, dev, n_clips: int = 32) -> dict
     import torch
     from torchvision.io import decode_jpeg
 
-    from mosic.train.data import ClipDataset
+    from mosic.train.dataset import ClipDataset
     from mosic.train.device_crop import crop_on_device
 
     ds = ClipDataset(store, out_size=cfg["img"], seed=0, frame_cache=None)

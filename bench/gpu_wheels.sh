@@ -30,7 +30,7 @@ PKGS=(
 )
 COTRACKER="cotracker @ git+https://github.com/facebookresearch/co-tracker.git"
 # every module gpu-check imports, checked from outside the checkout after the install
-IMPORTS="mosic.train.train, mosic.train.data, mosic.precompute.runner, mosic.store_schema.reader, \
+IMPORTS="mosic.train.train, mosic.train.dataset, mosic.train.loader, mosic.precompute.runner, mosic.store_schema.reader, \
 mosic.evaluation.cli, mosic.data.synthetic, zarr, numcodecs, pydantic, torch_ema, faiss, yaml, typer, timm, \
 torchvision, cv2, sklearn, tqdm"
 

@@ -43,7 +43,8 @@ from mosic.store_schema.location import Location, as_location, list_stores
 from mosic.train.augment import normalize_frames
 from mosic.backbones import crop_grid_size, mean_std, patch_size
 from mosic.config import TrainSettings
-from mosic.train.data import ClipDataset, make_loader
+from mosic.train.dataset import ClipDataset
+from mosic.train.loader import make_loader
 from mosic.backbones import create_backbone
 from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
 from mosic.train.summary import nearest_store, start_summary, yaml_value
