@@ -11,7 +11,7 @@ Parts:
              visibility, every point and frame) equal to batch 1 within a stated tolerance, a fall
              back to batch 1 counted as a failure, and the tolerance shown to tell clips apart
   train      ViT-S/14 at 224, global batch 64, bf16: step time, bare student+teacher time, their
-             ratio (goal <= 1.10), peak memory; the real step (mosic.train.train.mosic_step)
+             ratio (goal <= 1.10), peak memory; the real step (mosic.train.step.mosic_step)
   loader     nvJPEG decode, and decode + crop on the GPU (mosic.train.device_crop); the DataLoader with
              W workers (320x240 and 1280x720 JPEGs, and the frame cache) against the step: clips/s
              delivered vs consumed, GPU busy fraction
@@ -307,14 +307,15 @@ def part_cotracker(ctx: Ctx) -> dict:
 # 2. the training step
 # ------------------------------------------------------------------------------------------------
 def build_step(ctx: Ctx, store: Path, pfile: Path):
-    """The real model, optimiser, EMA and step of mosic.train.train, on the device."""
+    """The real model, optimiser, EMA and step of mosic.train (train.py, step.py), on the device."""
     import torch
 
     from mosic.config import load_pipeline
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
     from mosic.devices import autocast, resolve_precision
-    from mosic.train.train import mosic_step, param_groups
+    from mosic.train.step import mosic_step
+    from mosic.train.train import param_groups
 
     cfg = ctx.cfg
     pc = load_pipeline("check", pfile)

@@ -18,6 +18,7 @@ from torch_ema import ExponentialMovingAverage
 
 from mosic import MosicError
 from mosic.backbones import check_backbone, embed, keep_tokens, mean_std, run_blocks
+from mosic.train.ops import sample_at_tracks
 
 
 class Head(nn.Module):
@@ -128,8 +129,6 @@ class MoSiCModel(nn.Module):
         """Scores of the points ``tracks`` [B, N, 2] ((x, y) pixels of ``x`` [B, 3, H, W]) against
         the prototypes: [B, N, K]. Points on dropped tokens get the scores of a zero feature
         (``keep``, ``n_keep``: see :meth:`patch_features`)."""
-        from mosic.train.ops import sample_at_tracks
-
         f = self.patch_features(x, keep, n_keep)
         z = self.head(sample_at_tracks(f[:, None], tracks[:, None], (x.shape[-1], x.shape[-2]), mode=mode)[:, 0])
         return self.scores(z)
