@@ -6,7 +6,7 @@ teacher work, and the peak memory, on the CPU.
 
 Bare work = teacher forward on all B x T frames + student forward and backward on the B first
 frames with the same token dropping (the backbone work no implementation can avoid). Full step =
-``mosic.train.train.mosic_step`` (teacher, sampling, head, Sinkhorn, loss, student), backward,
+``mosic.train.step.mosic_step`` (teacher, sampling, head, Sinkhorn, loss, student), backward,
 AdamW and the EMA update. Each family runs in its own process, so that its peak resident memory
 (``ru_maxrss``) is its own: the peak after the bare work, and after the full steps. The ratio is
 given in wall time and in the process's CPU time (less sensitive to other load on the machine). A synthetic
@@ -47,7 +47,8 @@ def one(family: str, batch: int, frames: int, steps: int, threads: int) -> dict:
     from mosic.config import train_settings
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
-    from mosic.train.train import mosic_step, param_groups
+    from mosic.train.step import mosic_step
+    from mosic.train.train import param_groups
 
     torch.set_num_threads(threads)
     name, size = FAMILIES[family]
@@ -79,7 +80,7 @@ def one(family: str, batch: int, frames: int, steps: int, threads: int) -> dict:
     def full():
         student.normalize_prototypes()
         opt.zero_grad(set_to_none=True)
-        loss, _ = mosic_step(student, teacher, b, ts, step=0, rank=0)
+        loss, _ = mosic_step(student, teacher, b, ts, step=0, rank=0, monitors=False)  # as a step that logs nothing
         loss.backward()
         opt.step()
         ema.update()

@@ -78,7 +78,7 @@ class OldPath:
         self.to_frames = to_frames
 
     def __getitem__(self, key):
-        import mosic.train.data as D
+        import mosic.train.dataset as D
 
         new = D.to_uint8_chw
         D.to_uint8_chw = self.to_frames
@@ -124,7 +124,7 @@ def main() -> None:
     from mosic.data.decode import read_jpeg_bytes
     from mosic.store_schema.frame_cache import FrameCache, build_frame_cache, cache_side
     from mosic.train.augment import apply_crop, max_reduction, reduce_box, to_tensor
-    from mosic.train.data import ClipDataset
+    from mosic.train.dataset import ClipDataset
 
     work = Path(tempfile.mkdtemp(prefix="mosic-bench-frames-"))
     results: dict = {"where": where, "T": a.frames, "img": a.img, "sizes": {}}

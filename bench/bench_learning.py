@@ -112,7 +112,8 @@ def run_pipeline(a) -> dict:
     from mosic.config import load_pipeline
     from mosic.store_schema.controls import write_control_store
     from mosic.store_schema.reader import StoreReader
-    from mosic.train.train import resolve_store, train
+    from mosic.train.stores import resolve_store
+    from mosic.train.train import train
     from mosic.train.validate import read_curve
 
     over: dict = {}

@@ -4,7 +4,7 @@ ViT work, measured in one run on the same batch; plus DataLoader throughput agai
     python bench/bench_train.py [--model vit_small_patch14_dinov2] [--img 224] [--batch 4] [--steps 5]
 
 Bare work = student forward + backward on the first frames (with the same token dropping) +
-teacher forward on all frames. Full step = the real training step (`mosic.train.train.mosic_step`,
+teacher forward on all frames. Full step = the real training step (`mosic.train.step.mosic_step`,
 backward, AdamW, EMA update). Goal: full / bare <= 1.10. Random weights (nothing to download).
 """
 
@@ -49,10 +49,13 @@ def main() -> None:
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
     from mosic.precompute.runner import precompute
-    from mosic.train.data import ClipDataset, make_loader
+    from mosic.train.dataset import ClipDataset
+    from mosic.train.loader import make_loader
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher, random_keep_mask
-    from mosic.train.train import mosic_step, param_groups, store_requirements
+    from mosic.train.step import mosic_step
+    from mosic.train.stores import store_requirements
+    from mosic.train.train import param_groups
 
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="mosic-bench-"))
@@ -104,7 +107,7 @@ def main() -> None:
 
     def full():
         student.normalize_prototypes()
-        loss, _ = mosic_step(student, teacher, batch, ts, step=0, rank=0)
+        loss, _ = mosic_step(student, teacher, batch, ts, step=0, rank=0, monitors=False)  # as a step that logs nothing
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -31,9 +31,10 @@ PKGS=(
 COTRACKER="cotracker @ git+https://github.com/facebookresearch/co-tracker.git"
 # every installed module gpu-check imports, checked from outside the checkout after the install (its
 # own parts, bench/gpu_parts/, are found beside the script and never installed)
-IMPORTS="mosic.train.train, mosic.train.data, mosic.train.device_crop, mosic.precompute.runner, \
-mosic.store_schema.reader, mosic.evaluation.cli, mosic.data.synthetic, mosic.store_schema.frame_cache, \
-zarr, numcodecs, pydantic, torch_ema, faiss, yaml, typer, timm, torchvision, cv2, sklearn, tqdm"
+IMPORTS="mosic.train.train, mosic.train.dataset, mosic.train.loader, mosic.train.device_crop, \
+mosic.precompute.runner, mosic.store_schema.reader, mosic.evaluation.cli, mosic.data.synthetic, \
+mosic.store_schema.frame_cache, zarr, numcodecs, pydantic, torch_ema, faiss, yaml, typer, timm, torchvision, cv2, \
+sklearn, tqdm"
 
 mode=${1:-}
 case "$mode" in

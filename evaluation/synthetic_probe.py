@@ -201,7 +201,7 @@ def track_prediction(student, teacher, store: str | Path, img_size: int, batch_s
     score by putting most patches in a few clusters); the student's are its argmax. Percent."""
     from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
     from mosic.train.augment import normalize_frames
-    from mosic.train.data import ClipDataset, collate_clips
+    from mosic.train.dataset import ClipDataset, collate_clips
     from mosic.train.ops import sinkhorn
 
     ds = ClipDataset(store, out_size=img_size, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, max_clips=max_clips)

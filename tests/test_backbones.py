@@ -165,7 +165,7 @@ def test_dinov3_pipeline_shares_the_ytvos_store_with_one_trajectory_per_patch():
     from mosic.config import load_pipeline
     from mosic.backbones import crop_grid_size, model_patch_size
     from mosic.train.ops import min_store_grid
-    from mosic.train.train import store_requirements
+    from mosic.train.stores import store_requirements
 
     yt, v3 = load_pipeline("ytvos"), load_pipeline("ytvos-dinov3")
     ts = v3.train

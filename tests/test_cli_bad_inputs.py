@@ -157,7 +157,7 @@ def test_ctrl_c_in_precompute_says_what_was_kept_and_progress_counts_finished_cl
 
 
 def test_training_says_what_it_reads(made):
-    from mosic.train.data import ClipDataset
+    from mosic.train.dataset import ClipDataset
     from mosic.train.summary import start_summary
 
     ds = ClipDataset(made["store"], out_size=56, grid=None)

@@ -153,7 +153,7 @@ def test_every_command_has_plain_help(name):
 
 
 def test_the_batch_error_names_both_settings_and_numbers_that_work():
-    from mosic.train.train import check_batch_fits
+    from mosic.train.stores import check_batch_fits
 
     check_batch_fits(8, 8, 8, 1, "per_video")  # fits: nothing to say
     with pytest.raises(MosicError) as e:

@@ -151,7 +151,7 @@ def test_the_two_youtube_vos_recipes():
 def test_the_official_recipe_s_remaining_details():
     """ytvos-official: the official normalisation std, fp32 tracks in a store of its own; both
     recipes: CoTracker's grid on the crop, the last partial batch kept; ytvos holds videos out."""
-    from mosic.train.train import store_requirements
+    from mosic.train.stores import store_requirements
 
     yt, off = load_pipeline("ytvos"), load_pipeline("ytvos-official")
     paper, official = yt.train, off.train

@@ -13,6 +13,7 @@ import torch
 from mosic import MosicError
 from mosic.config import TrackerSettings
 from mosic.precompute.trackers import cotracker as ct
+from mosic.precompute.trackers import cotracker_batch_fix
 from mosic.precompute.trackers.base import TRACKERS, create_tracker, grid_queries
 
 # 511 / (74 - 1) = 7: a pixel column c lands exactly on model column 7c. Non-square on purpose.
@@ -204,7 +205,7 @@ def test_fake_reproduces_the_upstream_batch_bug():
     m = FakeModel()
     with pytest.raises(RuntimeError, match="view size is not compatible"):
         m(torch.zeros(2, 2, 3, HM, WM), torch.zeros(2, 4, 3))
-    assert ct.view_bug_present(m, "unknown")
+    assert cotracker_batch_fix.view_bug_present(m, "unknown")
 
 
 def test_batch_of_three_equals_three_singles(fake, ckpt):
@@ -252,7 +253,7 @@ def test_falls_back_to_batch_one_and_warns_once(fake, ckpt, caplog, how):
 
 def test_view_fix_only_rewrites_the_failing_view():
     x = torch.arange(8.0).reshape(2, 1, 4).expand(2, 3, 4)
-    with ct._view_fallback_mode() as mode:
+    with cotracker_batch_fix.view_fallback_mode() as mode:
         y = x.view(6, 4)
         z = torch.arange(6.0).view(2, 3)  # a working view stays a view
         assert z._base is not None

@@ -1,4 +1,4 @@
-"""mosic.train.data: ClipDataset and its loader on a tiny synthetic set with an oracle store."""
+"""mosic.train.dataset and mosic.train.loader: ClipDataset and its loader on a tiny synthetic set with an oracle store."""
 
 import shutil
 
@@ -15,7 +15,8 @@ from mosic.precompute.runner import precompute
 from mosic.store_schema.reader import StoreError
 from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
 from mosic.train.augment import CropBox, apply_crop, map_tracks, normalize_frames, to_tensor
-from mosic.train.data import ClipDataset, collate_clips, make_loader
+from mosic.train.dataset import ClipDataset, collate_clips
+from mosic.train.loader import make_loader
 
 S = 64  # output size used here: small and quick
 REQUIRE = {"grid": 4, "clips.length": 4, "tracker.name": "oracle"}
@@ -246,7 +247,7 @@ def test_collate_and_loader_arguments(store):
 
 
 def test_epoch_sampler_skip_resumes_the_same_order():
-    from mosic.train.data import EpochSampler
+    from mosic.train.loader import EpochSampler
 
     class Ten:
         def __len__(self):
@@ -322,7 +323,7 @@ def test_store_whose_steps_counted_files_is_refused_where_that_differs():
     from types import SimpleNamespace
 
     from mosic.data.base import VideoInfo
-    from mosic.train.data import check_frame_numbering
+    from mosic.train.dataset import check_frame_numbering
 
     def reader(numbering):
         from mosic.config import ClipSettings
@@ -409,7 +410,7 @@ def test_small_shared_memory_switches_to_file_system_sharing(tmp_path, store, ca
     64 MB default), torch shares tensors through files instead, and says so."""
     import torch.multiprocessing as tmp
 
-    from mosic.train.data import batch_bytes, shared_memory_check
+    from mosic.train.loader import batch_bytes, shared_memory_check
 
     ds = ClipDataset(store, out_size=S)
     assert batch_bytes(ds, 4) == 4 * 4 * 3 * S * S  # uint8 frames of a batch of 4 clips of 4 frames

@@ -14,7 +14,7 @@ from mosic.data.sources import YtvosSource
 from mosic.data.synthetic import generate
 from mosic.precompute.runner import precompute
 from mosic.train.augment import CropBox, apply_crop, map_tracks, max_reduction, reduce_box
-from mosic.train.data import ClipDataset
+from mosic.train.dataset import ClipDataset
 
 S = 64
 

@@ -6,7 +6,9 @@ from mosic import MosicError
 from mosic.config import OptimSettings
 from mosic.backbones import create_backbone
 from mosic.train.model import MoSiCModel, make_teacher, random_keep_mask
-from mosic.train.train import export_backbone, lr_factor, param_groups, student_valid
+from mosic.train.checkpoint import export_backbone
+from mosic.train.step import student_valid
+from mosic.train.train import lr_factor, param_groups
 
 TINY = dict(depth=3, embed_dim=48, num_heads=3, init_values=0.1)
 NAME = "vit_small_patch14_dinov2"

@@ -1,6 +1,7 @@
 """The training loop end to end on a tiny synthetic store with a tiny random ViT."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -96,7 +97,7 @@ def test_resume_continues_exactly(store, tmp_path):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(store, tmp_path, monkeypatch):
-    import mosic.train.train as T
+    import mosic.train.step as T
 
     cfg, _ = store
     c, ts = settings(cfg, checkpoint_every=1)
@@ -227,7 +228,7 @@ def test_micro_batches_and_teacher_chunks_give_the_whole_batch_gradients(symmetr
     would not (checked: it moves the gradients far beyond the tolerance)."""
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel, make_teacher
-    from mosic.train.train import mosic_step
+    from mosic.train.step import mosic_step
 
     torch.manual_seed(0)
     bb = create_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=56,
@@ -302,3 +303,142 @@ def test_tracker_option_selects_the_store_and_a_too_large_batch_says_what_works(
     err = r.output.strip().splitlines()[-1]
     assert "gives 4 training items per epoch" in err and "(train.batch_size)" in err, err
     assert "--batch-size 4" in err and "--set train.clip_sampling=all" in err and "8 clips" in err, err
+
+
+def test_a_training_that_raises_midway_closes_its_log_file_tensorboard_writer_and_progress_bar(store, tmp_path,
+                                                                                                monkeypatch):
+    """A non-finite loss at step 2 stops the run with an exception; the log file (with the rows
+    written so far), the TensorBoard writer and the progress bar are closed on the way out."""
+    import builtins
+    import types
+
+    import mosic.train.step as S
+    import mosic.train.train as T
+
+    cfg, _ = store
+    c, ts = settings(cfg, tensorboard=True)
+    opened, bars, writers = [], [], []
+
+    def recording_open(*a, **k):
+        f = builtins.open(*a, **k)
+        opened.append(f)
+        return f
+
+    class Bar(T.tqdm):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.closes = 0
+            bars.append(self)
+
+        def close(self):
+            self.closes += 1
+            super().close()
+
+    class Writer:
+        def __init__(self, logdir):
+            self.closed, self.scalars = False, []
+            writers.append(self)
+
+        def add_scalar(self, k, v, step):
+            self.scalars.append((k, step))
+
+        def close(self):
+            self.closed = True
+
+    real, calls = S.propagation_loss, {"n": 0}
+
+    def nan_at_step_2(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    monkeypatch.setattr(T, "open", recording_open, raising=False)
+    monkeypatch.setattr(T, "tqdm", Bar)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    monkeypatch.setattr(S, "propagation_loss", nan_at_step_2)
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 2"):
+        train(c, ts, tmp_path / "run", progress=True)
+    logs = [f for f in opened if str(f.name).endswith("log.jsonl")]
+    assert len(logs) == 1 and logs[0].closed
+    assert [json.loads(x)["step"] for x in (tmp_path / "run/log.jsonl").read_text().splitlines()] == [1, 2]
+    assert len(writers) == 1 and writers[0].closed and ("loss", 2) in writers[0].scalars
+    assert len(bars) == 1 and bars[0].closes >= 1 and bars[0].n == 2
+
+
+#: the ways a tensor's value reaches the host: each waits for the device to finish the work queued
+#: before it (on the CPU they cost nothing, but they are the same calls)
+HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy", "nonzero",
+              "masked_select")
+
+
+def count_host_reads(monkeypatch, host_tensors) -> list:
+    """Patch every host read of a tensor (and boolean-mask indexing, whose result's size the host
+    must read) to be recorded as (what, shape) in the returned list, except reads of
+    ``host_tensors``: tensors that live on the host on any device. ``torch.tensor(..., device=)``
+    is recorded too: on a GPU it is a copy that waits for the device's queue as a read does."""
+    reads = []
+    skip = {id(t) for t in host_tensors}
+
+    def counted(name, fn):
+        def read(self, *a, **k):
+            if id(self) not in skip:
+                reads.append((name, tuple(self.shape)))
+            return fn(self, *a, **k)
+        return read
+
+    def masked(idx) -> bool:
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (idx if isinstance(idx, tuple) else (idx,)))
+
+    def indexing(name, fn):
+        def index(self, idx, *a):
+            if masked(idx):
+                reads.append((name, tuple(self.shape)))
+            return fn(self, idx, *a)
+        return index
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
+    for name in ("nonzero", "masked_select"):
+        monkeypatch.setattr(torch, name, counted(name, getattr(torch, name)))
+    for name in ("__getitem__", "__setitem__"):
+        monkeypatch.setattr(torch.Tensor, name, indexing(name, getattr(torch.Tensor, name)))
+    make = torch.tensor
+
+    def made_on_device(data, *a, **k):  # a copy from the host that waits for the device's queue
+        if k.get("device") is not None:
+            reads.append(("tensor(device=)", ()))
+        return make(data, *a, **k)
+
+    monkeypatch.setattr(torch, "tensor", made_on_device)
+    return reads
+
+
+def test_a_step_that_logs_nothing_reads_only_the_loss_back_from_the_device(store, tmp_path, monkeypatch):
+    """A training step that writes no log row reads one value from the device: its loss, which the
+    guard against a non-finite loss must see before the optimiser step. No monitor, no all-reduce,
+    no selection of visible points, no token mask read back, no tensor made on the device from host
+    values with a wait. Not counted: the clip index (the
+    loader's host tensor, which seeds the token masks) and AdamW's step counters (host tensors).
+    Token dropping, micro-batches, teacher chunks and clipping are all on, so their paths count."""
+    import mosic.train.train as T
+    from mosic.train.distributed import Dist
+
+    cfg, _ = store
+    c, ts = settings(cfg, mask_ratio=0.25, micro_batch=1, teacher_chunk=1, **{"optim.clip_grad": 1.0})
+    run = T.setup(c, ts, tmp_path / "run", resume=False, ddp=Dist(), device=torch.device("cpu"))
+    run.loader.set_epoch(0)
+    batches = iter(run.loader)
+    run.student.train()
+    T.train_step(run, next(batches), monitors=False)  # AdamW's state exists from here on
+    run.step += 1
+    batch = next(batches)
+    host = [batch["index"], *(s["step"] for s in run.optim.state.values())]
+
+    reads = count_host_reads(monkeypatch, host)
+    loss, monitors = T.train_step(run, batch, monitors=False)
+    assert reads == [("item", ())] and monitors == {} and math.isfinite(loss)
+
+    reads.clear()  # a logging step reads its monitors: the count above is not blind
+    _, monitors = T.train_step(run, batch, monitors=True)
+    assert len(reads) > 1 and set(monitors) == {"usage_teacher", "usage_student", "visible", "valid_first",
+                                                "points_per_clip"}

@@ -344,7 +344,7 @@ def test_pyav_is_imported_only_when_a_video_file_is_read(video_dir):
     code = (
         "import sys\n"
         "sys.modules['av'] = None  # as if PyAV were not installed\n"
-        "import mosic.data, mosic.train.data\n"
+        "import mosic.data, mosic.train.dataset\n"
         "from mosic import MosicError\n"
         "from mosic.data.video_files import VideoFileSource\n"
         f"try:\n    VideoFileSource({str(video_dir)!r}).videos()\n"

@@ -112,7 +112,7 @@ def test_store_mismatch_names_the_fields_and_the_option(tmp_path):
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
     from mosic.precompute.runner import precompute
-    from mosic.train.train import resolve_store
+    from mosic.train.stores import resolve_store
 
     generate(tmp_path / "syn", videos=2, seed=0, num_frames=16, width=64, height=48, exact_length=True)
     small = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "stores": str(tmp_path / "stores"),

@@ -254,8 +254,10 @@ def normalize_frames(x: torch.Tensor, mean, std) -> torch.Tensor:
     one multiply-add per element (within 1e-6 of the three-step form; the same on every device)."""
     if x.dtype != torch.uint8 or x.ndim < 3 or x.shape[-3] != 3:
         raise MosicError(f"frames must be uint8 [..., 3, H, W], got {x.dtype} {tuple(x.shape)}")
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=x.device).view(3, 1, 1)
-    bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=x.device).view(3, 1, 1)
+    # made on the host and copied without waiting for the device's queue (as torch.tensor(..., device=) would)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).to(x.device, non_blocking=True)
+    bias = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).to(x.device, non_blocking=True)
+    scale, bias = scale.view(3, 1, 1), bias.view(3, 1, 1)
     return x.to(torch.float32).mul_(scale).add_(bias)
 
 

@@ -18,6 +18,7 @@ from torch_ema import ExponentialMovingAverage
 
 from mosic import MosicError
 from mosic.backbones import check_backbone, embed, keep_tokens, mean_std, run_blocks
+from mosic.train.ops import sample_at_tracks
 
 
 class Head(nn.Module):
@@ -86,7 +87,8 @@ class MoSiCModel(nn.Module):
     def normalize_prototypes(self) -> None:
         self.prototypes.copy_(F.normalize(self.prototypes, dim=-1))
 
-    def patch_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def patch_features(self, x: torch.Tensor, keep: torch.Tensor | None = None,
+                       n_keep: int | None = None) -> torch.Tensor:
         """x [B, 3, H, W] -> patch tokens [B, D, h, w] after the final norm, as the backbone's
         ``forward_features`` computes them (VisionTransformer and Eva families, see
         :mod:`mosic.backbones`).
@@ -94,7 +96,8 @@ class MoSiCModel(nn.Module):
         ``keep`` [B, L] bool (L = h * w): tokens to keep; dropped tokens never enter the
         transformer (MAE-style, no mask token) and come back as zeros. Kept tokens keep their own
         positions: absolute embeddings are added before the drop, rotary ones follow the kept
-        indices."""
+        indices. ``n_keep``: the tokens every sample keeps, where the caller knows it
+        (:func:`kept_tokens`); then nothing is read back from the device (:func:`keep_indices`)."""
         bb = self.backbone
         B, _, H, W = x.shape
         p = self.patch_size
@@ -104,10 +107,7 @@ class MoSiCModel(nn.Module):
         with torch.no_grad():  # patch and position embeddings are frozen
             t, rope = embed(bb, x)
         if keep is not None:
-            n_keep = int(keep[0].sum())
-            if not bool((keep.sum(1) == n_keep).all()):
-                raise ValueError("every sample must keep the same number of tokens")
-            idx = keep.nonzero()[:, 1].view(B, n_keep)
+            idx = keep_indices(keep, n_keep)
             t, rope = keep_tokens(bb, t, rope, idx)
         with torch.no_grad():
             t = run_blocks(bb, t, rope, 0, frozen)
@@ -125,12 +125,11 @@ class MoSiCModel(nn.Module):
         return mean_std(self.backbone)
 
     def forward(self, x: torch.Tensor, tracks: torch.Tensor, keep: torch.Tensor | None = None,
-                mode: str = "nearest") -> torch.Tensor:
+                mode: str = "nearest", n_keep: int | None = None) -> torch.Tensor:
         """Scores of the points ``tracks`` [B, N, 2] ((x, y) pixels of ``x`` [B, 3, H, W]) against
-        the prototypes: [B, N, K]. Points on dropped tokens get the scores of a zero feature."""
-        from mosic.train.ops import sample_at_tracks
-
-        f = self.patch_features(x, keep)
+        the prototypes: [B, N, K]. Points on dropped tokens get the scores of a zero feature
+        (``keep``, ``n_keep``: see :meth:`patch_features`)."""
+        f = self.patch_features(x, keep, n_keep)
         z = self.head(sample_at_tracks(f[:, None], tracks[:, None], (x.shape[-1], x.shape[-2]), mode=mode)[:, 0])
         return self.scores(z)
 
@@ -184,13 +183,33 @@ class TeacherEMA:
         self.ema.load_state_dict(state)
 
 
+def kept_tokens(num_tokens: int, ratio: float) -> int:
+    """How many of ``num_tokens`` tokens a sample keeps when a fraction ``ratio`` is dropped: all but
+    round(ratio * num_tokens)."""
+    return num_tokens - max(0, int(round(ratio * num_tokens)))
+
+
+def keep_indices(keep: torch.Tensor, n_keep: int | None = None) -> torch.Tensor:
+    """[B, n_keep] int64: the indices of the kept tokens of ``keep`` [B, L] bool, ascending per row
+    (``keep.nonzero()``'s order). Every row must keep the same number of tokens. Given ``n_keep``
+    (where the mask was drawn, :func:`kept_tokens`), that is trusted and nothing is read back from
+    the device; without it, the count is read and checked. A stable descending sort puts the kept
+    tokens first in their own order, so no data-dependent shape is made."""
+    if n_keep is None:
+        n_keep = int(keep[0].sum())
+        if not bool((keep.sum(1) == n_keep).all()):
+            raise ValueError("every sample must keep the same number of tokens")
+    return torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :n_keep]
+
+
 def random_keep_mask(batch: int, num_tokens: int, ratio: float, generator: torch.Generator | None = None,
                      device: torch.device | str = "cpu") -> torch.Tensor | None:
-    """[B, L] bool keeping round((1 - ratio) * L) random tokens per sample; None when ratio == 0."""
-    n_drop = int(round(ratio * num_tokens))
+    """[B, L] bool keeping round((1 - ratio) * L) random tokens per sample (:func:`kept_tokens`);
+    None when that is every token."""
+    n_drop = num_tokens - kept_tokens(num_tokens, ratio)
     if n_drop <= 0:
         return None
-    noise = torch.rand(batch, num_tokens, generator=generator).to(device)
+    noise = torch.rand(batch, num_tokens, generator=generator).to(device, non_blocking=True)  # no wait for the device
     drop = noise.argsort(dim=1)[:, :n_drop]
     keep = torch.ones(batch, num_tokens, dtype=torch.bool, device=device)
     keep.scatter_(1, drop, False)

@@ -93,7 +93,8 @@ def sample_at_tracks(
     W, H = image_size
 
     x = feats.reshape(-1, D, h, w).float()  # [BT, D, h, w]
-    scale = torch.tensor([2.0 / W, 2.0 / H], device=tracks.device, dtype=torch.float32)
+    # made on the host and copied without waiting: torch.tensor(..., device=cuda) would wait for the GPU's queue
+    scale = torch.tensor([2.0 / W, 2.0 / H], dtype=torch.float32).to(tracks.device, non_blocking=True)
     grid = tracks.reshape(-1, 1, N, 2).float() * scale - 1.0  # [BT, 1, N, 2], (x, y) in [-1, 1]
     out = F.grid_sample(x, grid.to(x.device), mode=mode, padding_mode="border", align_corners=False)  # [BT, D, 1, N]
     out = out.squeeze(2).transpose(1, 2)  # [BT, N, D]
@@ -191,7 +192,7 @@ def sinkhorn(
         logits = scores.detach().float() / eps  # [M, K]
 
         if weights is None:
-            total = _all_reduce(torch.tensor(float(M), device=scores.device), dist.ReduceOp.SUM, group)
+            total = _all_reduce(torch.full((), float(M), device=scores.device), dist.ReduceOp.SUM, group)
             log_a = (-torch.log(total)).expand(M)  # [M]
             take = None
         else:
@@ -246,7 +247,7 @@ def loss_normaliser(w: Tensor, normalize: str, group=None) -> Tensor:
     if normalize not in ("visible", "all"):
         raise ValueError(f"normalize must be 'visible' or 'all', got {normalize!r}")
     if normalize == "all":
-        return torch.tensor(float(w.numel()), device=w.device)
+        return torch.full((), float(w.numel()), device=w.device)
     group = _resolve_group(group)
     denom = w.sum().float().detach()
     if group is not None:

@@ -13,7 +13,7 @@ from mosic.store_schema.location import Location, list_stores
 
 def start_summary(dataset) -> str:
     """The store, its clips and videos, the failed clips left out, and whether frames come from a
-    frame cache or the JPEGs, for a :class:`mosic.train.data.ClipDataset`."""
+    frame cache or the JPEGs, for a :class:`mosic.train.dataset.ClipDataset`."""
     from mosic.store_schema import layout as L
 
     r = dataset.reader

@@ -23,7 +23,8 @@ def run(ctx: Ctx) -> dict:
     import torch.multiprocessing as tmp
 
     from mosic.store_schema.frame_cache import build_frame_cache, cache_side, worth_caching
-    from mosic.train.data import ClipDataset, batch_bytes, make_loader
+    from mosic.train.dataset import ClipDataset
+    from mosic.train.loader import batch_bytes, make_loader
 
     cfg = ctx.cfg
     dev = torch.device(cfg["device"])
@@ -113,7 +114,7 @@ def jpeg_decode_rate(root: Path, dev, n: int = 96) -> dict:
 def device_pipeline_rate(store: Path, cfg: dict, dev, n_clips: int = 32) -> dict:
     """Clips read as JPEG bytes on the CPU, decoded (nvJPEG on CUDA) and cropped on ``dev``
     (mosic.train.device_crop): clips/s, and CPU seconds of this process per clip."""
-    from mosic.train.data import ClipDataset
+    from mosic.train.dataset import ClipDataset
 
     ds = ClipDataset(store, out_size=cfg["img"], seed=0, frame_cache=None)
     n = min(n_clips if dev.type == "cuda" else 2, len(ds))

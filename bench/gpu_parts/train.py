@@ -1,5 +1,5 @@
 """ViT-S/14 at 224, global batch 64, bf16: step time, bare student+teacher time, their
-ratio (goal <= 1.10), peak memory; the real step (mosic.train.train.mosic_step)
+ratio (goal <= 1.10), peak memory; the real step (mosic.train.step.mosic_step)
 
 Full step = the real training step (mosic_step, backward, AdamW, EMA update); bare work = student
 forward + backward on the first frames (with the same token dropping) + teacher forward on all
@@ -46,11 +46,11 @@ class Step:
 
     def full(self, batch: dict, step: int = 0):
         """One training step on ``batch`` (on the device): the loss."""
-        from mosic.train.train import mosic_step
+        from mosic.train.step import mosic_step
 
         self.student.normalize_prototypes()
         with self.amp:
-            loss, _ = mosic_step(self.student, self.teacher, batch, self.ts, step=step, rank=0)
+            loss, _ = mosic_step(self.student, self.teacher, batch, self.ts, step=step, rank=0, monitors=False)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -86,7 +86,8 @@ def to_device(batch: dict, dev) -> dict:
 def run(ctx: Ctx) -> dict:
     import torch
 
-    from mosic.train.data import ClipDataset, make_loader
+    from mosic.train.dataset import ClipDataset
+    from mosic.train.loader import make_loader
 
     cfg = ctx.cfg
     root, pfile, store = ctx.data(cfg["sizes"][0])

@@ -37,24 +37,17 @@ thresholds visibility at a hard-coded 0.9 and drops the model's confidence):
 3. on the query frame (t = 0) the track is set to the query itself and marked visible, confidence
    1 (the predictor does the same: co-tracker issue #28).
 
-Batches of clips: the offline model's ``forward`` (3.0) fails for B > 1 with "view size is not
-compatible" at ``coords_init = coords.view(B * T, N, 2)`` because ``coords`` is an ``expand`` of the
-queries (co-tracker issue #163); the sum ``coords + delta`` keeps a non-contiguous layout, so it
-fails again in every refinement iteration. While a batched call runs, a ``TorchFunctionMode``
-(thread-local, scoped to that call) turns a ``Tensor.view`` that fails with exactly that error into
-a ``reshape`` (a copy of the same values; the model only reads ``coords_init``); every other call
-passes through unchanged. The fix is applied only when the model's source shows the affected line
-(or, without source, for the known affected versions). If a batched call
-still fails, the tracker warns once and tracks one clip at a time from then on.
+Batches of clips: the offline model's ``forward`` (3.0) fails for B > 1 (co-tracker issue #163);
+:mod:`mosic.precompute.trackers.cotracker_batch_fix` works around it for batched calls of an affected
+model. If a batched call still fails, the tracker warns once and tracks one clip at a time from then
+on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import logging
-import re
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -65,6 +58,7 @@ from mosic import MosicError
 from mosic.devices import resolve_device, resolve_precision
 from mosic.files import file_sha256
 from mosic.precompute.trackers.base import TRACKERS, Tracker, TrackResult
+from mosic.precompute.trackers.cotracker_batch_fix import view_bug_present, view_fallback_mode
 
 if TYPE_CHECKING:
     from mosic.config import TrackerSettings
@@ -80,10 +74,6 @@ CHECKPOINT_URL = "https://huggingface.co/facebook/cotracker3/resolve/main/scaled
 HUB_REPO, HUB_ENTRY = "facebookresearch/co-tracker", "cotracker3_offline"
 ITERS = 6  # refinement iterations, as CoTrackerPredictor
 WINDOW_LEN = 60  # as torch.hub's cotracker3_offline
-#: package versions whose offline forward has the batch bug (used when the source is unavailable)
-VIEW_BUG_VERSIONS = {"3.0", "3.0.0"}
-_VIEW_BUG_LINE = re.compile(r"coords\.view\(\s*B\s*\*\s*T\s*,\s*N\s*,\s*2\s*\)")
-_VIEW_ERROR = "view size is not compatible"
 
 
 # -- coordinates -------------------------------------------------------------------------------
@@ -113,43 +103,6 @@ def _stack_xy(like, x, y):
     import torch
 
     return torch.stack([x, y], dim=-1)
-
-
-# -- the batch-bug workaround ------------------------------------------------------------------
-def _view_fallback_mode():
-    """A TorchFunctionMode under which ``Tensor.view`` that fails with "view size is not
-    compatible" returns ``reshape`` of the same shape instead. Every other call is untouched."""
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    class ViewFallback(TorchFunctionMode):
-        def __init__(self):
-            super().__init__()
-            self.used = 0
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if func is torch.Tensor.view:
-                try:
-                    return func(*args, **kwargs)
-                except RuntimeError as e:
-                    if _VIEW_ERROR not in str(e):
-                        raise
-                    self.used += 1
-                    return args[0].reshape(*args[1:], **kwargs)
-            return func(*args, **kwargs)
-
-    return ViewFallback()
-
-
-def view_bug_present(model: Any, package_version: str) -> bool:
-    """Whether ``model``'s forward has the issue-#163 line (by its source; without source, by the
-    package version)."""
-    try:
-        src = inspect.getsource(type(model).forward)
-    except (OSError, TypeError):
-        return package_version in VIEW_BUG_VERSIONS
-    return bool(_VIEW_BUG_LINE.search(src))
 
 
 # -- package, weights, device ------------------------------------------------------------------
@@ -218,7 +171,7 @@ class CoTrackerTracker(Tracker):
         self.model = self.predictor.model.to(self.device).eval()
         hm, wm = (int(v) for v in self.predictor.interp_shape)
         self.model_size = (wm, hm)  # (W, H)
-        self.view_fix = view_bug_present(self.model, self.package_version)
+        self.view_fix = view_bug_present(self.model, self.package_version)  # co-tracker issue #163
         self.view_fixes_used = 0  # how often the workaround turned a failing view into a reshape
         self._batched_ok = True
 
@@ -392,7 +345,7 @@ class CoTrackerTracker(Tracker):
             video = video.reshape(b, T, 3, hm, wm)
             q = torch.zeros((b, N, 3), dtype=torch.float32, device=self.device)
             q[:, :, 1:] = torch.from_numpy(np.asarray(q_model, dtype=np.float32)).to(self.device)
-            fix = _view_fallback_mode() if (self.view_fix and b > 1) else contextlib.nullcontext()
+            fix = view_fallback_mode() if (self.view_fix and b > 1) else contextlib.nullcontext()
             with self._autocast(), fix:
                 out = self.model(video=video, queries=q, iters=ITERS)
             self.view_fixes_used += getattr(fix, "used", 0)

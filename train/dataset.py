@@ -1,25 +1,21 @@
-"""The training data: one clip per video (or every clip) of a trajectory store per epoch, its
-frames, one random crop per clip and epoch, and the G x G trajectories nearest to the crop's grid.
+"""The training data set: one clip per video (or every clip) of a trajectory store per epoch, its
+frames, one random crop per clip and epoch, and the G x G trajectories nearest to the crop's grid;
+the checks that the frames on disk are the store's; :func:`collate_clips`, which stacks items into
+a batch. The loader that feeds it to training is :mod:`mosic.train.loader`.
 
 ```python
 ds = ClipDataset("stores/ytvos-...zarr", require={"grid": 30, "clips.length": 12},
                  clips="per_video", grid=16)
-loader = make_loader(ds, batch_size=64, num_workers=4, shuffle=True, seed=0, drop_last=True,
-                     distributed=False)
-for epoch in range(epochs):
-    loader.set_epoch(epoch)            # reaches the sampler, the dataset and (through the indices) the workers
-    for batch in loader:               # frames uint8 [B,T,3,S,S], tracks [B,T,N,2], visibility [B,T,N], index, video_id
-        frames = normalize_frames(batch["frames"].to(device), mean, std)   # float32, on the device
+item = ds[(epoch, i)]        # frames uint8 [T,3,S,S], tracks [T,N,2], visibility [T,N], index, video_id
 ```
 
 Frames travel as uint8 (a quarter of float32's bytes through the workers' shared memory and the
-host-to-device copy, from pinned memory when ``pin_memory``) and are normalised on the device.
+host-to-device copy) and are normalised on the device
+(:func:`~mosic.train.augment.normalize_frames`).
 
 Reproducibility: the clip of item ``i`` (a video) in epoch ``e`` is ``pick_clip(seed, e, i, ...)``
 and its crop comes from ``np.random.default_rng([seed, e, i])``, and nothing else, so neither
 depends on the number of workers, on which worker reads the item, or on what was read before.
-The epoch travels with every index: the loader's sampler yields ``(epoch, i)`` pairs, because
-``dataset.set_epoch`` in the main process never reaches the copies held by persistent workers.
 """
 
 from __future__ import annotations
@@ -27,11 +23,11 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset
 
 from mosic import MosicError
 from mosic.data.base import FrameReadError, plan_clips
@@ -44,7 +40,8 @@ from mosic.train.ops import crop_grid, min_store_grid, pick_clip, select_grid_po
 log = logging.getLogger("mosic.train")
 
 
-def _check_epoch(epoch) -> int:
+def check_epoch(epoch) -> int:
+    """``epoch`` as an int, or MosicError unless it is a non-negative integer."""
     if int(epoch) != epoch or epoch < 0:
         raise MosicError(f"epoch must be a non-negative integer, got {epoch!r}")
     return int(epoch)
@@ -142,17 +139,17 @@ class ClipDataset(Dataset):
     # -- epochs and crops ---------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """The epoch used for plain integer indices (the loader passes ``(epoch, i)`` instead)."""
-        self.epoch = _check_epoch(epoch)
+        self.epoch = check_epoch(epoch)
 
     def clip_index(self, i: int, epoch: int | None = None) -> int:
         """The store's index of the clip item ``i`` reads in ``epoch`` (default: the current one)."""
-        e = self.epoch if epoch is None else _check_epoch(epoch)
+        e = self.epoch if epoch is None else check_epoch(epoch)
         g = self.groups[int(i)]
         return int(g[0]) if len(g) == 1 else int(g[pick_clip(self.seed, e, int(i), len(g))])
 
     def crop(self, i: int, epoch: int | None = None) -> CropBox:
         """The crop box of item ``i`` in ``epoch`` (default: the current epoch), in source pixels."""
-        e = self.epoch if epoch is None else _check_epoch(epoch)
+        e = self.epoch if epoch is None else check_epoch(epoch)
         clip = self.reader.clips[self.clip_index(i, e)]
         rng = np.random.default_rng([self.seed, e, int(i)])
         return sample_crop(rng, clip.width, clip.height, self.scale, self.ratio, self.flip_p, self.out_size)
@@ -170,7 +167,7 @@ class ClipDataset(Dataset):
         if not 0 <= i < len(self.groups):
             what = "videos" if self.clips == "per_video" else "clips"
             raise IndexError(f"item {i} out of range (the dataset has {len(self.groups)} {what})")
-        return _check_epoch(e), i
+        return check_epoch(e), i
 
     def read_clip(self, i: int, epoch: int | None = None, max_factor: float | None = None):
         """(ClipTracks, frames uint8 [T, H, W, 3]) of item ``i`` in ``epoch``, with the frames
@@ -344,7 +341,7 @@ def explain_mismatch(reader: StoreReader, source) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------
-# loading
+# batches
 # ------------------------------------------------------------------------------------------------
 def collate_clips(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack a list of items: frames uint8 [B, T, 3, S, S], tracks [B, T, N, 2], visibility [B, T, N],
@@ -359,141 +356,3 @@ def collate_clips(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "video_id": [b["video_id"] for b in batch],
         "cache_fallback": torch.tensor([bool(b.get("cache_fallback", False)) for b in batch]),
     }
-
-
-def _seed_from(*ints: int) -> int:
-    """A 63-bit torch seed from non-negative integers (no collisions like seed + epoch has)."""
-    return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-class EpochSampler(Sampler):
-    """Yields ``(epoch, i)`` pairs so the epoch reaches persistent workers with every index.
-    Order: a permutation from a torch.Generator seeded by (seed, epoch) — the same in every run and
-    for any number of workers — or, when distributed, this rank's share from a DistributedSampler."""
-
-    def __init__(
-        self,
-        dataset: ClipDataset,
-        shuffle: bool = True,
-        seed: int = 0,
-        distributed: bool = False,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        drop_last: bool = False,
-    ):
-        self.dataset = dataset
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.epoch = 0
-        self.skip = 0  # samples of this epoch already consumed (a run resumed mid-epoch)
-        self.inner = (
-            DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                               seed=self.seed, drop_last=drop_last)
-            if distributed else None
-        )
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch = _check_epoch(epoch)
-        self.skip = int(skip)
-        if self.inner is not None:
-            self.inner.set_epoch(self.epoch)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)
-
-    def order(self) -> list[int]:
-        if self.inner is not None:
-            return [int(i) for i in self.inner]
-        n = len(self.dataset)
-        if not self.shuffle:
-            return list(range(n))
-        # the permutation DistributedSampler draws (seed + epoch), so that K processes with batch
-        # b see, step by step, the same global batches as one process with batch K * b
-        g = torch.Generator()
-        g.manual_seed(self.seed + self.epoch)
-        return torch.randperm(n, generator=g).tolist()
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        e = self.epoch  # fixed when the epoch's iterator is made, whatever happens later
-        return iter([(e, i) for i in self.order()[self.skip:]])
-
-    def __len__(self) -> int:
-        return (len(self.inner) if self.inner is not None else len(self.dataset)) - self.skip
-
-
-class ClipLoader(DataLoader):
-    """A DataLoader with ``set_epoch`` (forwarded to its :class:`EpochSampler`)."""
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Start epoch ``epoch``, leaving out its first ``skip_batches`` batches (for a resume)."""
-        self.sampler.set_epoch(epoch, skip_batches * self.batch_size)
-
-
-def batch_bytes(dataset, batch_size: int) -> int:
-    """Bytes of one batch's frames (uint8 [B, T, 3, S, S]) as the workers hand it over."""
-    try:
-        T = int(dataset.reader.spec.clips.length)
-        return batch_size * T * 3 * int(dataset.out_size) ** 2
-    except AttributeError:  # another dataset
-        return 0
-
-
-def shared_memory_check(need: int, path: str = "/dev/shm") -> str:
-    """Workers hand batches over through shared memory (/dev/shm): when it holds less than twice
-    ``need`` bytes free (a container's default is 64 MB), switch torch to the file-system sharing
-    strategy, which does not use it, and say so. Returns the strategy in use."""
-    import shutil
-
-    import torch.multiprocessing as tmp
-
-    try:
-        free = shutil.disk_usage(path).free
-    except OSError:
-        free = 0
-    if free < 2 * need and tmp.get_sharing_strategy() != "file_system":
-        log.warning("%s has %.0f MB free, the loader's workers may hold %.0f MB of batches at once: sharing "
-                    "tensors through files instead (or give the container more, e.g. docker --shm-size 8g)",
-                    path, free / 1e6, need / 1e6)
-        tmp.set_sharing_strategy("file_system")
-    return tmp.get_sharing_strategy()
-
-
-def make_loader(
-    dataset: ClipDataset,
-    batch_size: int,
-    num_workers: int = 0,
-    shuffle: bool = True,
-    seed: int = 0,
-    drop_last: bool = True,
-    distributed: bool = False,
-    *,
-    num_replicas: int | None = None,
-    rank: int | None = None,
-    pin_memory: bool = False,
-    prefetch_factor: int | None = None,
-    timeout: float = 0,
-) -> ClipLoader:
-    """A loader over ``dataset``; call ``loader.set_epoch(e)`` before each epoch. ``distributed``
-    shards with a DistributedSampler (ranks from torch.distributed unless ``num_replicas``/``rank``
-    are given); workers persist between epochs when ``num_workers > 0``. ``pin_memory``: batches
-    come in page-locked memory (an asynchronous copy to a GPU); ``timeout``: seconds a worker's batch
-    may take before the loader raises (0: forever). With workers, the batches they hold at once must
-    fit in /dev/shm, else tensors are shared through files (:func:`shared_memory_check`)."""
-    if batch_size < 1:
-        raise MosicError(f"batch_size must be at least 1, got {batch_size}")
-    sampler = EpochSampler(dataset, shuffle=shuffle, seed=seed, distributed=distributed,
-                           num_replicas=num_replicas, rank=rank, drop_last=drop_last)
-    g = torch.Generator()
-    g.manual_seed(_seed_from(seed, 0, 1))  # only seeds the workers' base_seed; crops do not use it
-    kw: dict[str, Any] = {}
-    if num_workers > 0:
-        # no cv2.setNumThreads in workers: in a forked child it deadlocks once the parent's cv2
-        # pool has gone idle (it destroys a condition variable the parent's threads waited on)
-        kw["persistent_workers"] = True
-        kw["timeout"] = float(timeout)
-        if prefetch_factor is not None:
-            kw["prefetch_factor"] = prefetch_factor
-        shared_memory_check(batch_bytes(dataset, batch_size) * num_workers * (prefetch_factor or 2))
-    return ClipLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        collate_fn=collate_clips, drop_last=drop_last, pin_memory=pin_memory, generator=g, **kw,
-    )
