@@ -228,7 +228,7 @@ def part_cotracker(ctx: Ctx) -> dict:
         import cotracker  # noqa: F401
     except ImportError:
         return {"status": "skipped", "reason": "the cotracker package is not installed (see bench/gpu_wheels.sh)"}
-    from mosic.precompute.trackers.base import grid_queries
+    from mosic.data.grid import grid_queries
     from mosic.precompute.trackers.cotracker import CoTrackerTracker, import_predictor_class
     from mosic.store_schema.reader import StoreReader, open_frame_source
 
