@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mosic.evaluation.dense import hungarian_miou, kmeans, patch_features, patch_labels
+from mosic.evaluation.dense import kmeans, patch_features, patch_labels
+from mosic.evaluation.matching import hungarian_miou
 
 
 def _semantic(source, video_id: str, frame: int) -> np.ndarray:

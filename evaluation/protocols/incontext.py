@@ -61,7 +61,7 @@ from tqdm import tqdm
 
 from mosic import MosicError
 from mosic.evaluation.dense import (HUMMINGBIRD_STD, check_sample, confusion, dataset_features, iou_list,
-                                    patch_features, resize_image, resize_labels, scored_miou, rows_mean)
+                                    patch_features, resize_image, resize_labels_centres, scored_miou, rows_mean)
 
 SAMPLINGS = ("reference", "inverse_frequency")
 AUGMENTATIONS = ("reference", "mosic")
@@ -134,7 +134,7 @@ def augment(image: np.ndarray, label: np.ndarray, size: int, rng: np.random.Gene
         image = colour_jitter(image, rng, jitter, p_jitter, hue=jitter)
     i, j, h, w = crop_box(*label.shape, rng, scale, ratio)
     img = resize_image(np.ascontiguousarray(image[i:i + h, j:j + w]), size)
-    lab = resize_labels(label[i:i + h, j:j + w], size)
+    lab = resize_labels_centres(label[i:i + h, j:j + w], size)
     if mode == "mosic":
         img = colour_jitter(img, rng, jitter, p_jitter)
     return img, lab
@@ -396,7 +396,7 @@ def incontext_segmentation(backbone: torch.nn.Module, train_ds, val_ds, fraction
         dist = dist.reshape(B, h, w, L).permute(0, 3, 1, 2)
         for d, lab in zip(dist, labels):
             if val_resolution == "input":
-                lab = resize_labels(lab, img_size)
+                lab = resize_labels_centres(lab, img_size)
             up = F.interpolate(d[None], size=lab.shape, mode="bilinear", align_corners=False)
             conf += confusion(up[0].argmax(0).cpu().numpy(), lab, C, ignore, num_pred=L)
     _, per_class = scored_miou(conf, ignore, matching, absent_classes)

@@ -31,7 +31,7 @@ from tqdm import trange
 
 from mosic import MosicError
 from mosic.evaluation.dense import (check_sample, confusion, dataset_features, iou_list, miou_from_confusion,
-                                    patch_features, resize_image, resize_labels, rows_mean)
+                                    patch_features, resize_image, resize_labels_centres, rows_mean)
 
 
 def augmented_view(image: np.ndarray, label: np.ndarray, img_size: int, feat_size: int, rng: np.random.Generator,
@@ -42,7 +42,7 @@ def augmented_view(image: np.ndarray, label: np.ndarray, img_size: int, feat_siz
 
     i, j, h, w = crop_box(*label.shape, rng, tuple(crop_scale))
     img = resize_image(np.ascontiguousarray(image[i:i + h, j:j + w]), img_size)
-    lab = resize_labels(label[i:i + h, j:j + w], feat_size)
+    lab = resize_labels_centres(label[i:i + h, j:j + w], feat_size)
     if flip and rng.random() < 0.5:
         img, lab = img[:, ::-1], lab[:, ::-1]
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
@@ -74,7 +74,7 @@ def linear_segmentation(backbone: nn.Module, train_ds, val_ds, img_size: int = 4
         for tok, labels in dataset_features(backbone, train_ds, idx, img_size, batch_size, device, normalize=False,
                                             progress="linear: train features" if progress else None):
             feats.append(tok.half())
-            targets += [torch.from_numpy(resize_labels(lab, feat_size).astype(np.int16)) for lab in labels]
+            targets += [torch.from_numpy(resize_labels_centres(lab, feat_size).astype(np.int16)) for lab in labels]
         feats, targets = torch.cat(feats), torch.stack(targets)
     aug_rng = np.random.default_rng([seed, 1])
 
@@ -126,7 +126,7 @@ def linear_segmentation(backbone: nn.Module, train_ds, val_ds, img_size: int = 4
             logits = head(tok.to(device).permute(0, 3, 1, 2))
             for lg, lab in zip(logits, labels):
                 if val_mask_size:
-                    lab = resize_labels(lab, val_mask_size)
+                    lab = resize_labels_centres(lab, val_mask_size)
                 up = F.interpolate(lg[None], size=lab.shape, mode="bilinear", align_corners=False)
                 conf += confusion(up[0].argmax(0).cpu().numpy(), lab, C, ignore)
     _, per_class = miou_from_confusion(conf, ignore)

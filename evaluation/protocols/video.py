@@ -32,8 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mosic.evaluation.dense import kmeans, patch_features
 from mosic import MosicError
+from mosic.evaluation.dense import kmeans, patch_features, resize_labels_floor
+from mosic.evaluation.matching import hungarian
 
 MODES = ("frame", "clip", "dataset")
 IGNORE = 255
@@ -69,16 +70,6 @@ def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
 
 
-def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Label maps [B, H, W] -> nearest resize [B, size, size] (int64)."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    labels = np.asarray(labels)
-    if tuple(labels.shape[1:]) == size:
-        return labels.astype(np.int64)
-    t = torch.from_numpy(labels.astype(np.int64))[:, None].float()
-    return F.interpolate(t, size=size, mode="nearest")[:, 0].long().numpy()
-
-
 def present_labels(labels: np.ndarray, ignore_index: int = IGNORE) -> np.ndarray:
     """The labels that occur in ``labels``, ``ignore_index`` excepted (sorted)."""
     u = np.unique(labels)
@@ -94,8 +85,6 @@ def match_and_score(pred: np.ndarray, gt: np.ndarray, ignore_index: int = IGNORE
     left unmatched (more clusters than labels) is relabelled ``background``. Returns (mIoU over the
     labels present in gt, background included, as a fraction; {label: IoU}; pred relabelled
     to label ids, ``ignore_index`` where gt is ignored)."""
-    from scipy.optimize import linear_sum_assignment
-
     pred = np.asarray(pred).astype(np.int64)
     gt = np.asarray(gt).astype(np.int64)
     if pred.shape != gt.shape:
@@ -109,9 +98,7 @@ def match_and_score(pred: np.ndarray, gt: np.ndarray, ignore_index: int = IGNORE
     labels, g_idx = np.unique(g, return_inverse=True)
     inter = np.zeros((len(clusters), len(labels)))
     np.add.at(inter, (p_idx, g_idx), 1)
-    union = inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter
-    iou = inter / np.maximum(union, 1)
-    rows, cols = linear_sum_assignment(1 - iou)
+    rows, cols = hungarian(inter, "one_minus_iou")
     lut = np.full(len(clusters), background, np.int64)  # unmatched clusters -> background
     lut[rows] = labels[cols]
     mapped = lut[p_idx]
@@ -155,7 +142,7 @@ def cluster_projected(x: torch.Tensor, labels: np.ndarray, mode: str = "frame", 
         raise MosicError(f"cluster_clip: mode must be 'frame' or 'clip', got {mode!r}")
     Fn = x.shape[0]
     up = upsample(x, eval_size)  # [F, S, S, d]
-    gt = resize_labels(labels, eval_size)
+    gt = resize_labels_floor(labels, eval_size)
     clusters = np.zeros(gt.shape, np.int64)
     matched = np.full(gt.shape, ignore_index, np.int64)
     scores: list[float] = []
@@ -266,7 +253,7 @@ def _dataset_wise(backbone, ds, idx, img_size, eval_size, pca_dim, niter, nredo,
     for i in _bar(idx, len(idx), "video dataset-clustering", progress):
         s = ds[i]
         feats.append(patch_features(backbone, s.frames, img_size, batch=batch, device=device, normalize=normalize))
-        labels.append(resize_labels(s.labels, eval_size))
+        labels.append(resize_labels_floor(s.labels, eval_size))
     f = torch.cat(feats)
     N, h, w, D = f.shape
     x = upsample(standardise_pca(f.reshape(-1, D), pca_dim).view(N, h, w, -1), eval_size)
@@ -323,6 +310,6 @@ def temporal_consistency(backbone: torch.nn.Module, synthetic_root: str | Path, 
 
 __all__: Sequence[str] = (
     "MODES", "PAPER", "cluster_clip", "cluster_pixels", "cluster_projected", "match_and_score", "present_labels",
-    "project_batch", "resize_labels",
+    "project_batch",
     "show_clusters", "standardise_pca", "temporal_consistency", "upsample", "video_segmentation",
 )
