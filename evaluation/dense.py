@@ -11,10 +11,6 @@ import torch.nn.functional as F
 from mosic.backbones import mean_std
 from mosic.evaluation.matching import match_predictions
 
-#: the standard deviation open-hummingbird-eval normalises with (its blue channel reads 0.255, a
-#: typo of 0.225 that the published in-context figures were computed with)
-HUMMINGBIRD_STD = (0.229, 0.224, 0.255)
-
 
 @torch.no_grad()
 def patch_features(backbone: torch.nn.Module, frames: np.ndarray, img_size: int, batch: int = 32,

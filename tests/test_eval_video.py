@@ -298,13 +298,14 @@ def _timetuning_direct(toks, labs, batch, k, size):
 
 
 def test_paper_preset_equals_timetuning_steps_on_hand_made_tokens():
-    from mosic.evaluation.protocols.video import PAPER
+    from mosic.evaluation.settings import VideoSettings
 
     toks, labs = _hand_made_tokens()
     size = 8 * P
     clips = FakeVideos([VideoClipSample(str(i), np.zeros((len(l), size, size, 3), np.uint8), l, list(range(len(l))))
                         for i, l in enumerate(labs)])
-    assert (PAPER["k"], PAPER["pca_clips"], PAPER["normalize"]) == (10, 16, False)
+    paper_settings = VideoSettings()
+    assert (paper_settings.k, paper_settings.pca_clips, paper_settings.normalize) == (10, 16, False)
     for batch, k in ((16, 10), (2, 4)):  # the paper's batch and K; and a batch that splits the clips
         ref, ref_frames = _timetuning_direct(toks, labs, batch, k, size)
         r = video_segmentation(TokenNet(toks), clips, img_size=size, seed=1, pca_clips=batch, k=k)

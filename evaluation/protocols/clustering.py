@@ -28,6 +28,9 @@ from mosic import MosicError
 from mosic.evaluation.dense import (dataset_features, iou_list, kmeans, miou_from_confusion, nearest_index,
                                     resize_labels_centres)
 from mosic.evaluation.matching import match_clusters
+from mosic.evaluation.settings import ClusteringSettings
+
+_P = ClusteringSettings()  # the paper's settings: the keyword defaults below
 
 
 def matched_miou(cont: np.ndarray, mapping: np.ndarray, ignore_index: int | None = None) -> tuple[float, np.ndarray]:
@@ -44,9 +47,10 @@ def matched_miou(cont: np.ndarray, mapping: np.ndarray, ignore_index: int | None
     return (float(iou[scored].mean()) if scored.any() else float("nan")), iou
 
 
-def frozen_clustering(backbone: torch.nn.Module, ds, ks: Sequence[int] | None = None, img_size: int = 448,
-                      pca_dim: int | None = 50, niter: int = 100, nredo: int = 5, seeds: Sequence[int] = (0, 1, 2, 3, 4),
-                      l2_normalize: bool = False, mask_size: int | None = 100, batch_size: int = 32,
+def frozen_clustering(backbone: torch.nn.Module, ds, ks: Sequence[int] | None = _P.ks, img_size: int = _P.img_size,
+                      pca_dim: int | None = _P.pca_dim, niter: int = _P.niter, nredo: int = _P.nredo,
+                      seeds: Sequence[int] = _P.seeds, l2_normalize: bool = _P.l2_normalize,
+                      mask_size: int | None = _P.mask_size, batch_size: int = _P.batch_size,
                       device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """K-means of the frozen patch tokens of ``ds`` for each K in ``ks`` (default: the number of
     scored classes, 21 for VOC), each with every seed. Returns ``{str(K): {"miou", "miou_std",

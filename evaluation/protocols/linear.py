@@ -32,6 +32,9 @@ from tqdm import trange
 from mosic import MosicError
 from mosic.evaluation.dense import (check_sample, confusion, dataset_features, iou_list, miou_from_confusion,
                                     patch_features, resize_image, resize_labels_centres, rows_mean)
+from mosic.evaluation.settings import LinearSettings
+
+_P = LinearSettings()  # the paper's settings: the keyword defaults below
 
 
 def augmented_view(image: np.ndarray, label: np.ndarray, img_size: int, feat_size: int, rng: np.random.Generator,
@@ -48,12 +51,14 @@ def augmented_view(image: np.ndarray, label: np.ndarray, img_size: int, feat_siz
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
 
 
-def linear_segmentation(backbone: nn.Module, train_ds, val_ds, img_size: int = 448, feat_size: int = 100,
-                        epochs: int = 25, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
-                        step_at: int = 20, batch_size: int = 128, augment: bool = True,
-                        crop_scale: Sequence[float] = (0.8, 1.0), flip: bool = True, val_mask_size: int | None = 100,
-                        device: str | torch.device = "cpu", seed: int = 0, max_train: int | None = None,
-                        class_rows: str = "reference", progress: bool = False) -> dict:
+def linear_segmentation(backbone: nn.Module, train_ds, val_ds, img_size: int = _P.img_size,
+                        feat_size: int = _P.feat_size, epochs: int = _P.epochs, lr: float = _P.lr,
+                        momentum: float = _P.momentum, weight_decay: float = _P.weight_decay,
+                        step_at: int = _P.step_at, batch_size: int = _P.batch_size, augment: bool = _P.augment,
+                        crop_scale: Sequence[float] = _P.crop_scale, flip: bool = _P.flip,
+                        val_mask_size: int | None = _P.val_mask_size, device: str | torch.device = "cpu",
+                        seed: int = _P.seed, max_train: int | None = _P.max_train, class_rows: str = _P.class_rows,
+                        progress: bool = False) -> dict:
     """Train a linear head on frozen patch tokens of ``train_ds`` and score it on ``val_ds``.
     SGD with momentum, learning rate x0.1 after ``step_at`` epochs; ``max_train``: train on a
     seeded random subset of that many images. Returns mIoU (percent), per-class IoU (percent; None

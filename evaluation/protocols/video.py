@@ -33,15 +33,17 @@ import torch
 import torch.nn.functional as F
 
 from mosic import MosicError
+from mosic.evaluation.datasets.base import IGNORE
 from mosic.evaluation.dense import kmeans, patch_features, resize_labels_floor
 from mosic.evaluation.matching import hungarian
+from mosic.evaluation.settings import ConsistencySettings, VideoSettings
 
 MODES = ("frame", "clip", "dataset")
-IGNORE = 255
 
-# TimeTuning's settings (the defaults of :func:`video_segmentation`)
-PAPER = dict(frames=4, img_size=224, pca_dim=50, niter=50, nredo=5, mode="frame", k=10, pca_clips=16,
-             normalize=False)
+# the paper's settings (TimeTuning's; the keyword defaults of video_segmentation) and the
+# consistency protocol's
+_P = VideoSettings()
+_TC = ConsistencySettings()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,11 +209,12 @@ def _bar(it, total: int, desc: str, progress: bool):
     return tqdm(it, total=total, desc=desc, unit="clip", dynamic_ncols=True, leave=False)
 
 
-def video_segmentation(backbone: torch.nn.Module, ds, mode: str = "frame", img_size: int = 224,
-                       eval_size: int | None = None, pca_dim: int = 50, niter: int = 50, nredo: int = 5,
-                       seed: int = 0, batch: int = 32, device: str | torch.device = "cpu",
-                       max_clips: int | None = None, ignore_index: int = IGNORE, progress: bool = False,
-                       k: int | None = 10, pca_clips: int = 16, normalize: bool = False) -> dict:
+def video_segmentation(backbone: torch.nn.Module, ds, mode: str = _P.mode, img_size: int = _P.img_size,
+                       eval_size: int | None = _P.eval_size, pca_dim: int = _P.pca_dim, niter: int = _P.niter,
+                       nredo: int = _P.nredo, seed: int = _P.seed, batch: int = _P.batch,
+                       device: str | torch.device = "cpu", max_clips: int | None = _P.max_clips,
+                       ignore_index: int = _P.ignore_index, progress: bool = False, k: int | None = _P.k,
+                       pca_clips: int = _P.pca_clips, normalize: bool = _P.normalize) -> dict:
     """Unsupervised video semantic segmentation of a ``VideoSegDataset`` (see the module doc).
     Defaults: TimeTuning's (raw tokens, PCA per batch of 16 clips, K = 10); mosic's earlier
     variant: ``normalize=True, pca_clips=1, k=None``.
@@ -286,9 +289,10 @@ def show_clusters(backbone: torch.nn.Module, sample, mode: str = "clip", img_siz
 # ------------------------------------------------------------------------------------------------
 # trajectory consistency (synthetic set, exact ground-truth tracks)
 # ------------------------------------------------------------------------------------------------
-def temporal_consistency(backbone: torch.nn.Module, synthetic_root: str | Path, split: str = "valid",
-                         img_size: int = 112, frames_per_video: int = 4, step: int = 6,
-                         max_videos: int | None = None, clusters: int = 24, seed: int = 0) -> dict:
+def temporal_consistency(backbone: torch.nn.Module, synthetic_root: str | Path, split: str = _TC.split,
+                         img_size: int = _TC.img_size, frames_per_video: int = _TC.frames_per_video,
+                         step: int = _TC.step, max_videos: int | None = _TC.max_videos, clusters: int = _TC.clusters,
+                         seed: int = _TC.seed) -> dict:
     """How often a ground-truth trajectory's patch keeps its K-means cluster (``clusters``
     clusters over all frames' patch features) from a clip's first frame to its later frames, on
     the synthetic set (visible points only). Wraps :func:`mosic.evaluation.synthetic_probe.probe`, so the
@@ -309,7 +313,7 @@ def temporal_consistency(backbone: torch.nn.Module, synthetic_root: str | Path, 
 
 
 __all__: Sequence[str] = (
-    "MODES", "PAPER", "cluster_clip", "cluster_pixels", "cluster_projected", "match_and_score", "present_labels",
+    "MODES", "cluster_clip", "cluster_pixels", "cluster_projected", "match_and_score", "present_labels",
     "project_batch",
     "show_clusters", "standardise_pca", "temporal_consistency", "upsample", "video_segmentation",
 )

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import cv2
 import numpy as np
 
-from mosic import MosicError
 from mosic.registry import Registry
 
 if TYPE_CHECKING:
