@@ -33,14 +33,11 @@ from mosic.evaluation import runner
 from mosic.evaluation.options import (RunBackbone, backbone_from_run, heldout_fraction, model_kwargs_with_sets,
                                       parse_fractions, parse_protocols, parse_sets, split_list)
 from mosic.evaluation.results import cluster_visualisation, load_or_empty, markdown_table, save_results
-from mosic.evaluation.settings import PRESETS, PROTOCOLS, resolve, settings_yaml
+from mosic.evaluation.settings import PRESETS, PROTOCOLS, VIDEO_MODES, resolve, settings_yaml
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
                   help="Evaluate dense features: linear / clustering / in-context segmentation on images, "
                        "unsupervised video segmentation, trajectory consistency; results tables and comparisons.")
-
-VIDEO_MODES = ("frame", "clip", "dataset")
-
 
 def _log(msg: str) -> None:
     typer.echo(msg, err=True)
@@ -150,7 +147,7 @@ def run(
     modes = split_list(video_modes)
     for m in modes:
         if m not in VIDEO_MODES:
-            raise MosicError(f"--video-modes: unknown mode {m!r} (frame, clip, dataset)")
+            raise MosicError(f"--video-modes: unknown mode {m!r} ({', '.join(VIDEO_MODES)})")
     image_protos = [p for p in protos if p in ("linear", "clustering", "incontext")]
     if image_protos:
         if dataset is None or root is None:

@@ -22,6 +22,8 @@ from mosic.config.strict import check_setting, validation_line
 
 PROTOCOLS = ("linear", "clustering", "incontext", "video", "consistency")
 PRESETS = ("paper", "quick")
+#: what video segmentation clusters together: each frame, each clip, or the whole data set
+VIDEO_MODES = ("frame", "clip", "dataset")
 
 #: the standard deviation open-hummingbird-eval normalises with (its blue channel reads 0.255, a
 #: typo of 0.225 that the published in-context figures were computed with)

@@ -36,9 +36,9 @@ from mosic import MosicError
 from mosic.evaluation.datasets.base import IGNORE
 from mosic.evaluation.dense import kmeans, patch_features, resize_labels_floor
 from mosic.evaluation.matching import hungarian
-from mosic.evaluation.settings import ConsistencySettings, VideoSettings
+from mosic.evaluation.settings import VIDEO_MODES, ConsistencySettings, VideoSettings
 
-MODES = ("frame", "clip", "dataset")
+MODES = VIDEO_MODES
 
 # the paper's settings (TimeTuning's; the keyword defaults of video_segmentation) and the
 # consistency protocol's
