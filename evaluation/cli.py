@@ -95,7 +95,7 @@ def run(
     video_frames: int = typer.Option(4, "--video-frames", min=1, help="sorted random frames per clip (TimeTuning: 4)"),
     holdout: Optional[float] = typer.Option(None, "--holdout", help="ytvos split heldout: the fraction of train's "
                                             "videos that training left out (default: the run's train.holdout "
-                                            "with --run or a run's backbone.pth, else the ytvos pipeline's, 0.05)"),
+                                            "with --run or a run's backbone.pth, else the ytvos pipeline's)"),
     protocols: str = typer.Option("linear,clustering,incontext,video", "--protocols",
                                   help="comma-separated: " + ", ".join(PROTOCOLS)),
     fractions: str = typer.Option("1/128,1", "--fractions", help="in-context: fractions of the train split"),
@@ -265,7 +265,8 @@ def show(
     video_split: Optional[str] = typer.Option(None, "--video-split"),
     video_frames: int = typer.Option(4, "--video-frames", min=1, help="frames of the clip"),
     holdout: Optional[float] = typer.Option(None, "--holdout", help="ytvos split heldout: the fraction of videos "
-                                            "training left out (default: the config.json beside --weights, else 0.05)"),
+                                            "training left out (default: the train.holdout of the config.json "
+                                            "beside --weights, else the ytvos pipeline's)"),
     clip: int = typer.Option(0, "--clip", min=0, help="which clip (video index)"),
     mode: str = typer.Option("clip", "--mode", help="clip (one K-means over the clip) or frame"),
     k: Optional[int] = typer.Option(None, "--k", min=1, help="clusters (default: labels present)"),

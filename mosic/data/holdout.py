@@ -22,7 +22,7 @@ from mosic.config import load_pipeline, packaged_pipelines_file
 
 def ytvos_holdout() -> float:
     """The fraction of YouTube-VOS videos that the packaged ``ytvos`` pipeline leaves out of
-    training (its ``train.holdout``, 0.05: about 174 of the 3,471 train videos)."""
+    training (its ``train.holdout``)."""
     return load_pipeline("ytvos", packaged_pipelines_file()).train.holdout
 
 
