@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def crop_stats(width: int, height: int, crops: int, store_grid: int, grid: int, select: bool) -> dict:
-    from mosic.precompute.trackers.base import grid_queries
+    from mosic.data.grid import grid_queries
     from mosic.train.augment import map_tracks, sample_crop
     from mosic.train.ops import crop_grid, select_grid_points
 

@@ -228,11 +228,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     from mosic.config import load_pipeline
     from mosic.data.synthetic import generate
-    from mosic.evaluation.synthetic_probe import probe, track_prediction
+    from mosic.evaluation.synthetic_probe import probe
     from mosic.precompute.runner import precompute
     from mosic.store_schema.controls import write_control_store
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel
+    from mosic.train.probe import track_prediction
     from mosic.train.train import train
 
     variants = a.variants.split(",")

@@ -1,5 +1,6 @@
-"""Small building blocks of dense-feature evaluation: patch features, patch labels, K-means,
-Hungarian-matched mIoU."""
+"""Small building blocks of dense-feature evaluation: patch features, patch labels, label resizing
+(one helper per pixel convention, the convention in its name), K-means, confusion-matrix mIoU.
+Matching clusters or predictions to classes: :mod:`mosic.evaluation.matching`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mosic.backbones import mean_std
-
-#: the standard deviation open-hummingbird-eval normalises with (its blue channel reads 0.255, a
-#: typo of 0.225 that the published in-context figures were computed with)
-HUMMINGBIRD_STD = (0.229, 0.224, 0.255)
+from mosic.evaluation.matching import match_predictions
 
 
 @torch.no_grad()
@@ -59,25 +57,6 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = 50, nredo: int = 3
     return km.index.search(x, 1)[1].ravel()
 
 
-def hungarian_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int, k: int | None = None) -> tuple[float, np.ndarray]:
-    """mIoU of cluster ids ``pred`` against ``gt`` after the one-to-one matching of clusters to
-    classes that maximises total IoU (scipy's linear_sum_assignment); unmatched clusters count as
-    wrong. Returns (mIoU over classes present in gt, per-class IoU)."""
-    from scipy.optimize import linear_sum_assignment
-
-    k = k or int(pred.max()) + 1
-    inter = np.zeros((k, num_classes))
-    np.add.at(inter, (pred.ravel(), gt.ravel()), 1)
-    area_p = inter.sum(1, keepdims=True)
-    area_g = inter.sum(0, keepdims=True)
-    iou = inter / np.maximum(area_p + area_g - inter, 1)
-    rows, cols = linear_sum_assignment(-iou)
-    per_class = np.zeros(num_classes)
-    per_class[cols] = iou[rows, cols]
-    present = area_g.ravel() > 0
-    return float(per_class[present].mean()), per_class
-
-
 # --- helpers of the image protocols (evaluation/protocols) ------------------------------------
 
 
@@ -86,10 +65,24 @@ def nearest_index(src: int, dst: int) -> np.ndarray:
     return np.minimum(((np.arange(dst) + 0.5) * src / dst).astype(np.int64), src - 1)
 
 
-def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Nearest (pixel-centre) resize of a label map [H, W] to size x size or (h, w); dtype kept."""
+def resize_labels_centres(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Nearest resize of a label map [H, W] to size x size or (h, w), each output pixel taking the
+    source pixel under its centre (:func:`nearest_index`); dtype kept. The image protocols'
+    convention (linear, clustering, in-context)."""
     h, w = (size, size) if isinstance(size, int) else size
     return labels[nearest_index(labels.shape[0], h)[:, None], nearest_index(labels.shape[1], w)[None, :]]
+
+
+def resize_labels_floor(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Nearest resize of label maps [B, H, W] to [B, size, size] (int64), each output pixel i taking
+    source pixel floor(i * H / size) (torch's ``interpolate(mode="nearest")``, as TimeTuning resizes
+    its masks). The video protocol's convention."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    labels = np.asarray(labels)
+    if tuple(labels.shape[1:]) == size:
+        return labels.astype(np.int64)
+    t = torch.from_numpy(labels.astype(np.int64))[:, None].float()
+    return F.interpolate(t, size=size, mode="nearest")[:, 0].long().numpy()
 
 
 def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -190,24 +183,11 @@ def iou_list(per_class: np.ndarray) -> list:
     return [None if np.isnan(v) else round(100 * float(v), 2) for v in per_class]
 
 
-def match_predictions(conf: np.ndarray) -> np.ndarray:
-    """Ground-truth class of each predicted label from the overlap counts ``conf`` [C, P] (rows:
-    ground truth, columns: predictions): the one-to-one assignment with the most pixels in
-    agreement (the Hungarian step of the reference in-context scorer); -1 for a predicted label
-    left without a class (possible when P > C)."""
-    from scipy.optimize import linear_sum_assignment
-
-    rows, cols = linear_sum_assignment(-conf.astype(np.float64))
-    mapping = np.full(conf.shape[1], -1)
-    mapping[cols] = rows
-    return mapping
-
-
 def scored_miou(conf: np.ndarray, ignore_index: int | None = None, matching: str = "none",
                 absent: str = "skip") -> tuple[float, np.ndarray]:
     """(mIoU, per-class IoU) of predictions with overlap counts ``conf`` [C, P] (P >= C; a column
     past C is a label that is no class). ``matching="hungarian"``: predicted labels are first
-    assigned to classes by :func:`match_predictions`; ``"none"``: label c is class c.
+    assigned to classes by :func:`~mosic.evaluation.matching.match_predictions`; ``"none"``: label c is class c.
     ``absent="zero"``: a class that is neither present nor predicted scores 0 and counts in the
     mean (the reference in-context scorer); ``"skip"``: it is left out (NaN). An ignore index
     inside 0..C-1 is never scored."""

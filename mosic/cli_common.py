@@ -13,7 +13,7 @@ import yaml
 
 from mosic import MosicError
 from mosic.config import PipelineConfig, TrainSettings, find_pipelines_file
-from mosic.config.strict import check_setting, load_yaml, mapping_problem, parse_set_value, yaml_text
+from mosic.config.strict import check_setting, load_yaml, mapping_problem, parse_set_value
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -47,32 +47,6 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-# ------------------------------------------------------------------------------------------------
-# --set KEY=VALUE, read strictly
-# ------------------------------------------------------------------------------------------------
-def check_like_default(key: str, value, default) -> None:
-    """Refuse ``--set key=value`` whose type does not fit the setting's default (an integer for an
-    integer, a number for a float, true/false for a flag, a list for a list or tuple, text for
-    text); a setting whose default is None takes anything."""
-    if default is None or value is None and default is None:
-        return
-    if isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-    elif isinstance(default, str):
-        ok, kind = isinstance(value, str), "text"
-    elif isinstance(default, (list, tuple)):
-        ok, kind = isinstance(value, (list, tuple)), "a list, e.g. [1, 2]"
-    else:
-        return
-    if not ok:
-        raise MosicError(f"--set {key}={yaml_text(value)}: read as {value!r} ({type(value).__name__}), but {key} must be "
-                         f"{kind}; e.g. --set {key}={yaml_text(default)}")
 
 
 # ------------------------------------------------------------------------------------------------

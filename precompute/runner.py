@@ -22,7 +22,8 @@ import mosic
 from mosic import MosicError
 from mosic.config import PipelineConfig
 from mosic.data.base import ClipRef, FrameReadError, FrameSource, create_source, plan_clips
-from mosic.precompute.trackers.base import Tracker, create_tracker, grid_queries
+from mosic.data.grid import grid_queries
+from mosic.precompute.trackers.base import Tracker, create_tracker
 from mosic.store_schema import layout as L
 from mosic.store_schema import location
 from mosic.store_schema.layout import Failure

@@ -7,7 +7,7 @@ from typing import Any
 from mosic import MosicError
 from mosic.data.base import FrameSource
 from mosic.precompute.metrics import aggregate, tapvid_metrics
-from mosic.precompute.trackers.base import grid_queries
+from mosic.data.grid import grid_queries
 from mosic.store_schema.reader import StoreReader
 
 

@@ -61,7 +61,7 @@ BAD = [
     ("mosic-train", ["--stores", "{stores}", "--root", "{syn}", "--pipeline", "synthetic-oracle",
                      "--set", "tracker.grid=4", "--set", "clips.length=4", "--set", "clips.step=2",
                      "--set", "clips.clips_per_video=2", "--out", "{base}/t"], "train on it with `--tracker lk`"),
-    ("mosic-eval", [*EVAL_RUN, "--device", "auto", "--set", "video.bogus=1"], "no setting 'bogus'"),
+    ("mosic-eval", [*EVAL_RUN, "--device", "auto", "--set", "video.bogus=1"], "unknown setting 'video.bogus'"),
     ("mosic-eval", [*EVAL_RUN, "--device", "cuda:99"], "--device cuda:99:"),
     ("mosic-eval", [*EVAL_RUN, "--device", "gpu"], "--device 'gpu'"),
     ("mosic-eval", [*EVAL_RUN, "--weights", "{base}/empty.pth", "--random"], "only one of"),

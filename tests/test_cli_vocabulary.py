@@ -97,7 +97,7 @@ def test_model_kwargs_shortcut_equals_the_set_key_on_train():
 
 
 def test_model_kwargs_on_eval_by_the_same_keys():
-    from mosic.evaluation.cli import model_kwargs_with_sets, parse_sets
+    from mosic.evaluation.options import model_kwargs_with_sets, parse_sets
 
     sets = parse_sets(["model.kwargs.depth=2", "train.model.kwargs.embed_dim=48", "linear.epochs=1"])
     assert model_kwargs_with_sets({"depth": 12, "num_heads": 3}, sets["model"]) == \

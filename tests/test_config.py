@@ -4,7 +4,7 @@ import pytest
 from mosic import MosicError
 from mosic.config import ClipSettings, load_pipeline, pipeline_names, with_overrides
 from mosic.data.base import VideoInfo, plan_clips
-from mosic.precompute.trackers.base import grid_queries
+from mosic.data.grid import grid_queries
 
 
 def test_project_pipelines_load_and_validate():

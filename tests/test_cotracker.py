@@ -13,8 +13,9 @@ import torch
 from mosic import MosicError
 from mosic.config import TrackerSettings
 from mosic.precompute.trackers import cotracker as ct
+from mosic.data.grid import grid_queries
 from mosic.precompute.trackers import cotracker_batch_fix
-from mosic.precompute.trackers.base import TRACKERS, create_tracker, grid_queries
+from mosic.precompute.trackers.base import TRACKERS, create_tracker
 
 # 511 / (74 - 1) = 7: a pixel column c lands exactly on model column 7c. Non-square on purpose.
 W, H = 74, 48

@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mosic.evaluation.cli import app, parse_fractions, parse_sets
+from mosic.evaluation.cli import app
+from mosic.evaluation.options import parse_fractions, parse_sets
 from mosic.evaluation.results import (cluster_visualisation, compare, load_results, make_row, markdown_table, pairs,
                                 plot_gains, save_results, upsert)
 from mosic import MosicError
@@ -147,7 +148,8 @@ def _run(*args):
 
 
 def test_cli_run_all_protocols_quick(syn, tmp_path):
-    from mosic.evaluation.cli import PROTOCOLS, protocol_function
+    from mosic.evaluation.runner import protocol_function
+    from mosic.evaluation.settings import PROTOCOLS
 
     protos = []
     for p in PROTOCOLS:  # every protocol module present in this checkout
@@ -238,7 +240,7 @@ def test_cli_show_writes_a_gif(syn, tmp_path):
     (["--protocols", "video"], "needs --video-dataset and --video-root"),
     (["--protocols", "consistency", "--video-dataset", "davis", "--video-root", "x"], "needs a synthetic set"),
     (["--protocols", "video", "--video-dataset", "synthetic", "--video-root", "{syn}", "--set", "video.bogus=1"],
-     "no setting 'bogus'"),
+     "unknown setting 'video.bogus'"),
     (["--protocols", "video", "--video-dataset", "synthetic", "--video-root", "{tmp}/none"], "does not exist"),
     (["--protocols", "video", "--pretrained", "--weights", "w.pth"], "only one of"),
     (["--protocols", "incontext", "--fractions", "1/0"], "not a fraction"),
@@ -264,7 +266,7 @@ def test_cli_compare_errors(tmp_path):
 def test_compare_defaults_to_the_runs_initial_backbone(tmp_path):
     import torch
 
-    from mosic.evaluation.cli import backbone_provenance
+    from mosic.evaluation.runner import backbone_provenance
 
     run = tmp_path / "run"
     run.mkdir()

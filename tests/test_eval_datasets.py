@@ -558,18 +558,16 @@ def test_reference_lists_on_a_voc_layout(tmp_path):
     assert ds.fingerprint() != D.open_seg_dataset("voc", tmp_path, "trainaug").fingerprint()
 
 
-def test_ytvos_heldout_split_scores_only_the_videos_training_leaves_out(tmp_path, monkeypatch):
+def test_ytvos_heldout_split_scores_only_the_videos_training_leaves_out(tmp_path):
     from mosic.data import holdout
 
     make_ytvos(tmp_path)
     ra, rb = holdout.heldout_rank("vidA"), holdout.heldout_rank("vidB")
-    monkeypatch.setattr(holdout, "YTVOS_HOLDOUT", (ra + rb) / 2)  # one of the two videos held out
-    ds = D.open_video_dataset("ytvos", tmp_path, "heldout", frames=2)
+    ds = D.open_video_dataset("ytvos", tmp_path, "heldout", frames=2, holdout=(ra + rb) / 2)  # one of the two
     assert ds.video_ids == [min(("vidA", "vidB"), key=holdout.heldout_rank)] and ds.split == "heldout"
     assert ds.num_classes == 4  # categories of the whole train split
-    monkeypatch.setattr(holdout, "YTVOS_HOLDOUT", min(ra, rb) / 2)
     with pytest.raises(MosicError, match="held out"):
-        D.open_video_dataset("ytvos", tmp_path, "heldout")
+        D.open_video_dataset("ytvos", tmp_path, "heldout", holdout=min(ra, rb) / 2)
 
 
 def test_one_module_per_data_set_behind_the_registry_and_the_old_names_still_import():

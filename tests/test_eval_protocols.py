@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from mosic.evaluation.datasets import SegDataset, SegSample
 from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
 from mosic.evaluation.dense import (confusion, confusion_miou, dataset_features,
-                              miou_from_confusion, resize_labels)
-from mosic.evaluation.protocols.clustering import frozen_clustering, match_clusters, matched_miou
-from mosic.evaluation.dense import match_predictions, scored_miou
+                              miou_from_confusion, resize_labels_centres)
+from mosic.evaluation.matching import match_clusters, match_predictions
+from mosic.evaluation.protocols.clustering import frozen_clustering, matched_miou
+from mosic.evaluation.dense import scored_miou
 from mosic.evaluation.protocols.incontext import (FaissSearch, _memory_labels, augment, build_memory, colour_jitter,
                                                   crop_box, incontext_segmentation, knn_labels, knn_search,
                                                   reference_patch_scores, resolve_memory_ignore, sample_patches,
@@ -126,13 +127,13 @@ def test_confusion_miou_by_hand():
     assert np.allclose(i, [0.5, 1.0]) and m == pytest.approx(0.75)
 
 
-def test_resize_labels_nearest():
+def test_resize_labels_centres_takes_the_pixel_under_each_centre():
     lab = np.array([[0, 1], [2, 255]], np.uint8)
-    up = resize_labels(lab, 4)
+    up = resize_labels_centres(lab, 4)
     assert up.dtype == np.uint8 and up.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255], [2, 2, 255, 255]]
     big = np.arange(36).reshape(6, 6)
-    assert resize_labels(big, 3).tolist() == big[1::2, 1::2].tolist()  # pixel centres 1, 3, 5
-    assert resize_labels(big, (2, 3)).shape == (2, 3)
+    assert resize_labels_centres(big, 3).tolist() == big[1::2, 1::2].tolist()  # pixel centres 1, 3, 5
+    assert resize_labels_centres(big, (2, 3)).shape == (2, 3)
 
 
 def test_malformed_sample_is_named():

@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mosic.evaluation.datasets import VideoClipSample
-from mosic.evaluation.protocols.video import (cluster_clip, match_and_score, present_labels, resize_labels,
+from mosic.evaluation.dense import resize_labels_floor
+from mosic.evaluation.protocols.video import (cluster_clip, match_and_score, present_labels,
                                         show_clusters, standardise_pca, temporal_consistency, upsample,
                                         video_segmentation)
 from mosic import MosicError
@@ -132,14 +133,14 @@ def test_upsample_and_resize_labels():
     up = upsample(m, 4)[0, ..., 0]
     assert up.shape == (4, 4) and up[0, 0] == 0 and up[-1, -1] == 3 and 0 < up[1, 1] < 3
     lab = np.array([[[1, 2], [3, 255]]])
-    np.testing.assert_array_equal(resize_labels(lab, 4)[0], np.kron(lab[0], np.ones((2, 2), int)))
+    np.testing.assert_array_equal(resize_labels_floor(lab, 4)[0], np.kron(lab[0], np.ones((2, 2), int)))
 
 
 # ------------------------------------------------------------------------------------------------
 # clustering a clip
 # ------------------------------------------------------------------------------------------------
 def test_features_that_encode_the_label_score_100(clips):
-    feats = torch.from_numpy(np.eye(8)[resize_labels(clips[0].labels, 16)]).float()  # one-hot per patch
+    feats = torch.from_numpy(np.eye(8)[resize_labels_floor(clips[0].labels, 16)]).float()  # one-hot per patch
     for mode, units in (("frame", 4), ("clip", 1)):
         _, scores, _ = cluster_clip(feats, clips[0].labels, mode, eval_size=64, pca_dim=50, seed=0)
         assert len(scores) == units
@@ -176,7 +177,7 @@ def test_video_segmentation_ignore_pixels_not_scored(clips):
     ds = FakeVideos([VideoClipSample("a", c.frames, labels, c.frame_indices)])
     r = video_segmentation(ColourNet(), ds, mode="clip", img_size=64, eval_size=64, niter=30, nredo=20, k=None)
     assert r["miou"] > 97
-    _, scores, mapped = cluster_clip(torch.from_numpy(np.eye(8)[resize_labels(c.labels, 16)]).float(), labels,
+    _, scores, mapped = cluster_clip(torch.from_numpy(np.eye(8)[resize_labels_floor(c.labels, 16)]).float(), labels,
                                      "clip", eval_size=64)
     assert (mapped[labels == 255] == 255).all() and scores[0] > 0.97
 
@@ -297,13 +298,14 @@ def _timetuning_direct(toks, labs, batch, k, size):
 
 
 def test_paper_preset_equals_timetuning_steps_on_hand_made_tokens():
-    from mosic.evaluation.protocols.video import PAPER
+    from mosic.evaluation.settings import VideoSettings
 
     toks, labs = _hand_made_tokens()
     size = 8 * P
     clips = FakeVideos([VideoClipSample(str(i), np.zeros((len(l), size, size, 3), np.uint8), l, list(range(len(l))))
                         for i, l in enumerate(labs)])
-    assert (PAPER["k"], PAPER["pca_clips"], PAPER["normalize"]) == (10, 16, False)
+    paper_settings = VideoSettings()
+    assert (paper_settings.k, paper_settings.pca_clips, paper_settings.normalize) == (10, 16, False)
     for batch, k in ((16, 10), (2, 4)):  # the paper's batch and K; and a batch that splits the clips
         ref, ref_frames = _timetuning_direct(toks, labs, batch, k, size)
         r = video_segmentation(TokenNet(toks), clips, img_size=size, seed=1, pca_clips=batch, k=k)

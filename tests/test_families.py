@@ -86,7 +86,8 @@ def test_family_trains_resumes_exports_and_evaluates(store, evalset, tmp_path, f
 
     from typer.testing import CliRunner
 
-    from mosic.evaluation.cli import PROTOCOLS, app
+    from mosic.evaluation.cli import app
+    from mosic.evaluation.settings import PROTOCOLS
     from mosic.evaluation.results import load_results
 
     out = tmp_path / "results"

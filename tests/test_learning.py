@@ -146,7 +146,7 @@ def test_training_on_the_true_tracks_beats_static_and_swapped_tracks(motion_stor
     import torch
 
     from mosic.config import load_pipeline
-    from mosic.evaluation.synthetic_probe import track_prediction
+    from mosic.train.probe import track_prediction
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel
     from mosic.train.train import train

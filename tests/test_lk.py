@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from mosic.config import TrackerSettings
-from mosic.precompute.trackers.base import TRACKERS, grid_queries
+from mosic.data.grid import grid_queries
+from mosic.precompute.trackers.base import TRACKERS
 from mosic.precompute.trackers.lk import LKTracker, from_cv, inside_image, to_cv
 
 W, H = 96, 64  # non-square on purpose: catches x/y swaps

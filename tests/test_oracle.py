@@ -6,7 +6,8 @@ import pytest
 from mosic import MosicError
 from mosic.config import TrackerSettings
 from mosic.data.base import ClipRef
-from mosic.precompute.trackers.base import TRACKERS, grid_queries
+from mosic.data.grid import grid_queries
+from mosic.precompute.trackers.base import TRACKERS
 from mosic.precompute.trackers.oracle import OracleTracker
 
 W, H = 80, 48

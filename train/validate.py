@@ -6,9 +6,11 @@ deviation table). Here rank 0 only; the other ranks wait in the next step's coll
 time the validation itself takes.
 
 - ``clustering``: K-means of the patch tokens (standardised, PCA 50; K = the classes, Hungarian
-  matching), 20 iterations x 1 restart, one seed: :func:`mosic.evaluation.protocols.clustering.frozen_clustering`;
+  matching), 20 iterations x 1 restart, one seed: :func:`mosic.evaluation.validation.clustering_miou`;
 - ``incontext``: a Hummingbird memory of ``memory_images`` training images (10,240 patches, one
-  augmented pass, k 30): :func:`mosic.evaluation.protocols.incontext.incontext_segmentation`.
+  augmented pass, k 30): :func:`mosic.evaluation.validation.incontext_miou`.
+
+Evaluation is reached only through :mod:`mosic.evaluation.validation`, its interface for training.
 
 The same ``max_images`` validation images every time (a fixed draw), decoded once and kept in
 memory, at the training input size. Each validation is a row of ``log.jsonl`` (``"kind":
@@ -28,21 +30,11 @@ from typing import Any
 import torch
 
 from mosic import MosicError
+from mosic.evaluation import validation
 
 log = logging.getLogger("mosic.train")
 
 PROTOCOLS = ("clustering", "incontext")
-
-
-class _InMemory:
-    """A SegDataset's first images, decoded once."""
-
-    def __init__(self, ds, n: int | None):
-        from mosic.evaluation.datasets import SegDataset
-
-        sub = ds if n is None or n >= len(ds) else ds.subset(n / len(ds), seed=0)
-        samples = [sub[i] for i in range(len(sub))]
-        self.ds = SegDataset(sub.name, sub.class_names, samples, lambda s: s, sub.root, sub.split)
 
 
 def _defaults(vs, cfg) -> tuple[str, Path, str, str]:
@@ -53,9 +45,7 @@ def _defaults(vs, cfg) -> tuple[str, Path, str, str]:
     if root is None:
         raise MosicError(f"validation (validate.every={vs.every}) needs the root of its {kind} data set: "
                          "--set validate.root=PATH, or --set validate.every=0 to train without validation")
-    from mosic.evaluation.cli import IMAGE_SPLITS
-
-    tr, va = IMAGE_SPLITS[kind]
+    tr, va = validation.default_splits(kind)
     return kind, Path(root), vs.split or va, vs.train_split or tr
 
 
@@ -64,19 +54,17 @@ class Validator:
     the protocols on rank 0 (:meth:`run`)."""
 
     def __init__(self, vs, cfg, out: Path, img_size: int, device: torch.device, main: bool):
-        from mosic.evaluation.datasets import open_seg_dataset
-
         self.vs, self.out, self.img_size, self.device, self.main = vs, Path(out), int(img_size), device, main
         kind, root, split, train_split = _defaults(vs, cfg)
         try:
-            val = open_seg_dataset(kind, root, split)
-            train = open_seg_dataset(kind, root, train_split) if "incontext" in vs.protocols else None
+            val = validation.open_image_set(kind, root, split)
+            train = validation.open_image_set(kind, root, train_split) if "incontext" in vs.protocols else None
         except MosicError as e:
             raise MosicError(f"validation (validate.every={vs.every}): {e}; point validate.root / validate.split at "
                              "a held-out set, or --set validate.every=0 to train without validation") from None
         self.label = f"{kind}/{split}"
-        self.val = _InMemory(val, vs.max_images).ds if main else None
-        self.train = _InMemory(train, vs.memory_images).ds if main and train is not None else None
+        self.val = validation.in_memory(val, vs.max_images) if main else None
+        self.train = validation.in_memory(train, vs.memory_images) if main and train is not None else None
 
     def due(self, step: int, total: int) -> bool:
         e = self.vs.every
@@ -85,9 +73,6 @@ class Validator:
     @torch.no_grad()
     def run(self, model: torch.nn.Module, step: int, epoch: int) -> dict[str, Any]:
         """Score ``model``'s backbone (a MoSiCModel; its train/eval mode is restored)."""
-        from mosic.evaluation.protocols.clustering import frozen_clustering
-        from mosic.evaluation.protocols.incontext import incontext_segmentation
-
         bb = model.backbone
         was_training = bb.training
         t = time.perf_counter()
@@ -96,13 +81,10 @@ class Validator:
         try:
             with torch.autocast(self.device.type, enabled=False):
                 if "clustering" in self.vs.protocols:
-                    r = frozen_clustering(bb, self.val, img_size=self.img_size, niter=20, nredo=1, seeds=(0,),
-                                          device=self.device)
-                    row["val_clustering"] = float(next(iter(r.values()))["miou"])  # {str(K): {...}}, K = classes
+                    row["val_clustering"] = validation.clustering_miou(bb, self.val, self.img_size, self.device)
                 if "incontext" in self.vs.protocols:
-                    r = incontext_segmentation(bb, self.train, self.val, img_size=self.img_size, memory_size=10_240,
-                                               augment_passes=1, subsets="random", device=self.device)
-                    row["val_incontext"] = float(r["miou"])
+                    row["val_incontext"] = validation.incontext_miou(bb, self.train, self.val, self.img_size,
+                                                                     self.device)
         finally:
             bb.train(was_training)
         row["val_seconds"] = time.perf_counter() - t

@@ -95,7 +95,7 @@ def run(ctx: Ctx) -> dict:
         import cotracker  # noqa: F401
     except ImportError:
         return {"status": "skipped", "reason": "the cotracker package is not installed (see bench/gpu_wheels.sh)"}
-    from mosic.precompute.trackers.base import grid_queries
+    from mosic.data.grid import grid_queries
     from mosic.store_schema.reader import StoreReader, open_frame_source
 
     cfg = ctx.cfg

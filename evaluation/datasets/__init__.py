@@ -31,7 +31,9 @@ Video data sets (:func:`open_video_dataset`, a :class:`VideoSegDataset` of :clas
                and ``<root>/<split>/meta.json``. Instance ids become categories through meta.json;
                category ``c`` gets class index 1 + (position of ``c`` among all the categories
                meta.json names, sorted), 0 = background. (The valid/test meta.json of the
-               challenge hide the categories; those splits are refused.)
+               challenge hide the categories; those splits are refused.) Split ``heldout``: the
+               videos of ``train`` that training leaves out (:mod:`mosic.data.holdout`, the
+               fraction ``holdout``).
 ``synthetic``  As above, per video; labels are semantic classes through the ground truth.
 
 A clip is ``frames`` (default 4) of a video's annotated frames (frames with an annotation PNG),
@@ -79,6 +81,11 @@ VIDEO_READERS: dict[str, Callable[..., VideoSegDataset]] = {
 }
 SEG_KINDS = tuple(SEG_READERS)
 VIDEO_KINDS = tuple(VIDEO_READERS)
+#: each image data set's default splits: (train, val)
+IMAGE_SPLITS = {"voc": ("trainaug", "val"), "ade20k": ("training", "validation"), "synthetic": ("train", "valid")}
+#: each video data set's default split (YouTube-VOS: the challenge's valid/test meta.json hide the
+#: categories, so the videos of its train split that training leaves out are scored: mosic.data.holdout)
+VIDEO_SPLITS = {"davis": "val", "ytvos": "heldout", "synthetic": "valid"}
 _ALIASES = {"ade": "ade20k", "pascal-voc": "voc", "youtube-vos": "ytvos", "davis2017": "davis", "davis-2017": "davis"}
 
 
@@ -98,12 +105,16 @@ def open_seg_dataset(kind: str, root, split: str, *, every: int = SYNTHETIC_EVER
     return SEG_READERS[k](root, split, every)
 
 
-def open_video_dataset(kind: str, root, split: str, frames: int = DEFAULT_CLIP_FRAMES, seed: int = 0) -> VideoSegDataset:
+def open_video_dataset(kind: str, root, split: str, frames: int = DEFAULT_CLIP_FRAMES, seed: int = 0,
+                       holdout: float | None = None) -> VideoSegDataset:
     """A video segmentation data set: ``kind`` is davis | ytvos | synthetic; clips of ``frames`` random
-    sorted annotated frames per video, drawn with ``seed`` (see the module docstring)."""
+    sorted annotated frames per video, drawn with ``seed`` (see the module docstring). ``holdout``:
+    the fraction of YouTube-VOS train videos that split ``heldout`` holds (those the run being
+    evaluated left out of training; default: the packaged ytvos pipeline's ``train.holdout``)."""
     k = _kind(kind, VIDEO_KINDS, "video segmentation")
     if int(frames) < 1:
         raise MosicError(f"frames per clip must be at least 1, got {frames}")
     _seed_entropy(seed)
     root = Path(root)
-    return VIDEO_READERS[k](root, split, frames, seed)
+    extra = {"holdout": holdout} if k == "ytvos" else {}  # only YouTube-VOS has a held-out split
+    return VIDEO_READERS[k](root, split, frames, seed, **extra)

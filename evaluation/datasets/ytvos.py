@@ -11,8 +11,9 @@ import numpy as np
 from mosic import MosicError
 from mosic.evaluation.datasets.base import IGNORE, VideoSegDataset, _scan_video
 
-def _open_ytvos(root: Path, split: str, frames: int, seed: int) -> VideoSegDataset:
-    # "heldout": the videos of train that the ytvos training leaves out (mosic.data.holdout)
+def _open_ytvos(root: Path, split: str, frames: int, seed: int, holdout: float | None = None) -> VideoSegDataset:
+    # "heldout": the videos of train that the training leaves out (mosic.data.holdout): the fraction
+    # ``holdout`` of them, by default the packaged ytvos pipeline's train.holdout
     heldout = split == "heldout"
     folder = "train" if heldout else split
     if not root.is_dir():
@@ -58,12 +59,13 @@ def _open_ytvos(root: Path, split: str, frames: int, seed: int) -> VideoSegDatas
     if not vids:
         raise MosicError(f"ytvos: no video folders in {jroot}")
     if heldout:
-        from mosic.data.holdout import YTVOS_HOLDOUT, split_heldout
+        from mosic.data.holdout import split_heldout, ytvos_holdout
 
-        vids = split_heldout(vids, YTVOS_HOLDOUT)[1]
+        fraction = ytvos_holdout() if holdout is None else holdout
+        vids = split_heldout(vids, fraction)[1]
         if not vids:
             raise MosicError(f"ytvos: none of the videos in {jroot} is held out (split 'heldout' keeps "
-                             f"{YTVOS_HOLDOUT:.0%} of train's videos, chosen by a hash of the id); use --video-split train")
+                             f"{fraction:.0%} of train's videos, chosen by a hash of the id); use --video-split train")
     videos = []
     for v in vids:
         if v not in objects:

@@ -24,25 +24,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mosic.evaluation.dense import dataset_features, iou_list, kmeans, miou_from_confusion, nearest_index, resize_labels
 from mosic import MosicError
+from mosic.evaluation.dense import (dataset_features, iou_list, kmeans, miou_from_confusion, nearest_index,
+                                    resize_labels_centres)
+from mosic.evaluation.matching import match_clusters
+from mosic.evaluation.settings import ClusteringSettings
 
-
-def match_clusters(cont: np.ndarray, many_to_one: bool, ignore_index: int | None = None) -> np.ndarray:
-    """Class of each cluster from the overlap counts ``cont`` [K, C]; -1 for an unmatched cluster.
-    An ignore index inside 0..C-1 (a data set that ignores a class, e.g. 0) gets no cluster."""
-    K, C = cont.shape
-    classes = np.array([c for c in range(C) if c != ignore_index])
-    cont = cont[:, classes].astype(np.float64)
-    if many_to_one:
-        return classes[cont.argmax(1)]
-    from scipy.optimize import linear_sum_assignment
-
-    iou = cont / np.maximum(cont.sum(1, keepdims=True) + cont.sum(0, keepdims=True) - cont, 1)
-    rows, cols = linear_sum_assignment(-iou)
-    mapping = np.full(K, -1)
-    mapping[rows] = classes[cols]
-    return mapping
+_P = ClusteringSettings()  # the paper's settings: the keyword defaults below
 
 
 def matched_miou(cont: np.ndarray, mapping: np.ndarray, ignore_index: int | None = None) -> tuple[float, np.ndarray]:
@@ -59,9 +47,10 @@ def matched_miou(cont: np.ndarray, mapping: np.ndarray, ignore_index: int | None
     return (float(iou[scored].mean()) if scored.any() else float("nan")), iou
 
 
-def frozen_clustering(backbone: torch.nn.Module, ds, ks: Sequence[int] | None = None, img_size: int = 448,
-                      pca_dim: int | None = 50, niter: int = 100, nredo: int = 5, seeds: Sequence[int] = (0, 1, 2, 3, 4),
-                      l2_normalize: bool = False, mask_size: int | None = 100, batch_size: int = 32,
+def frozen_clustering(backbone: torch.nn.Module, ds, ks: Sequence[int] | None = _P.ks, img_size: int = _P.img_size,
+                      pca_dim: int | None = _P.pca_dim, niter: int = _P.niter, nredo: int = _P.nredo,
+                      seeds: Sequence[int] = _P.seeds, l2_normalize: bool = _P.l2_normalize,
+                      mask_size: int | None = _P.mask_size, batch_size: int = _P.batch_size,
                       device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """K-means of the frozen patch tokens of ``ds`` for each K in ``ks`` (default: the number of
     scored classes, 21 for VOC), each with every seed. Returns ``{str(K): {"miou", "miou_std",
@@ -79,7 +68,7 @@ def frozen_clustering(backbone: torch.nn.Module, ds, ks: Sequence[int] | None = 
         feats.append(tok.reshape(-1, D))
         for lab in labels:  # class histogram of the pixels each patch covers (nearest upsampling)
             if mask_size:
-                lab = resize_labels(lab, mask_size)
+                lab = resize_labels_centres(lab, mask_size)
             H, W = lab.shape
             patch = nearest_index(h, H)[:, None] * w + nearest_index(w, W)[None, :]
             lab = lab.astype(np.int64)

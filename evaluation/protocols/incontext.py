@@ -60,8 +60,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mosic import MosicError
-from mosic.evaluation.dense import (HUMMINGBIRD_STD, check_sample, confusion, dataset_features, iou_list,
-                                    patch_features, resize_image, resize_labels, scored_miou, rows_mean)
+from mosic.evaluation.dense import (check_sample, confusion, dataset_features, iou_list, patch_features, resize_image,
+                                    resize_labels_centres, scored_miou, rows_mean)
+from mosic.evaluation.settings import HUMMINGBIRD_STD, IncontextSettings
+
+_P = IncontextSettings()  # the paper's settings: the keyword defaults of incontext_segmentation
 
 SAMPLINGS = ("reference", "inverse_frequency")
 AUGMENTATIONS = ("reference", "mosic")
@@ -134,7 +137,7 @@ def augment(image: np.ndarray, label: np.ndarray, size: int, rng: np.random.Gene
         image = colour_jitter(image, rng, jitter, p_jitter, hue=jitter)
     i, j, h, w = crop_box(*label.shape, rng, scale, ratio)
     img = resize_image(np.ascontiguousarray(image[i:i + h, j:j + w]), size)
-    lab = resize_labels(label[i:i + h, j:j + w], size)
+    lab = resize_labels_centres(label[i:i + h, j:j + w], size)
     if mode == "mosic":
         img = colour_jitter(img, rng, jitter, p_jitter)
     return img, lab
@@ -339,14 +342,16 @@ def knn_labels(queries: torch.Tensor, mem_feats: torch.Tensor, mem_labels: torch
 # ------------------------------------------------------------------------------------------------
 # the protocol
 # ------------------------------------------------------------------------------------------------
-def incontext_segmentation(backbone: torch.nn.Module, train_ds, val_ds, fraction: float = 1.0, img_size: int = 504,
-                           memory_size: int | None = 10_240_000, k: int = 30, temperature: float = 0.02,
-                           augment_passes: int = 2, seed: int = 0, batch_size: int = 16,
-                           subsets: str = "reference", sampling: str = "reference", augmentation: str = "reference",
-                           crop_scale: Sequence[float] = (0.5, 2.0), std: Sequence[float] = HUMMINGBIRD_STD,
-                           memory_ignore: str = "auto", memory_dtype: str = "float16", search: str = "auto",
-                           val_resolution: str = "input", matching: str = "hungarian", absent_classes: str = "zero",
-                           class_rows: str = "reference", device: str | torch.device = "cpu",
+def incontext_segmentation(backbone: torch.nn.Module, train_ds, val_ds, fraction: float = _P.fraction,
+                           img_size: int = _P.img_size, memory_size: int | None = _P.memory_size, k: int = _P.k,
+                           temperature: float = _P.temperature, augment_passes: int = _P.augment_passes,
+                           seed: int = _P.seed, batch_size: int = _P.batch_size, subsets: str = _P.subsets,
+                           sampling: str = _P.sampling, augmentation: str = _P.augmentation,
+                           crop_scale: Sequence[float] = _P.crop_scale, std: Sequence[float] = _P.std,
+                           memory_ignore: str = _P.memory_ignore, memory_dtype: str = _P.memory_dtype,
+                           search: str = _P.search, val_resolution: str = _P.val_resolution,
+                           matching: str = _P.matching, absent_classes: str = _P.absent_classes,
+                           class_rows: str = _P.class_rows, device: str | torch.device = "cpu",
                            progress: bool = False) -> dict:
     """Hummingbird mIoU (percent) of ``backbone`` on ``val_ds`` with a memory bank built from
     ``fraction`` of ``train_ds`` (``memory_size=None``: keep every patch). ``subsets="reference"``:
@@ -396,7 +401,7 @@ def incontext_segmentation(backbone: torch.nn.Module, train_ds, val_ds, fraction
         dist = dist.reshape(B, h, w, L).permute(0, 3, 1, 2)
         for d, lab in zip(dist, labels):
             if val_resolution == "input":
-                lab = resize_labels(lab, img_size)
+                lab = resize_labels_centres(lab, img_size)
             up = F.interpolate(d[None], size=lab.shape, mode="bilinear", align_corners=False)
             conf += confusion(up[0].argmax(0).cpu().numpy(), lab, C, ignore, num_pred=L)
     _, per_class = scored_miou(conf, ignore, matching, absent_classes)

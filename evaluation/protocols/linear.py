@@ -31,7 +31,10 @@ from tqdm import trange
 
 from mosic import MosicError
 from mosic.evaluation.dense import (check_sample, confusion, dataset_features, iou_list, miou_from_confusion,
-                                    patch_features, resize_image, resize_labels, rows_mean)
+                                    patch_features, resize_image, resize_labels_centres, rows_mean)
+from mosic.evaluation.settings import LinearSettings
+
+_P = LinearSettings()  # the paper's settings: the keyword defaults below
 
 
 def augmented_view(image: np.ndarray, label: np.ndarray, img_size: int, feat_size: int, rng: np.random.Generator,
@@ -42,18 +45,20 @@ def augmented_view(image: np.ndarray, label: np.ndarray, img_size: int, feat_siz
 
     i, j, h, w = crop_box(*label.shape, rng, tuple(crop_scale))
     img = resize_image(np.ascontiguousarray(image[i:i + h, j:j + w]), img_size)
-    lab = resize_labels(label[i:i + h, j:j + w], feat_size)
+    lab = resize_labels_centres(label[i:i + h, j:j + w], feat_size)
     if flip and rng.random() < 0.5:
         img, lab = img[:, ::-1], lab[:, ::-1]
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
 
 
-def linear_segmentation(backbone: nn.Module, train_ds, val_ds, img_size: int = 448, feat_size: int = 100,
-                        epochs: int = 25, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
-                        step_at: int = 20, batch_size: int = 128, augment: bool = True,
-                        crop_scale: Sequence[float] = (0.8, 1.0), flip: bool = True, val_mask_size: int | None = 100,
-                        device: str | torch.device = "cpu", seed: int = 0, max_train: int | None = None,
-                        class_rows: str = "reference", progress: bool = False) -> dict:
+def linear_segmentation(backbone: nn.Module, train_ds, val_ds, img_size: int = _P.img_size,
+                        feat_size: int = _P.feat_size, epochs: int = _P.epochs, lr: float = _P.lr,
+                        momentum: float = _P.momentum, weight_decay: float = _P.weight_decay,
+                        step_at: int = _P.step_at, batch_size: int = _P.batch_size, augment: bool = _P.augment,
+                        crop_scale: Sequence[float] = _P.crop_scale, flip: bool = _P.flip,
+                        val_mask_size: int | None = _P.val_mask_size, device: str | torch.device = "cpu",
+                        seed: int = _P.seed, max_train: int | None = _P.max_train, class_rows: str = _P.class_rows,
+                        progress: bool = False) -> dict:
     """Train a linear head on frozen patch tokens of ``train_ds`` and score it on ``val_ds``.
     SGD with momentum, learning rate x0.1 after ``step_at`` epochs; ``max_train``: train on a
     seeded random subset of that many images. Returns mIoU (percent), per-class IoU (percent; None
@@ -74,7 +79,7 @@ def linear_segmentation(backbone: nn.Module, train_ds, val_ds, img_size: int = 4
         for tok, labels in dataset_features(backbone, train_ds, idx, img_size, batch_size, device, normalize=False,
                                             progress="linear: train features" if progress else None):
             feats.append(tok.half())
-            targets += [torch.from_numpy(resize_labels(lab, feat_size).astype(np.int16)) for lab in labels]
+            targets += [torch.from_numpy(resize_labels_centres(lab, feat_size).astype(np.int16)) for lab in labels]
         feats, targets = torch.cat(feats), torch.stack(targets)
     aug_rng = np.random.default_rng([seed, 1])
 
@@ -126,7 +131,7 @@ def linear_segmentation(backbone: nn.Module, train_ds, val_ds, img_size: int = 4
             logits = head(tok.to(device).permute(0, 3, 1, 2))
             for lg, lab in zip(logits, labels):
                 if val_mask_size:
-                    lab = resize_labels(lab, val_mask_size)
+                    lab = resize_labels_centres(lab, val_mask_size)
                 up = F.interpolate(lg[None], size=lab.shape, mode="bilinear", align_corners=False)
                 conf += confusion(up[0].argmax(0).cpu().numpy(), lab, C, ignore)
     _, per_class = miou_from_confusion(conf, ignore)

@@ -32,15 +32,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mosic.evaluation.dense import kmeans, patch_features
 from mosic import MosicError
+from mosic.evaluation.datasets.base import IGNORE
+from mosic.evaluation.dense import kmeans, patch_features, resize_labels_floor
+from mosic.evaluation.matching import hungarian
+from mosic.evaluation.settings import VIDEO_MODES, ConsistencySettings, VideoSettings
 
-MODES = ("frame", "clip", "dataset")
-IGNORE = 255
+MODES = VIDEO_MODES
 
-# TimeTuning's settings (the defaults of :func:`video_segmentation`)
-PAPER = dict(frames=4, img_size=224, pca_dim=50, niter=50, nredo=5, mode="frame", k=10, pca_clips=16,
-             normalize=False)
+# the paper's settings (TimeTuning's; the keyword defaults of video_segmentation) and the
+# consistency protocol's
+_P = VideoSettings()
+_TC = ConsistencySettings()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -69,16 +72,6 @@ def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
 
 
-def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Label maps [B, H, W] -> nearest resize [B, size, size] (int64)."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    labels = np.asarray(labels)
-    if tuple(labels.shape[1:]) == size:
-        return labels.astype(np.int64)
-    t = torch.from_numpy(labels.astype(np.int64))[:, None].float()
-    return F.interpolate(t, size=size, mode="nearest")[:, 0].long().numpy()
-
-
 def present_labels(labels: np.ndarray, ignore_index: int = IGNORE) -> np.ndarray:
     """The labels that occur in ``labels``, ``ignore_index`` excepted (sorted)."""
     u = np.unique(labels)
@@ -94,8 +87,6 @@ def match_and_score(pred: np.ndarray, gt: np.ndarray, ignore_index: int = IGNORE
     left unmatched (more clusters than labels) is relabelled ``background``. Returns (mIoU over the
     labels present in gt, background included, as a fraction; {label: IoU}; pred relabelled
     to label ids, ``ignore_index`` where gt is ignored)."""
-    from scipy.optimize import linear_sum_assignment
-
     pred = np.asarray(pred).astype(np.int64)
     gt = np.asarray(gt).astype(np.int64)
     if pred.shape != gt.shape:
@@ -109,9 +100,7 @@ def match_and_score(pred: np.ndarray, gt: np.ndarray, ignore_index: int = IGNORE
     labels, g_idx = np.unique(g, return_inverse=True)
     inter = np.zeros((len(clusters), len(labels)))
     np.add.at(inter, (p_idx, g_idx), 1)
-    union = inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter
-    iou = inter / np.maximum(union, 1)
-    rows, cols = linear_sum_assignment(1 - iou)
+    rows, cols = hungarian(inter, "one_minus_iou")
     lut = np.full(len(clusters), background, np.int64)  # unmatched clusters -> background
     lut[rows] = labels[cols]
     mapped = lut[p_idx]
@@ -155,7 +144,7 @@ def cluster_projected(x: torch.Tensor, labels: np.ndarray, mode: str = "frame", 
         raise MosicError(f"cluster_clip: mode must be 'frame' or 'clip', got {mode!r}")
     Fn = x.shape[0]
     up = upsample(x, eval_size)  # [F, S, S, d]
-    gt = resize_labels(labels, eval_size)
+    gt = resize_labels_floor(labels, eval_size)
     clusters = np.zeros(gt.shape, np.int64)
     matched = np.full(gt.shape, ignore_index, np.int64)
     scores: list[float] = []
@@ -220,11 +209,12 @@ def _bar(it, total: int, desc: str, progress: bool):
     return tqdm(it, total=total, desc=desc, unit="clip", dynamic_ncols=True, leave=False)
 
 
-def video_segmentation(backbone: torch.nn.Module, ds, mode: str = "frame", img_size: int = 224,
-                       eval_size: int | None = None, pca_dim: int = 50, niter: int = 50, nredo: int = 5,
-                       seed: int = 0, batch: int = 32, device: str | torch.device = "cpu",
-                       max_clips: int | None = None, ignore_index: int = IGNORE, progress: bool = False,
-                       k: int | None = 10, pca_clips: int = 16, normalize: bool = False) -> dict:
+def video_segmentation(backbone: torch.nn.Module, ds, mode: str = _P.mode, img_size: int = _P.img_size,
+                       eval_size: int | None = _P.eval_size, pca_dim: int = _P.pca_dim, niter: int = _P.niter,
+                       nredo: int = _P.nredo, seed: int = _P.seed, batch: int = _P.batch,
+                       device: str | torch.device = "cpu", max_clips: int | None = _P.max_clips,
+                       ignore_index: int = _P.ignore_index, progress: bool = False, k: int | None = _P.k,
+                       pca_clips: int = _P.pca_clips, normalize: bool = _P.normalize) -> dict:
     """Unsupervised video semantic segmentation of a ``VideoSegDataset`` (see the module doc).
     Defaults: TimeTuning's (raw tokens, PCA per batch of 16 clips, K = 10); mosic's earlier
     variant: ``normalize=True, pca_clips=1, k=None``.
@@ -266,7 +256,7 @@ def _dataset_wise(backbone, ds, idx, img_size, eval_size, pca_dim, niter, nredo,
     for i in _bar(idx, len(idx), "video dataset-clustering", progress):
         s = ds[i]
         feats.append(patch_features(backbone, s.frames, img_size, batch=batch, device=device, normalize=normalize))
-        labels.append(resize_labels(s.labels, eval_size))
+        labels.append(resize_labels_floor(s.labels, eval_size))
     f = torch.cat(feats)
     N, h, w, D = f.shape
     x = upsample(standardise_pca(f.reshape(-1, D), pca_dim).view(N, h, w, -1), eval_size)
@@ -299,9 +289,10 @@ def show_clusters(backbone: torch.nn.Module, sample, mode: str = "clip", img_siz
 # ------------------------------------------------------------------------------------------------
 # trajectory consistency (synthetic set, exact ground-truth tracks)
 # ------------------------------------------------------------------------------------------------
-def temporal_consistency(backbone: torch.nn.Module, synthetic_root: str | Path, split: str = "valid",
-                         img_size: int = 112, frames_per_video: int = 4, step: int = 6,
-                         max_videos: int | None = None, clusters: int = 24, seed: int = 0) -> dict:
+def temporal_consistency(backbone: torch.nn.Module, synthetic_root: str | Path, split: str = _TC.split,
+                         img_size: int = _TC.img_size, frames_per_video: int = _TC.frames_per_video,
+                         step: int = _TC.step, max_videos: int | None = _TC.max_videos, clusters: int = _TC.clusters,
+                         seed: int = _TC.seed) -> dict:
     """How often a ground-truth trajectory's patch keeps its K-means cluster (``clusters``
     clusters over all frames' patch features) from a clip's first frame to its later frames, on
     the synthetic set (visible points only). Wraps :func:`mosic.evaluation.synthetic_probe.probe`, so the
@@ -322,7 +313,7 @@ def temporal_consistency(backbone: torch.nn.Module, synthetic_root: str | Path, 
 
 
 __all__: Sequence[str] = (
-    "MODES", "PAPER", "cluster_clip", "cluster_pixels", "cluster_projected", "match_and_score", "present_labels",
-    "project_batch", "resize_labels",
+    "MODES", "cluster_clip", "cluster_pixels", "cluster_projected", "match_and_score", "present_labels",
+    "project_batch",
     "show_clusters", "standardise_pca", "temporal_consistency", "upsample", "video_segmentation",
 )

@@ -7,7 +7,9 @@ challenge's valid/test hide them), and MoSiC trains on that split's 30 fps relea
 ``val1``, whose list is not published); the official MoSiC training reads every video of
 ``train_all_frames``, so its evaluation on ``val1`` scored videos it had trained on. mosic picks
 the held-out videos by a hash of the video id: the same on every machine, independent of the
-other videos and of their order.
+other videos and of their order. The fraction is a setting of the training (``train.holdout``); the
+evaluation takes it from the run it scores, and otherwise from the packaged ``ytvos`` pipeline
+(:func:`ytvos_holdout`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from __future__ import annotations
 import hashlib
 
 from mosic import MosicError
+from mosic.config import load_pipeline, packaged_pipelines_file
 
-#: fraction of YouTube-VOS videos held out (about 174 of the 3,471 train videos)
-YTVOS_HOLDOUT = 0.05
+
+def ytvos_holdout() -> float:
+    """The fraction of YouTube-VOS videos that the packaged ``ytvos`` pipeline leaves out of
+    training (its ``train.holdout``)."""
+    return load_pipeline("ytvos", packaged_pipelines_file()).train.holdout
 
 
 def _check(fraction: float) -> float:
@@ -33,12 +39,12 @@ def heldout_rank(video_id: str) -> float:
     return int.from_bytes(h[:8], "big") / 2.0 ** 64
 
 
-def is_heldout(video_id: str, fraction: float = YTVOS_HOLDOUT) -> bool:
+def is_heldout(video_id: str, fraction: float) -> bool:
     """Whether ``video_id`` belongs to the held-out ``fraction`` of videos."""
     return heldout_rank(video_id) < _check(fraction)
 
 
-def split_heldout(video_ids, fraction: float = YTVOS_HOLDOUT) -> tuple[list[str], list[str]]:
+def split_heldout(video_ids, fraction: float) -> tuple[list[str], list[str]]:
     """(kept for training, held out) of ``video_ids``, each in the given order."""
     f = _check(fraction)
     keep, out = [], []

@@ -5,7 +5,6 @@ from mosic.precompute.trackers.base import (  # noqa: F401
     Tracker,
     TrackResult,
     create_tracker,
-    grid_queries,
 )
 
 # The built-in trackers register themselves on import (one-way: they import base, never the reverse).

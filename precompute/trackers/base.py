@@ -1,4 +1,4 @@
-"""The tracker interface, the query grid and the tracker registry.
+"""The tracker interface and the tracker registry (the query grid: :mod:`mosic.data.grid`).
 
 Coordinates everywhere are (x, y) in pixels of the source frame, x along the width, with the
 pixel-centre convention: pixel (col, row) covers [col, col + 1) x [row, row + 1) and its centre is
@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import cv2
 import numpy as np
 
-from mosic import MosicError
 from mosic.registry import Registry
 
 if TYPE_CHECKING:
@@ -38,22 +37,6 @@ class TrackResult:
         if self.confidence is not None:
             self.confidence = np.ascontiguousarray(self.confidence, dtype=np.float32)
         return self
-
-
-def grid_queries(grid: int, width: int, height: int) -> np.ndarray:
-    """A ``grid`` x ``grid`` lattice of query points at the centres of equal cells, row-major
-    (y outer, x inner): float32 [grid * grid, 2] as (x, y)."""
-    if grid < 1:
-        raise MosicError(f"grid must be at least 1, got {grid}")
-    if grid > width or grid > height:
-        raise MosicError(
-            f"grid {grid} x {grid} is larger than the image ({width} x {height} pixels): "
-            "use a smaller --grid"
-        )
-    xs = (np.arange(grid, dtype=np.float64) + 0.5) * (width / grid)
-    ys = (np.arange(grid, dtype=np.float64) + 0.5) * (height / grid)
-    gx, gy = np.meshgrid(xs, ys)  # [grid(y), grid(x)]
-    return np.stack([gx.ravel(), gy.ravel()], axis=-1).astype(np.float32)
 
 
 class Tracker(ABC):
