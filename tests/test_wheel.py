@@ -109,3 +109,33 @@ def test_installed_end_to_end_on_synthetic_data(installed):
                "--workers", "0", "--out", "runs/tiny", "--no-progress", *sets], cwd=work, env=env)
     assert "trained 2 steps" in out
     assert (work / "runs" / "tiny" / "backbone.pth").is_file()
+
+
+def _lint_imports(venv: Path, work: Path, env: dict) -> subprocess.CompletedProcess:
+    """import-linter's contracts of pyproject.toml, checked on the installed package (with the editable
+    install the package-dir subpackages are invisible to its import graph)."""
+    script = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert script, "import-linter is a test dependency: pip install -e '.[test]'"
+    return subprocess.run([venv / "bin" / "python", script, "--config", ROOT / "pyproject.toml", "--no-cache"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_layers_point_down_and_no_module_imports_in_a_circle_in_the_installed_package(installed):
+    _, venv, work, env = installed
+    res = _lint_imports(venv, work, env)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "3 kept, 0 broken" in res.stdout
+    # the contracts can fail: a core module that imports training (which imports the core: a circle) and one
+    # that imports a command line
+    site = Path(run(["python", "-c", "import mosic, os; print(os.path.dirname(mosic.__file__))"],
+                    cwd=work, env=env).strip())
+    planted = site / "config" / "_upward.py"
+    planted.write_text("import mosic.train.model  # noqa: F401\n")
+    (site / "config" / "_cli_user.py").write_text("import mosic.evaluation.cli  # noqa: F401\n")
+    try:
+        res = _lint_imports(venv, work, env)
+    finally:
+        for p in (planted, site / "config" / "_cli_user.py"):
+            p.unlink()
+    assert res.returncode != 0 and "0 kept, 3 broken" in res.stdout, res.stdout[-4000:]
+    assert "mosic.config._upward -> mosic.train.model" in res.stdout
