@@ -29,7 +29,7 @@ OLD = 2  # the schema of stores made before the current layout
 
 def zarr_nodes(store: Path) -> dict[str, dict]:
     """Every node's metadata (zarr.json) by its path inside the store ('' for the root group)."""
-    return {str(p.parent.relative_to(store)).replace(".", ""): json.loads(p.read_text())
+    return {"" if p.parent == store else p.parent.relative_to(store).as_posix(): json.loads(p.read_text())
             for p in sorted(store.rglob("zarr.json"))}
 
 
