@@ -27,7 +27,7 @@ from mosic.precompute.trackers.base import Tracker, create_tracker
 from mosic.store_schema import layout as L
 from mosic.store_schema import location
 from mosic.store_schema.layout import Failure
-from mosic.store_schema.spec import DatasetSpec, StoreSpec, TrackerSpec
+from mosic.store_schema.spec import READABLE_SCHEMA_VERSIONS, DatasetSpec, StoreSpec, TrackerSpec
 from mosic.store_schema.writer import StoreWriter
 
 log = logging.getLogger("mosic.precompute")
@@ -67,8 +67,20 @@ def build_spec(cfg: PipelineConfig, source: FrameSource, tracker: Tracker) -> St
 
 
 def store_path_for(cfg: PipelineConfig, spec: StoreSpec) -> location.Location:
-    """``cfg.stores`` / the spec's store name; ``cfg.stores`` may be a URL prefix (s3://bucket/stores)."""
-    return location.join(cfg.stores, spec.store_name())
+    """``cfg.stores`` / the spec's store name; ``cfg.stores`` may be a URL prefix (s3://bucket/stores).
+    Where no store of this layout is there but one of the same spec in an older layout (schema version)
+    is, that one: an incomplete store is finished in its own layout, and a complete one is not tracked
+    again (``mosic-store convert`` rewrites it in the current layout)."""
+    path = location.join(cfg.stores, spec.store_name())
+    if location.exists(path):
+        return path
+    for version in sorted((v for v in READABLE_SCHEMA_VERSIONS if v < spec.schema_version), reverse=True):
+        older = location.join(cfg.stores, spec.in_schema(version).store_name())
+        if location.exists(older):
+            log.warning("using %s, the store of these settings in the older layout of store schema %d; "
+                        "`mosic-store convert %s` rewrites it for any Zarr v3 reader", older, version, older)
+            return older
+    return path
 
 
 def _grid_failures(clips: list[ClipRef], grid: int, track_size) -> tuple[list[ClipRef], list[Failure]]:
@@ -98,9 +110,7 @@ class _ChunkWork:
         # is read (not the whole array once per chunk)
         st = writer.status(a, b)
         if np.any(st == L.DONE):
-            g = writer.group
-            self.tracks[:] = g[L.TRACKS][a:b]
-            self.vis[:] = g[L.VISIBILITY][a:b]
+            self.tracks[:], self.vis[:] = writer.read(a, b)
         self.status = np.where(st == L.DONE, L.DONE, L.PENDING).astype(np.uint8)
 
     def fail(self, i: int, clip: ClipRef, reason: str) -> None:

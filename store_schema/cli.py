@@ -1,4 +1,4 @@
-"""``mosic-store``: look into trajectory stores (inspect, show, score)."""
+"""``mosic-store``: look into trajectory stores (inspect, show, score), finish, convert and cache them."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def inspect(
 ) -> None:
     from mosic.store_schema.location import is_remote
     from mosic.store_schema.reader import StoreReader
+    from mosic.store_schema.spec import SCHEMA_VERSION
 
     r = StoreReader(path, allow_incomplete=True)
     info = r.summary()
@@ -62,7 +63,10 @@ def inspect(
     typer.echo(f"visible    {100 * info['visibility_rate']:.1f}% of tracked points")
     typer.echo(f"size       {info['bytes_on_disk'] / 2**20:.2f} MiB {'stored' if is_remote(r.path) else 'on disk'} "
                f"({info['bytes_on_disk'] / max(1, info['raw_float32_bytes']):.3f}x raw float32 + bool), "
-               f"codec {r.meta.codec}, {r.meta.clips_per_chunk} clips per chunk")
+               f"codec {r.meta.codec}, {r.meta.clips_per_chunk} clips per chunk, store schema {s.schema_version}")
+    if s.schema_version < SCHEMA_VERSION:
+        typer.echo(f"layout     older: only zarr-python reads it; `mosic-store convert {path}` rewrites it for any "
+                   "Zarr v3 reader")
     fails = info["failures"]
     typer.echo(f"failures   {len(fails)}")
     for f in fails:
@@ -128,6 +132,26 @@ def finalize(path: str = typer.Argument(..., help=_STORE_HELP)) -> None:
     typer.secho(f"{path}: {pending} of {w.num_clips} clips are not written yet: run the missing shards "
                 "(the same mosic-precompute command) first", err=True, fg=typer.colors.YELLOW)
     raise typer.Exit(1)
+
+
+@app.command(help="Rewrite a complete store of an older layout (store schema 2, numcodecs codecs) in the current "
+             "one, which any Zarr v3 reader opens: a new store beside it, named from its spec (never in place). "
+             "Spec, clips, outcomes and failures are kept, and every chunk is checked against the old store.")
+@friendly_errors
+def convert(
+    path: str = typer.Argument(..., help=_STORE_HELP),
+    out: Optional[str] = typer.Option(None, help="where to write the new store [default: beside PATH, named "
+                                      "from its spec]"),
+    compression_level: int = typer.Option(5, min=1, max=22, help="zstd level"),
+) -> None:
+    from mosic.store_schema.convert import convert_store
+    from mosic.store_schema.reader import StoreReader
+
+    dst = convert_store(path, out, compression_level)
+    r = StoreReader(dst)
+    typer.echo(f"{dst}: {len(r)} clips ({len(r.done)} done) in store schema {r.spec.schema_version}, codec "
+               f"{r.meta.codec}, {_disk_bytes(dst) / 2**20:.2f} MiB. {path} is unchanged: delete it once you "
+               "no longer need it (training refuses to choose between two stores that fit)")
 
 
 @app.command("cache-frames", help="Write a frame cache beside a local store: each clip's frames resized to "

@@ -27,7 +27,7 @@ import numpy as np
 from mosic import MosicError
 from mosic.store_schema import layout as L
 from mosic.store_schema.reader import StoreReader
-from mosic.store_schema.spec import TrackerSpec
+from mosic.store_schema.spec import SCHEMA_VERSION, TrackerSpec
 from mosic.store_schema.writer import StoreWriter
 
 CONTROLS = ("static", "swapped")
@@ -57,7 +57,8 @@ def write_control_store(src: str | Path, control: str, stores: str | Path, overw
     tr = spec.tracker
     if "control" in tr.params:
         raise MosicError(f"store {src} is already a control ({tr.params['control']}); start from the original")
-    cspec = spec.model_copy(update={"tracker": TrackerSpec(
+    # a new store, so in the current layout whatever the layout of the original
+    cspec = spec.model_copy(update={"schema_version": SCHEMA_VERSION, "tracker": TrackerSpec(
         name=f"{tr.name}+{control}", version=tr.version, checkpoint_sha256=tr.checkpoint_sha256,
         params={**tr.params, "control": control})})
     path = Path(stores) / cspec.store_name()
@@ -69,12 +70,12 @@ def write_control_store(src: str | Path, control: str, stores: str | Path, overw
         shutil.rmtree(path)  # an interrupted copy: start again
     meta = reader.meta
     writer = StoreWriter.open_or_create(
-        path, cspec, reader.clips, meta.plan_failures, clips_per_chunk=meta.clips_per_chunk, codec=meta.codec,
+        path, cspec, reader.clips, meta.plan_failures, clips_per_chunk=meta.clips_per_chunk,
         made_with={**meta.made_with, "control_of": str(reader.path), "control": control})
     g = reader._zgroup()
     failed = [f for f in L.read_failures(g, meta) if f.clip is not None]
     for a, b in writer.chunk_ranges():
-        tracks = g[L.TRACKS][a:b]
+        tracks = L.read_tracks(g, a, b, spec)
         vis = g[L.VISIBILITY][a:b]
         status = reader.status[a:b]
         out = np.empty_like(tracks)

@@ -12,14 +12,14 @@ random access over an epoch then decodes each chunk about once per worker.
 A store may also be a URL on object storage (``s3://bucket/stores/x.zarr``, see
 :mod:`mosic.store_schema.location`); each process then opens its own fsspec connection.
 
-A local store written with the default codec (``fixed-delta-zstd``) is decoded without zarr: the
-reader reads the chunk files itself and undoes the codecs with numcodecs (zarr's per-read
-overhead is several times the decoding). Anything else is read through zarr.
+A local store written with its schema's default codec is decoded without zarr: the reader reads
+the chunk files itself (:mod:`mosic.store_schema.chunk_files`; zarr's per-read overhead is several
+times the decoding). Anything else is read through zarr. Both layouts read the same: float32
+pixels (:func:`mosic.store_schema.layout.decode_tracks`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,16 +28,16 @@ from typing import Any, Mapping
 
 import numpy as np
 import zarr
-from numcodecs import Shuffle, Zstd
 from pydantic import ValidationError
 
 from mosic import MosicError
 from mosic.data.base import ClipRef, create_source
 from mosic.store_schema import layout as L
 from mosic.store_schema import location
+from mosic.store_schema.chunk_files import decode_chunk, direct_schema
 from mosic.store_schema.layout import StoreMeta
 from mosic.store_schema.location import Location
-from mosic.store_schema.spec import SCHEMA_VERSION, flatten
+from mosic.store_schema.spec import READABLE_SCHEMA_VERSIONS, flatten
 
 
 class StoreError(MosicError):
@@ -64,10 +64,10 @@ def read_meta(path: str | Path, mode: str = "r") -> tuple[zarr.Group, StoreMeta]
     if raw is None:
         raise StoreError(f"{path} is a Zarr group but not a mosic trajectory store (no '{L.ATTR_KEY}' attributes)")
     version = (raw.get("spec") or {}).get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS:
         raise StoreError(
-            f"{path} has store schema version {version}; this mosic reads version {SCHEMA_VERSION}: "
-            "rebuild the store with this version of mosic-precompute"
+            f"{path} has store schema version {version}; this mosic reads versions "
+            f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}: rebuild the store with this version of mosic-precompute"
         )
     try:
         meta = StoreMeta.model_validate(raw)
@@ -86,74 +86,6 @@ def clip_index(group: zarr.Group) -> list[ClipRef]:
         ClipRef(video_ids[v], tuple(int(f) for f in fr), int(s[0]), int(s[1]))
         for v, fr, s in zip(vid, frames, size)
     ]
-
-
-def _codecs_sans_level(codecs: list) -> list:
-    return [{"name": c["name"], "configuration": {k: v for k, v in (c.get("configuration") or {}).items()
-                                                  if k != "level"}} for c in codecs]
-
-
-def _direct_scale(path: Location, meta: StoreMeta) -> float | None:
-    """The fixed-point scale of ``tracks`` if the reader can decode the chunk files itself: a
-    local store whose ``tracks`` and ``visibility`` are laid out and encoded exactly as the writer
-    does with the ``fixed-delta-zstd`` codec. None: read through zarr (always for a URL)."""
-    if location.is_remote(path):
-        return None
-    T, N, C, cpc = meta.spec.clips.length, meta.spec.num_points, meta.num_clips, meta.clips_per_chunk
-    scale = meta.spec.coord_scale
-    want = {
-        L.TRACKS: ([C, T, N, 2], [cpc, T, N, 2], "float32", 0.0, [
-            {"name": "transpose", "configuration": {"order": [0, 2, 3, 1]}},
-            {"name": "numcodecs.fixedscaleoffset",
-             "configuration": {"offset": 0, "scale": scale, "dtype": "<f4", "astype": "<i4"}},
-            {"name": "numcodecs.delta", "configuration": {"dtype": "<i4"}},
-            {"name": "bytes", "configuration": {"endian": "little"}},
-            {"name": "numcodecs.shuffle", "configuration": {"elementsize": 4}},
-            {"name": "numcodecs.zstd", "configuration": {}},
-        ]),
-        L.VISIBILITY: ([C, T, N], [cpc, T, N], "bool", False, [
-            {"name": "bytes", "configuration": {}},
-            {"name": "zstd", "configuration": {"checksum": False}},
-        ]),
-    }
-    for name, (shape, chunks, dtype, fill, codecs) in want.items():
-        try:
-            z = json.loads((path / name / "zarr.json").read_text())
-            ok = (
-                z["shape"] == shape and z["data_type"] == dtype and z["fill_value"] == fill
-                and z["chunk_grid"] == {"name": "regular", "configuration": {"chunk_shape": chunks}}
-                and z["chunk_key_encoding"] == {"name": "default", "configuration": {"separator": "/"}}
-                and not z.get("storage_transformers")
-                and _codecs_sans_level(z["codecs"]) == codecs
-            )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            ok = False
-        if not ok:
-            return None
-    return scale
-
-
-def _decode_chunk_files(path: Path, c: int, shape: tuple[int, int, int], scale: float):
-    """Chunk ``c`` of ``tracks`` and ``visibility`` decoded from its files, as zarr would: at the
-    full chunk ``shape`` (clips, T, N) also at the array's end, fill values where no file is."""
-    n, T, N = shape
-
-    def read(name: str, ndim: int) -> bytes | None:
-        try:
-            return Zstd().decode(path.joinpath(name, "c", str(c), *["0"] * (ndim - 1)).read_bytes())
-        except FileNotFoundError:
-            return None
-
-    tracks = np.zeros((n, T, N, 2), np.float32)
-    if (raw := read(L.TRACKS, 4)) is not None:
-        # byte-shuffled int32 [n, N, 2, T], delta-coded along the flattened chunk: numcodecs' Delta
-        # and FixedScaleOffset(offset=0) decoders (divide in float64, round to float32) in place
-        fixed = Shuffle(elementsize=4).decode(raw).view("<i4")
-        np.cumsum(fixed, out=fixed)
-        np.divide(fixed.reshape(n, N, 2, T), scale, out=tracks.transpose(0, 2, 3, 1), casting="unsafe")
-    raw = read(L.VISIBILITY, 3)
-    vis = np.zeros((n, T, N), bool) if raw is None else np.frombuffer(raw, bool).reshape(n, T, N).copy()
-    return tracks, vis
 
 
 @dataclass
@@ -192,7 +124,7 @@ class StoreReader:
         self._cached = 0
         self._group: zarr.Group | None = group
         self._pid = os.getpid()
-        self._scale = _direct_scale(self.path, self.meta)  # None: read through zarr
+        self._direct = direct_schema(self.path, self.meta)  # None: read through zarr
 
     # -- checks -------------------------------------------------------------------------------
     def check(self, require: Mapping[str, Any]) -> None:
@@ -230,13 +162,13 @@ class StoreReader:
             return hit
         a, b = c * self._cpc, min((c + 1) * self._cpc, len(self.clips))
         try:
-            if self._scale is not None:
+            if self._direct is not None:
                 shape = (self._cpc, self.spec.clips.length, self.spec.num_points)
-                tr, vis = _decode_chunk_files(self.path, c, shape, self._scale)
+                tr, vis = decode_chunk(self.path, c, shape, self.spec.coord_scale, self._direct)
                 tr, vis = tr[: b - a], vis[: b - a]
             else:
                 g = self._zgroup()
-                tr = g[L.TRACKS][a:b]
+                tr = L.read_tracks(g, a, b, self.spec)
                 vis = g[L.VISIBILITY][a:b]
         except Exception as e:  # noqa: BLE001 - any decode failure is a damaged chunk
             raise CorruptStoreError(

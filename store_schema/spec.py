@@ -16,8 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mosic.config import ClipSettings
 
-#: Bump on any change to the layout or the meaning of a field; readers refuse other versions.
-SCHEMA_VERSION = 2  # 2: clip failures in one group per chunk (was a list in the attributes)
+#: Bump on any change to the layout or the meaning of a field. The version is part of the spec, so
+#: of the store's name: stores of two layouts never share a name.
+#: 3: Zarr v3 spec codecs only; tracks are int32 multiples of 1/coord_scale px (``scale_factor``).
+#: 2: clip failures in one group per chunk; float32 tracks through numcodecs' codecs.
+SCHEMA_VERSION = 3
+#: versions this mosic reads, and resumes in their own layout (``layout`` writes both)
+READABLE_SCHEMA_VERSIONS = (2, 3)
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -64,6 +69,10 @@ class StoreSpec(BaseModel):
     @property
     def num_points(self) -> int:
         return self.grid * self.grid
+
+    def in_schema(self, version: int) -> "StoreSpec":
+        """The same content in the layout of schema ``version`` (another identity, another name)."""
+        return self.model_copy(update={"schema_version": version})
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -8,7 +8,9 @@ Rules that keep a store honest:
   for a store (nor, having ``complete`` unset, for a complete one);
 - a chunk of clips has exactly one writer and is written whole (tracks, visibility, then status:
   a clip counts as written only once its status is);
-- ``complete`` is set last, and only after a check that no clip is pending.
+- ``complete`` is set last, and only after a check that no clip is pending;
+- a store keeps the layout it was created with (its schema version): an older store asked for again
+  is finished in its own layout, never extended in another.
 """
 
 from __future__ import annotations
@@ -59,14 +61,17 @@ class StoreWriter:
         clips: Sequence[ClipRef],
         plan_failures: Iterable[Failure] = (),
         clips_per_chunk: int = 16,
-        codec: str = L.DEFAULT_CODEC,
+        codec: str | None = None,
         compression_level: int = 5,
         made_with: dict | None = None,
     ) -> "StoreWriter":
         """Open the store at ``path`` for writing, creating it if it does not exist.
 
-        An existing store must have been made with exactly ``spec`` and the same clips. ``path``
-        may be a URL (``s3://bucket/stores/x.zarr``): see :meth:`_open_or_create_remote`."""
+        An existing store must have been made with exactly ``spec`` and the same clips, or with the
+        same content in an older layout (a schema version this mosic still reads), which is then
+        written in its own layout. A new store takes ``spec``'s schema version and ``codec`` (default:
+        that version's). ``path`` may be a URL (``s3://bucket/stores/x.zarr``): see
+        :meth:`_open_or_create_remote`."""
         path = location.as_location(path)
         if location.is_remote(path):
             return cls._open_or_create_remote(path, spec, clips, list(plan_failures), clips_per_chunk,
@@ -96,6 +101,8 @@ class StoreWriter:
     @classmethod
     def _open_matching(cls, path: location.Location, spec: StoreSpec, clips: Sequence[ClipRef]) -> "StoreWriter":
         w = cls.open(path)
+        if w.spec.schema_version != spec.schema_version:
+            spec = spec.in_schema(w.spec.schema_version)  # read_meta took its version: go on in its layout
         diffs = spec_differences(w.spec, spec)
         if diffs:
             raise StoreMismatchError(
@@ -202,10 +209,8 @@ class StoreWriter:
         if tracks.shape != (n, T, N, 2) or visibility.shape != (n, T, N):
             raise ValueError(f"chunk arrays {tracks.shape} / {visibility.shape} do not fit [n, {T}, {N}, 2]")
         tracks = np.where((status == L.DONE)[:, None, None, None], tracks, 0)
-        # every codec keeps the same values: coordinates on the 1/coord_scale pixel grid
-        tracks = L.quantize(tracks, self.spec.coord_scale)
-        if not np.isfinite(tracks).all():
-            raise ValueError("non-finite coordinates in a clip marked done")
+        # every layout keeps the same values: coordinates on the 1/coord_scale pixel grid
+        tracks = L.encode_tracks(tracks, self.spec)
         visibility = visibility & (status == L.DONE)[:, None, None]
         self.group[L.TRACKS][start:start + n] = tracks
         self.group[L.VISIBILITY][start:start + n] = visibility
@@ -222,6 +227,10 @@ class StoreWriter:
             fails.require_group(key).attrs["failures"] = [f.model_dump(mode="json") for f in new]
         elif key in fails:
             fails[key].attrs["failures"] = []
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 pixel tracks and visibility of clips ``start:stop`` as written so far."""
+        return L.read_tracks(self.group, start, stop, self.spec), self.group[L.VISIBILITY][start:stop]
 
     def failures(self) -> list[Failure]:
         return L.read_failures(self.group, self.meta)
@@ -247,26 +256,28 @@ def _create(
     clips: Sequence[ClipRef],
     plan_failures: list[Failure],
     cpc: int,
-    codec: str,
+    codec: str | None,
     level: int,
     made_with: dict,
 ) -> None:
     C, T, N = len(clips), spec.clips.length, spec.num_points
     cpc = max(1, min(cpc, C))
+    version = spec.schema_version
+    codec = codec or L.default_codec(version)
     if codec == "fixed-delta-zstd" and N == 1:
         # With one point per clip the transposed chunk [cpc, 1, 2, T] can be F-contiguous (cpc = 1);
         # numcodecs' Delta then flattens it in F order while zarr decodes in C order, and the round
         # trip scrambles x and t (found by tests/test_store_properties.py). Skip the transpose.
         codec = "fixed-zstd"
+    tracks = L.tracks_array(version, codec, spec.coord_scale, level, (cpc, T, N, 2))  # checks the codec first
     root = location.open_group(path, mode="w-")
     zstd = {"compressors": ZstdCodec(level=level)}
-    root.create_array(
-        L.TRACKS, shape=(C, T, N, 2), chunks=(cpc, T, N, 2), dtype="float32",
-        fill_value=0.0, **L.track_codecs(codec, spec.coord_scale, level),
-    )
+
+    root.create_array(L.TRACKS, shape=(C, T, N, 2), chunks=(cpc, T, N, 2), **tracks)
     root.create_array(L.VISIBILITY, shape=(C, T, N), chunks=(cpc, T, N), dtype="bool",
-                      fill_value=False, **zstd)
-    root.create_array(L.STATUS, shape=(C,), chunks=(cpc,), dtype="uint8", fill_value=L.PENDING, **zstd)
+                      fill_value=False, **zstd, dimension_names=L.dimension_names(version, L.VISIBILITY))
+    root.create_array(L.STATUS, shape=(C,), chunks=(cpc,), dtype="uint8", fill_value=L.PENDING, **zstd,
+                      dimension_names=L.dimension_names(version, L.STATUS))
     root.create_group(L.FAILURES)
 
     video_ids = sorted({c.video_id for c in clips})
@@ -274,11 +285,14 @@ def _create(
     frames = np.array([c.frames for c in clips], dtype=np.int32)
     if frames.shape != (C, T):
         raise ValueError(f"clips must have {T} frames each")
-    cv = root.create_array(L.CLIP_VIDEO, shape=(C,), chunks=(C,), dtype="int32", **zstd)
+    cv = root.create_array(L.CLIP_VIDEO, shape=(C,), chunks=(C,), dtype="int32", **zstd,
+                           dimension_names=L.dimension_names(version, L.CLIP_VIDEO))
     cv[:] = np.array([vindex[c.video_id] for c in clips], dtype=np.int32)
     cv.attrs["video_ids"] = video_ids
-    root.create_array(L.CLIP_FRAMES, shape=(C, T), chunks=(C, T), dtype="int32", **zstd)[:] = frames
-    root.create_array(L.CLIP_SIZE, shape=(C, 2), chunks=(C, 2), dtype="int32", **zstd)[:] = np.array(
+    root.create_array(L.CLIP_FRAMES, shape=(C, T), chunks=(C, T), dtype="int32", **zstd,
+                      dimension_names=L.dimension_names(version, L.CLIP_FRAMES))[:] = frames
+    root.create_array(L.CLIP_SIZE, shape=(C, 2), chunks=(C, 2), dtype="int32", **zstd,
+                      dimension_names=L.dimension_names(version, L.CLIP_SIZE))[:] = np.array(
         [(c.width, c.height) for c in clips], dtype=np.int32
     )
     meta = StoreMeta(

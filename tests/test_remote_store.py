@@ -92,7 +92,7 @@ def test_remote_store_equals_local_store(s3, stores):
     assert remote.complete and remote.written_now == local.written_now == remote.clips == 4
     assert s3.exists(f"{BUCKET}/stores/{local.store.name}/tracks/zarr.json")
     a, b = StoreReader(local.store), StoreReader(remote.store)
-    assert a._scale is not None and b._scale is None  # the direct chunk-file path is local only
+    assert a._direct is not None and b._direct is None  # the direct chunk-file path is local only
     assert a.meta.spec == b.meta.spec and a.clips == b.clips and np.array_equal(a.done, b.done)
     for i in a.done:
         np.testing.assert_array_equal(a[i].tracks, b[i].tracks)

@@ -255,19 +255,25 @@ def test_schema_version_mismatch_is_refused(tmp_path):
 def _zarr_path(r: StoreReader) -> StoreReader:
     """The same reader forced onto the zarr decode path."""
     r = pickle.loads(pickle.dumps(r))
-    r._scale = None
+    r._direct = None
     return r
 
 
-@pytest.mark.parametrize("codec", L.TRACK_CODECS)
-def test_direct_chunk_decode_is_bit_identical_to_zarr(tmp_path, codec):
-    spec = make_spec()
+#: (store schema, track codec): every layout a store can have, the current one first
+LAYOUTS = [(v, c) for v in sorted(L.TRACK_CODECS, reverse=True) for c in L.TRACK_CODECS[v]]
+#: the schemas, each with its default codec (the layouts the reader decodes itself)
+SCHEMAS = sorted(L.TRACK_CODECS, reverse=True)
+
+
+@pytest.mark.parametrize("version, codec", LAYOUTS)
+def test_direct_chunk_decode_is_bit_identical_to_zarr(tmp_path, version, codec):
+    spec = make_spec(schema_version=version)
     tracks, vis = fake_tracks(7)  # 7 clips in chunks of 3: the last chunk is an edge chunk
     w = StoreWriter.open_or_create(tmp_path / "s.zarr", spec, make_clips(7), clips_per_chunk=3, codec=codec)
     write_all(w, tracks, vis, fail={5})
     w.finalize()
     r = StoreReader(tmp_path / "s.zarr")
-    assert (r._scale is not None) == (codec == "fixed-delta-zstd")  # the others read through zarr
+    assert r._direct == (version if codec == L.default_codec(version) else None)  # the others read through zarr
     z = _zarr_path(r)
     for c in range(3):
         (t1, v1), (t2, v2) = r._chunk(c), z._chunk(c)
@@ -279,26 +285,28 @@ def test_direct_chunk_decode_is_bit_identical_to_zarr(tmp_path, codec):
         np.testing.assert_array_equal(r[i].visibility, vis[i])
 
 
-def test_direct_chunk_decode_of_an_unwritten_chunk_is_the_fill_value(tmp_path):
-    spec = make_spec()
+@pytest.mark.parametrize("version", SCHEMAS)
+def test_direct_chunk_decode_of_an_unwritten_chunk_is_the_fill_value(tmp_path, version):
+    spec = make_spec(schema_version=version)
     tracks, vis = fake_tracks(6)
     w = StoreWriter.open_or_create(tmp_path / "s.zarr", spec, make_clips(6), clips_per_chunk=3)
     w.write_chunk(0, tracks[:3], vis[:3], np.full(3, DONE))
     r = StoreReader(tmp_path / "s.zarr", allow_incomplete=True)
-    assert r._scale is not None
+    assert r._direct == version
     (t1, v1), (t2, v2) = r._chunk(1), _zarr_path(r)._chunk(1)
     assert not t1.any() and not v1.any()
     np.testing.assert_array_equal(t1.view(np.uint32), t2.view(np.uint32))
     np.testing.assert_array_equal(v1, v2)
 
 
+@pytest.mark.parametrize("version", SCHEMAS)
 @pytest.mark.parametrize("array, damage", [
     ("tracks", lambda b: b"\x00garbage" * 10),
     ("tracks", lambda b: b[: len(b) // 2]),
     ("visibility", lambda b: b"\x00garbage" * 10),
 ])
-def test_direct_chunk_decode_names_the_clips_of_a_corrupt_chunk(tmp_path, array, damage):
-    spec = make_spec()
+def test_direct_chunk_decode_names_the_clips_of_a_corrupt_chunk(tmp_path, array, damage, version):
+    spec = make_spec(schema_version=version)
     tracks, vis = fake_tracks(7)
     w = StoreWriter.open_or_create(tmp_path / "s.zarr", spec, make_clips(7), clips_per_chunk=3)
     write_all(w, tracks, vis)
@@ -307,7 +315,7 @@ def test_direct_chunk_decode_names_the_clips_of_a_corrupt_chunk(tmp_path, array,
     chunk = chunk / "0" if array == "tracks" else chunk
     chunk.write_bytes(damage(chunk.read_bytes()))
     r = StoreReader(tmp_path / "s.zarr")
-    assert r._scale is not None
+    assert r._direct == version
     for i in range(6):  # the intact chunks read as written
         np.testing.assert_array_equal(r[i].tracks, L.quantize(tracks[i], spec.coord_scale))
     with pytest.raises(CorruptStoreError, match=r"clips 6\.\.6"):

@@ -52,17 +52,18 @@ def stores(draw):
     vis = draw(arrays(bool, (C, T, G * G)))
     ok = draw(arrays(bool, (C,)))
     cpc = draw(st.integers(1, 4))
-    codec = draw(st.sampled_from(L.TRACK_CODECS))
-    return T, G, tracks, vis, ok, cpc, codec
+    version, codec = draw(st.sampled_from([(v, c) for v, codecs in L.TRACK_CODECS.items() for c in codecs]))
+    return T, G, tracks, vis, ok, cpc, version, codec
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stores())
 def test_store_round_trip(tmp_path_factory, data):
-    T, G, tracks, vis, ok, cpc, codec = data
+    T, G, tracks, vis, ok, cpc, version, codec = data
     C = len(tracks)
     spec = StoreSpec(dataset=DatasetSpec(kind="synthetic", split="train", fingerprint="0" * 16, num_videos=C),
-                     clips=ClipSettings(length=T, step=1), grid=G, tracker=TrackerSpec(name="lk", version="1"))
+                     clips=ClipSettings(length=T, step=1), grid=G, tracker=TrackerSpec(name="lk", version="1"),
+                     schema_version=version)
     clips = [ClipRef(f"v{i}", tuple(range(T)), 640, 480) for i in range(C)]
     path = tmp_path_factory.mktemp("s") / "s.zarr"
     w = StoreWriter.open_or_create(path, spec, clips, clips_per_chunk=cpc, codec=codec)
