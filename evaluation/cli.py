@@ -208,6 +208,12 @@ def run(
     if note:
         typer.echo(note)
     js, md = save_results(rows, out)
+    hub = run_dir / "hub" if run_dir is not None else None
+    if hub is not None and (hub / "README.md").is_file():  # the run's model card shows its results
+        from mosic.backbones import add_results_to_card  # torch: not for --help
+
+        add_results_to_card(hub, markdown_table([r for r in rows if r["name"] == row_name]))
+        typer.echo(f"added the results to the model card {hub / 'README.md'}")
     if state.replaced:
         typer.echo(f"replaced {len(state.replaced)} earlier figure(s) of row {row_name!r}: {', '.join(state.replaced)}")
     kept = [k for r in rows if r["name"] == row_name for k in r.get("figures", {}) if k not in state.figures]

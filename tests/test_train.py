@@ -312,6 +312,7 @@ def test_a_training_that_raises_midway_closes_its_log_file_tensorboard_writer_an
     import builtins
     import types
 
+    import mosic.train.run_log as RL
     import mosic.train.step as S
     import mosic.train.train as T
 
@@ -352,7 +353,7 @@ def test_a_training_that_raises_midway_closes_its_log_file_tensorboard_writer_an
         out = real(*a, **k)
         return out * float("nan") if calls["n"] == 3 else out
 
-    monkeypatch.setattr(T, "open", recording_open, raising=False)
+    monkeypatch.setattr(RL, "open", recording_open, raising=False)
     monkeypatch.setattr(T, "tqdm", Bar)
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
     monkeypatch.setattr(S, "propagation_loss", nan_at_step_2)

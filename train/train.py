@@ -34,7 +34,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from mosic import MosicError
-from mosic.backbones import create_backbone, crop_grid_size, mean_std, patch_size
+from mosic.backbones import create_backbone, crop_grid_size, mean_std, patch_size, write_hub_folder
 from mosic.config import PipelineConfig, TrainSettings
 from mosic.devices import autocast, resolve_precision
 from mosic.store_schema.location import Location
@@ -48,6 +48,7 @@ from mosic.train.model import MoSiCModel, TeacherEMA, make_teacher
 from mosic.train.step import mosic_step
 from mosic.train.stores import check_batch_fits, resolve_store, store_requirements
 from mosic.train.summary import start_summary
+from mosic.train.run_log import RunLog
 from mosic.train.validate import Validator, validate_and_log
 
 log = logging.getLogger("mosic.train")
@@ -131,15 +132,14 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
     main = ddp.main
     last: dict = {}
     with ExitStack() as closing:
-        logf = closing.enter_context(open(out / "log.jsonl", "a")) if main else None
-        tb = open_tensorboard(closing, out) if ts.tensorboard and main else None
+        runlog = RunLog(closing, out, cfg, main)
         bar = None
         if progress and main:
             bar = closing.enter_context(tqdm(total=run.total, initial=run.step, unit="step", desc="train",
                                              dynamic_ncols=True))
         val_net = run.teacher if ts.validate_.network == "teacher" else run.student
         if run.validator is not None and main and run.step == 0:  # the curve starts at the initial backbone
-            validate_and_log(run.validator, val_net, 0, 0, logf, tb)
+            validate_and_log(run.validator, val_net, 0, 0, runlog)
         run.student.train()
         window = LogWindow()
         while run.step < run.total:
@@ -159,10 +159,10 @@ def _train(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, prog
                 if logs:
                     now = time.perf_counter()
                     last = log_row(run, epoch, loss, monitors, window, now)
-                    write_row(last, logf, tb)
+                    runlog.write(last)
                     window = LogWindow(t_start=now)
                 if run.validator is not None and main and run.validator.due(run.step, run.total):
-                    validate_and_log(run.validator, val_net, run.step, epoch, logf, tb)  # rank 0; the others wait
+                    validate_and_log(run.validator, val_net, run.step, epoch, runlog)  # rank 0; the others wait
                 if run.step % ts.checkpoint_every == 0 or run.step == run.total:
                     save_checkpoint(run)
                 if run.step >= run.total:
@@ -252,29 +252,6 @@ def log_row(run: Run, epoch: int, loss: float, monitors: dict, window: LogWindow
             "data_wait_s": window.data_wait, "cache_fallbacks": run.cache_fallbacks}
 
 
-def write_row(row: dict, logf, tb) -> None:
-    """``row`` to the log file and its float values to TensorBoard (rank 0; None elsewhere)."""
-    if logf:
-        logf.write(json.dumps(row) + "\n")
-        logf.flush()
-    if tb:
-        for k, v in row.items():
-            if isinstance(v, float):
-                tb.add_scalar(k, v, row["step"])
-
-
-def open_tensorboard(closing: ExitStack, out: Path):
-    """A TensorBoard writer in ``out/tb``, closed with ``closing``; None without TensorBoard."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("tensorboard is not installed; logging to log.jsonl only")
-        return None
-    tb = SummaryWriter(out / "tb")
-    closing.callback(tb.close)
-    return tb
-
-
 def save_checkpoint(run: Run) -> None:
     """The run's state at its current step; every rank's random states (a collective), rank 0 writes."""
     rng = all_rng_states(run.ddp.world if run.ddp.enabled else None)
@@ -291,6 +268,12 @@ def finish(run: Run, last: dict) -> dict:
     if run.ddp.main:
         net = run.teacher if run.ts.export == "teacher" else run.student
         result["backbone"] = str(export_backbone(net, run.out / "backbone.pth"))
+        m = run.ts.model
+        result["hub"] = str(write_hub_folder(net.backbone, run.out / "hub", {
+            "base_model": m.name + (f" with weights {Path(m.weights).name}" if m.weights else
+                                    "" if m.pretrained else " (random initialisation)"),
+            "recipe": f"mosic pipeline {run.cfg.name!r}", "store": Path(str(run.store)).name,
+            "steps": run.step, "exported network": run.ts.export}))
         (run.out / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

@@ -135,16 +135,11 @@ def plot_curve(log_path: Path, png: Path) -> Path | None:
     return png
 
 
-def validate_and_log(validator: Validator, model: torch.nn.Module, step: int, epoch: int, logf, tb) -> dict:
-    """Run a validation on rank 0 and write it: log.jsonl row, TensorBoard, the plot."""
+def validate_and_log(validator: Validator, model: torch.nn.Module, step: int, epoch: int, runlog) -> dict:
+    """Run a validation on rank 0 and write it: a row of the run's log (:class:`mosic.train.run_log.RunLog`:
+    log.jsonl, TensorBoard, wandb), then the plot."""
     row = validator.run(model, step, epoch)
-    if logf is not None:
-        logf.write(json.dumps(row) + "\n")
-        logf.flush()
-    if tb is not None:
-        for k, v in row.items():
-            if k.startswith("val_"):
-                tb.add_scalar(f"val/{k[4:]}", v, step)
+    runlog.write(row)
     plot_curve(validator.out / "log.jsonl", validator.out / "validation.png")
     figs = ", ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("val_") and k != "val_seconds")
     log.info("validation at step %d: %s (%.1fs)", step, figs, row["val_seconds"])

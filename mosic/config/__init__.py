@@ -8,10 +8,10 @@ from mosic.config.pipeline import (ClipSettings, DatasetSettings, PipelineConfig
                                    pipeline_names, read_pipelines, with_overrides)
 from mosic.config.strict import check_setting, nearest, parse_set_value, settings_keys, validation_line
 from mosic.config.train import (LossSettings, ModelSettings, OptimSettings, TrainSettings, ValidateSettings,
-                                train_settings)
+                                WandbSettings, train_settings)
 
 __all__ = ["ClipSettings", "DatasetSettings", "LossSettings", "ModelSettings", "OptimSettings", "PipelineConfig",
-           "StoreLayout", "TrackerSettings", "TrainSettings", "ValidateSettings", "check_setting",
+           "StoreLayout", "TrackerSettings", "TrainSettings", "ValidateSettings", "WandbSettings", "check_setting",
            "describe_pipelines", "find_pipelines_file", "load_pipeline", "nearest", "packaged_pipelines_file",
            "parse_set_value", "pipeline_names", "read_pipelines", "settings_keys", "train_settings", "validation_line",
            "with_overrides"]

@@ -86,6 +86,17 @@ class ValidateSettings(BaseModel):
     network: Literal["teacher", "student"] = Field("teacher", description="the backbone scored")
 
 
+class WandbSettings(BaseModel):
+    """Weights & Biases beside TensorBoard, as the official training logs (train/wandb_log.py)."""
+
+    model_config = _STRICT
+
+    project: str | None = Field(None, description="wandb project; None: wandb off (--set train.wandb.project=NAME "
+                                "turns it on)")
+    entity: str | None = Field(None, description="wandb entity (user or team); None: wandb's default")
+    name: str | None = Field(None, description="run name; None: the run folder's name")
+
+
 class TrainSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -137,6 +148,8 @@ class TrainSettings(BaseModel):
     checkpoint_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)
     tensorboard: bool = False
+    wandb: WandbSettings = Field(WandbSettings(), description="Weights & Biases logging (rank 0 only; files in the "
+                                 "run folder; a resumed run logs under the same wandb run)")
     export: Literal["teacher", "student"] = Field("teacher", description="which backbone to export")
     validate_: ValidateSettings = Field(ValidateSettings(), alias="validate",
                                         description="in-training validation (validate.every, ...)")
