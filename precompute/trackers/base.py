@@ -63,12 +63,7 @@ class Tracker(ABC):
         return {}
 
     @abstractmethod
-    def track(
-        self,
-        frames: np.ndarray,
-        queries: np.ndarray,
-        clips: Sequence["ClipRef"] | None = None,
-    ) -> TrackResult:
+    def track(self, frames: np.ndarray, queries: np.ndarray, clips: Sequence["ClipRef"] | None = None) -> TrackResult:
         """frames uint8 [B, T, H, W, 3] RGB; queries float32 [N, 2] (x, y) on frame 0 of every clip.
         Returns tracks in the pixel coordinates of ``frames``."""
 
@@ -96,6 +91,15 @@ class Tracker(ABC):
         res = self.track(small, (queries * scale).astype(np.float32), clips).check(B, T, N)
         res.tracks = (res.tracks / scale).astype(np.float32)
         return res
+
+
+def check_frames(frames: np.ndarray) -> np.ndarray:
+    """``frames`` when they are uint8 [B, T, H, W, 3] RGB clips, else a ValueError saying what they are."""
+    if frames.ndim != 5 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be [B, T, H, W, 3], got {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    return frames
 
 
 TRACKERS: Registry[Tracker] = Registry("tracker", entry_point_group="mosic.trackers")

@@ -57,7 +57,7 @@ import numpy as np
 from mosic import MosicError
 from mosic.devices import resolve_device, resolve_precision
 from mosic.files import file_sha256
-from mosic.precompute.trackers.base import TRACKERS, Tracker, TrackResult
+from mosic.precompute.trackers.base import TRACKERS, Tracker, TrackResult, check_frames
 from mosic.precompute.trackers.cotracker_batch_fix import view_bug_present, view_fallback_mode
 
 if TYPE_CHECKING:
@@ -245,17 +245,8 @@ class CoTrackerTracker(Tracker):
         }
 
     # -- tracking ----------------------------------------------------------------------------
-    def track(
-        self,
-        frames: np.ndarray,
-        queries: np.ndarray,
-        clips: Sequence["ClipRef"] | None = None,
-    ) -> TrackResult:
-        frames = np.asarray(frames)
-        if frames.ndim != 5 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be [B, T, H, W, 3], got {frames.shape}")
-        if frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    def track(self, frames: np.ndarray, queries: np.ndarray, clips: Sequence["ClipRef"] | None = None) -> TrackResult:
+        frames = check_frames(np.asarray(frames))
         B, T, H, W, _ = frames.shape
         if H < 2 or W < 2:
             raise MosicError(f"cotracker3 needs frames of at least 2 x 2 pixels, got {W} x {H}")

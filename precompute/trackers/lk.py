@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import cv2
 import numpy as np
 
-from mosic.precompute.trackers.base import TRACKERS, Tracker, TrackResult
+from mosic.precompute.trackers.base import TRACKERS, Tracker, TrackResult, check_frames
 
 if TYPE_CHECKING:
     from mosic.config import TrackerSettings
@@ -163,16 +163,8 @@ class LKTracker(Tracker):
             prev_img = next_img
         return tracks, vis, conf
 
-    def track(
-        self,
-        frames: np.ndarray,
-        queries: np.ndarray,
-        clips: Sequence["ClipRef"] | None = None,
-    ) -> TrackResult:
-        if frames.ndim != 5 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be [B, T, H, W, 3], got {frames.shape}")
-        if frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    def track(self, frames: np.ndarray, queries: np.ndarray, clips: Sequence["ClipRef"] | None = None) -> TrackResult:
+        check_frames(frames)
         B, T = frames.shape[:2]
         N = len(queries)
         tracks = np.empty((B, T, N, 2), dtype=np.float32)

@@ -57,12 +57,7 @@ class OracleTracker(Tracker):
     def params(self) -> dict[str, Any]:
         return {}
 
-    def track(
-        self,
-        frames: np.ndarray,
-        queries: np.ndarray,
-        clips: Sequence["ClipRef"] | None = None,
-    ) -> TrackResult:
+    def track(self, frames: np.ndarray, queries: np.ndarray, clips: Sequence["ClipRef"] | None = None) -> TrackResult:
         if clips is None:
             raise MosicError(
                 "the oracle tracker needs to know which clips it is tracking (clips=None): it reads "
