@@ -19,12 +19,10 @@ otherwise N lengths drawn uniformly from 90-180 raw frames (YouTube-VOS videos a
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+from results_file import write_results
 
 
 def main() -> None:
@@ -74,9 +72,7 @@ def main() -> None:
         print(f"{str(stride or '1/vid'):>7s} {len(clips):7d} {r['clips_per_video']:12.1f} {r['vs_official_runs']:10.2f}x "
               f"{r['distinct_in_epochs']:14.2f} {r['start_gap_raw']:10.1f}")
     print(f"official: {a.epochs} tracker runs per video inside training, ~{a.epochs} distinct clips, gap 0")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "clips.json").write_text(json.dumps(rows, indent=2))
+    write_results("clips", rows)
 
 
 if __name__ == "__main__":

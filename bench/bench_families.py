@@ -23,9 +23,9 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from results_file import write_results
+
 
 # family: (timm name, input size); ViT-S of each (EVA-02: S/14, the EVA-CLIP towers are B and up)
 FAMILIES = {
@@ -146,9 +146,7 @@ def main() -> None:
               f"(model {r['rss_model_mib']:.0f})", flush=True)
     print(f"{a.batch} clips x {a.frames} frames per step, one trajectory per patch (all visible: the teacher's "
           f"head runs on every point), last 2 blocks training, {a.threads} threads; goal full/bare <= 1.10")
-    res = HERE / "results"
-    res.mkdir(exist_ok=True)
-    (res / "families.json").write_text(json.dumps(rows, indent=2))
+    write_results("families", rows)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,13 @@ on a small synthetic set.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+from results_file import write_results
 
 
 def crop_stats(width: int, height: int, crops: int, store_grid: int, grid: int, select: bool) -> dict:
@@ -104,9 +103,7 @@ def main() -> None:
         base = base or per
         results["store"][f"g{g}"] = {"clips": res.done, "seconds": sec, "bytes_per_clip": per}
         print(f"{g:5d} {g * g:7d} {res.done:6d} {sec:8.1f} {res.done / sec:8.1f} {per:11.0f} {per / base:6.2f}x")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "grid.json").write_text(json.dumps(results, indent=2))
+    write_results("grid", results)
 
 
 if __name__ == "__main__":

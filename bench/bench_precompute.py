@@ -7,13 +7,12 @@ the store) per tracker on the synthetic set, in frames/s and clips/s, measured i
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from results_file import write_results
 
 
 def main() -> None:
@@ -55,9 +54,7 @@ def main() -> None:
                          "delta_avg": sc["delta_avg"], "average_jaccard": sc["average_jaccard"]}
         print(f"{name:10s} {res.done:6d} {fps:9.1f} {res.done / res.seconds:8.2f} "
               f"{sc['delta_avg']:9.1f} {sc['average_jaccard']:6.1f}")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "precompute.json").write_text(json.dumps(results, indent=2))
+    write_results("precompute", results)
     shutil.rmtree(work, ignore_errors=True)
 
 

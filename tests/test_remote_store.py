@@ -3,8 +3,8 @@ S3-compatible server (moto's server mode) started on localhost, through s3fs and
 FsspecStore — no client is mocked."""
 
 import json
-import logging
-import socket
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +22,9 @@ from mosic.store_schema import location  # noqa: E402
 from mosic.store_schema.cli import app as store_app  # noqa: E402
 from mosic.store_schema.writer import StoreWriter  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from bench_remote import start_moto  # noqa: E402  (the benchmark's S3 server, the same in both)
+
 runner = CliRunner()
 BUCKET = "mosic-test"
 CLIPS = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "clips.clips_per_video": 2,
@@ -31,17 +34,10 @@ CLIPS = {"tracker.grid": 4, "clips.length": 4, "clips.step": 2, "clips.clips_per
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on a free localhost port; the environment points boto/s3fs at it."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, endpoint = start_moto()
     home = tmp_path_factory.mktemp("aws")
     with pytest.MonkeyPatch.context() as mp:
-        for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+        for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                      "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                      "AWS_CONFIG_FILE": str(home / "config"),
                      "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials")}.items():

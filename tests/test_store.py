@@ -183,27 +183,26 @@ def test_corrupt_chunk_names_the_clips(tmp_path):
         r[4]
 
 
-def test_reader_pickles_for_dataloader_workers(tmp_path):
-    spec = make_spec()
+def _opened_store(folder):
+    """A complete 4-clip store in chunks of 2, its reader after one read, and what was written."""
     tracks, vis = fake_tracks(4)
-    w = StoreWriter.open_or_create(tmp_path / "s.zarr", spec, make_clips(4), clips_per_chunk=2)
+    w = StoreWriter.open_or_create(folder / "s.zarr", make_spec(), make_clips(4), clips_per_chunk=2)
     write_all(w, tracks, vis)
     w.finalize()
-    r = StoreReader(tmp_path / "s.zarr")
+    r = StoreReader(folder / "s.zarr")
     r[0]
+    return r, tracks, vis
+
+
+def test_reader_pickles_for_dataloader_workers(tmp_path):
+    r, tracks, vis = _opened_store(tmp_path)
     r2 = pickle.loads(pickle.dumps(r))
     assert r2._group is None and not r2._cache
     np.testing.assert_array_equal(r2[3].visibility, vis[3])
 
 
 def test_reader_in_forked_worker(tmp_path):
-    spec = make_spec()
-    tracks, vis = fake_tracks(4)
-    w = StoreWriter.open_or_create(tmp_path / "s.zarr", spec, make_clips(4), clips_per_chunk=2)
-    write_all(w, tracks, vis)
-    w.finalize()
-    r = StoreReader(tmp_path / "s.zarr")
-    r[0]
+    r, tracks, vis = _opened_store(tmp_path)
     rd, wr = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
