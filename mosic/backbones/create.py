@@ -3,6 +3,7 @@ the one place where training and evaluation create a backbone."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,6 @@ def _looks_like_network_error(e: Exception) -> bool:
 def _from_hub_folder(source: str, name: str, img_size: int, kwargs: dict[str, Any]) -> nn.Module:
     """A backbone from a hub folder or hub id (timm reads its config.json and model.safetensors); ``name``
     must be the folder's architecture (its pretrained tag aside)."""
-    import json
-
     import timm
 
     if source.startswith("local-dir:"):
