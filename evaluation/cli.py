@@ -103,7 +103,7 @@ def run(
                                                  "for each fraction below 1 (default 5; --quick 1): the reference's fixed "
                                                  "lists for 1/128, 1/64, 1/8 of VOC trainaug and ADE20K training, seeded "
                                                  "random draws otherwise"),
-    ks: Optional[str] = typer.Option(None, "--ks", help="clustering: K values (default: number of classes, 100, 300, 500)"),
+    ks: Optional[str] = typer.Option(None, "--ks", help="clustering: K values (default: VOC 21, 500; ADE20K 151; else the classes, 100, 300, 500)"),
     video_modes: str = typer.Option("frame", "--video-modes", help="video: frame (F-clustering), clip, dataset; comma-separated"),
     sets: List[str] = typer.Option([], "--set", help="KEY=VALUE (repeatable): any protocol setting as PROTOCOL.KEY, e.g. linear.epochs=5, or "
                                  "the backbone's timm arguments as model.kwargs.KEY, e.g. model.kwargs.depth=2; "

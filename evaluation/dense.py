@@ -183,23 +183,29 @@ def iou_list(per_class: np.ndarray) -> list:
     return [None if np.isnan(v) else round(100 * float(v), 2) for v in per_class]
 
 
+#: how :func:`scored_miou` assigns predicted labels to classes
+MATCHINGS = ("hungarian", "hungarian_overlap", "none")
+
+
 def scored_miou(conf: np.ndarray, ignore_index: int | None = None, matching: str = "none",
                 absent: str = "skip") -> tuple[float, np.ndarray]:
     """(mIoU, per-class IoU) of predictions with overlap counts ``conf`` [C, P] (P >= C; a column
     past C is a label that is no class). ``matching="hungarian"``: predicted labels are first
-    assigned to classes by :func:`~mosic.evaluation.matching.match_predictions`; ``"none"``: label c is class c.
+    assigned to classes by :func:`~mosic.evaluation.matching.match_predictions` on 1 - IoU (as
+    open-hummingbird-eval); ``"hungarian_overlap"``: on the pixels in agreement (mosic's earlier
+    rule); ``"none"``: label c is class c.
     ``absent="zero"``: a class that is neither present nor predicted scores 0 and counts in the
     mean (the reference in-context scorer); ``"skip"``: it is left out (NaN). An ignore index
     inside 0..C-1 is never scored."""
     from mosic import MosicError
 
-    if matching not in ("none", "hungarian"):
-        raise MosicError(f"matching must be 'none' or 'hungarian', got {matching!r}")
+    if matching not in MATCHINGS:
+        raise MosicError(f"matching must be one of {', '.join(MATCHINGS)}, got {matching!r}")
     if absent not in ("skip", "zero"):
         raise MosicError(f"absent must be 'skip' or 'zero', got {absent!r}")
     C, P = conf.shape
-    if matching == "hungarian":
-        mapping = match_predictions(conf)
+    if matching != "none":
+        mapping = match_predictions(conf, "overlap" if matching == "hungarian_overlap" else "one_minus_iou")
         matched = np.zeros((C, C + 1), np.int64)
         for p in range(P):
             matched[:, mapping[p] if mapping[p] >= 0 else C] += conf[:, p]

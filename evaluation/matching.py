@@ -2,11 +2,13 @@
 classes: the one place for it. Every matcher starts from overlap counts (rows: one side, columns:
 the other, pixels in common) and the Hungarian step names its criterion:
 
-- ``"overlap"``: the one-to-one assignment with the most pixels in agreement (the reference
-  in-context scorer, :func:`match_predictions`);
-- ``"iou"``: the one-to-one assignment of maximal total IoU (frozen clustering with K up to the
-  number of classes, :func:`match_clusters`; the synthetic probe, :func:`hungarian_miou`);
-- ``"one_minus_iou"``: minimal total 1 - IoU, as TimeTuning writes it (video segmentation).
+- ``"overlap"``: the one-to-one assignment with the most pixels in agreement (mosic's earlier
+  in-context scorer, ``incontext.matching_criterion="overlap"``);
+- ``"iou"``: the one-to-one assignment of maximal total IoU (frozen clustering's ``matching="mosic"``
+  rule; the synthetic probe, :func:`hungarian_miou`);
+- ``"one_minus_iou"``: minimal total 1 - IoU, as open-hummingbird-eval (``eval_metrics.py``, the
+  in-context scorer, :func:`match_predictions`), NeCo (``PredsmIoU``, frozen clustering) and
+  TimeTuning (video segmentation) write it.
 
 ``"iou"`` and ``"one_minus_iou"`` pick the same assignment in exact arithmetic; each protocol keeps
 the cost its reference computes, so ties break as they do there. Many-to-one matching
@@ -47,27 +49,31 @@ def hungarian(overlap: np.ndarray, criterion: str) -> tuple[np.ndarray, np.ndarr
     return linear_sum_assignment(cost)
 
 
-def match_predictions(conf: np.ndarray) -> np.ndarray:
+def match_predictions(conf: np.ndarray, criterion: str = "one_minus_iou") -> np.ndarray:
     """Ground-truth class of each predicted label from the overlap counts ``conf`` [C, P] (rows:
-    ground truth, columns: predictions): the one-to-one assignment with the most pixels in
-    agreement (the Hungarian step of the reference in-context scorer); -1 for a predicted label
-    left without a class (possible when P > C)."""
-    rows, cols = hungarian(conf, "overlap")
+    ground truth, columns: predictions): the one-to-one assignment best by ``criterion`` (default:
+    minimal total 1 - IoU, the Hungarian step of the reference in-context scorer; ``"overlap"``:
+    the most pixels in agreement); -1 for a predicted label left without a class (possible when
+    P > C)."""
+    rows, cols = hungarian(conf, criterion)
     mapping = np.full(conf.shape[1], -1)
     mapping[cols] = rows
     return mapping
 
 
-def match_clusters(cont: np.ndarray, many_to_one: bool, ignore_index: int | None = None) -> np.ndarray:
+def match_clusters(cont: np.ndarray, many_to_one: bool, ignore_index: int | None = None,
+                   criterion: str = "iou") -> np.ndarray:
     """Class of each cluster from the overlap counts ``cont`` [K, C]; -1 for an unmatched cluster.
-    One-to-one: maximal total IoU; ``many_to_one``: each cluster the class it overlaps most. An
-    ignore index inside 0..C-1 (a data set that ignores a class, e.g. 0) gets no cluster."""
+    One-to-one: the Hungarian assignment best by ``criterion``; ``many_to_one``: each cluster the
+    class it overlaps most (the class of highest precision, overlap / cluster size; ties and empty
+    clusters: the first class). An ignore index inside 0..C-1 (a data set that ignores a class,
+    e.g. 0) gets no cluster."""
     K, C = cont.shape
     classes = np.array([c for c in range(C) if c != ignore_index])
     cont = cont[:, classes].astype(np.float64)
     if many_to_one:
         return classes[cont.argmax(1)]
-    rows, cols = hungarian(cont, "iou")
+    rows, cols = hungarian(cont, criterion)
     mapping = np.full(K, -1)
     mapping[rows] = classes[cols]
     return mapping

@@ -305,11 +305,15 @@ def kvalue(res: dict, k: int) -> float | None:
 
 
 def run_clustering(ctx: RunContext, state: RunState) -> dict[str, float]:
+    from mosic.evaluation.protocols.clustering import default_ks  # imports torch: deferred
+
     val = ctx.data.val_ds
     C = val.num_classes
-    kk = parse_ints(ctx.ks, "--ks") if ctx.ks else ([C, 3 * C] if ctx.quick else [C, 100, 300, 500])
-    fixed: dict[str, Any] = {"ks": kk}
     user = ctx.user.get("clustering", {})
+    rows = resolve("clustering", ctx.preset, None, user).class_rows
+    kk = parse_ints(ctx.ks, "--ks") if ctx.ks else ([C, 3 * C] if ctx.quick else
+                                                    default_ks(ctx.dataset, C, val.ignore_index, rows))
+    fixed: dict[str, Any] = {"ks": kk}
     if ctx.seed and "seeds" not in user:  # --seed shifts the K-means seeds averaged
         fixed["seeds"] = [ctx.seed + s for s in resolve("clustering", ctx.preset, None, user).seeds]
     label = f"{ctx.dataset}/clustering"

@@ -28,6 +28,8 @@ VIDEO_MODES = ("frame", "clip", "dataset")
 #: the standard deviation open-hummingbird-eval normalises with (its blue channel reads 0.255, a
 #: typo of 0.225 that the published in-context figures were computed with)
 HUMMINGBIRD_STD = (0.229, 0.224, 0.255)
+#: the standard deviation TimeTuning's video evaluation normalises with (0.228, not ImageNet's 0.229)
+TIMETUNING_STD = (0.228, 0.224, 0.225)
 
 
 class ProtocolSettings(BaseModel):
@@ -68,6 +70,12 @@ class ClusteringSettings(ProtocolSettings):
     l2_normalize: bool = False
     mask_size: int | None = 100
     batch_size: int = 32
+    matching: str = "reference"
+    absent_classes: str = "zero"
+    class_rows: str = "reference"
+    resize: str = "reference"
+    std_ddof: int = 0
+    drop_last: tuple[str, ...] = ("voc",)
 
 
 class IncontextSettings(ProtocolSettings):
@@ -111,6 +119,10 @@ class VideoSettings(ProtocolSettings):
     k: int | None = 10
     pca_clips: int = 16
     normalize: bool = False
+    dataset_img_size: int | None = 112
+    aggregate: str = "batch"
+    upsample_dtype: str = "float64"
+    std: tuple[float, float, float] | None = TIMETUNING_STD
 
 
 class ConsistencySettings(ProtocolSettings):

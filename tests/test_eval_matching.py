@@ -22,8 +22,10 @@ def test_the_criterion_decides_the_assignment_where_overlap_and_iou_disagree():
 
 
 def test_each_named_matcher_uses_its_protocols_criterion():
-    # in-context (rows: classes, columns: predicted labels): the most pixels in agreement
-    assert match_predictions(SPLIT).tolist() == [0, 1]
+    # in-context (rows: classes, columns: predicted labels): minimal total 1 - IoU, as
+    # open-hummingbird-eval's eval_metrics.py; mosic's earlier rule (most pixels in agreement) differs
+    assert match_predictions(SPLIT).tolist() == [1, 0]
+    assert match_predictions(SPLIT, "overlap").tolist() == [0, 1]
     # frozen clustering (rows: clusters, columns: classes): the highest total IoU
     assert match_clusters(SPLIT, many_to_one=False).tolist() == [1, 0]
     # the synthetic probe: the highest total IoU, scored by those IoUs
@@ -43,3 +45,16 @@ def test_the_two_label_resizings_differ_by_their_pixel_convention():
     # upscaling by a whole factor: both repeat each pixel
     lab = np.array([[1, 2], [3, 255]])
     np.testing.assert_array_equal(resize_labels_centres(lab, 4), resize_labels_floor(lab[None], 4)[0])
+
+
+def test_the_incontext_scorer_matches_on_one_minus_iou_as_hummingbird_and_keeps_the_overlap_rule_as_a_setting():
+    from mosic.evaluation.dense import scored_miou
+
+    iou = iou_matrix(SPLIT)  # rows: classes, columns: predicted labels
+    reference, _ = scored_miou(SPLIT, 255, "hungarian", "skip")
+    earlier, _ = scored_miou(SPLIT, 255, "hungarian_overlap", "skip")
+    assert reference == pytest.approx((iou[0, 1] + iou[1, 0]) / 2)
+    assert earlier == pytest.approx((iou[0, 0] + iou[1, 1]) / 2)
+    assert reference - earlier > 0.01
+    with pytest.raises(MosicError, match="matching must be one of hungarian, hungarian_overlap, none"):
+        scored_miou(SPLIT, 255, "greedy")

@@ -157,7 +157,8 @@ def test_features_that_encode_the_label_score_100(clips):
 def test_video_segmentation_colour_backbone_vs_noise(clips, mode):
     # faiss K-means starts from random points: with K = labels present, a restart whose seeds miss
     # a class usually stays stuck, so the hand-made case uses many restarts (the protocol: 5)
-    ours = dict(k=None, normalize=True, pca_clips=1)  # K = labels present: the hand-made case can score 100
+    # K = labels present: the hand-made case can score 100; the input size as given, the palette's std
+    ours = dict(k=None, normalize=True, pca_clips=1, dataset_img_size=None, std=None)
     good = video_segmentation(ColourNet(), clips, mode=mode, img_size=64, eval_size=64, pca_dim=50, niter=30,
                               nredo=20, **ours)
     assert good["mode"] == mode and good["clips"] == 2
@@ -260,13 +261,15 @@ def _timetuning_direct(toks, labs, batch, k, size):
     """TimeTuning's F-clustering written out step by step: per loader batch, StandardScaler and a
     faiss PCAMatrix(D, 50) over the batch's patches; per frame, bilinear upsampling (float64) to the
     input size, faiss K-means (50 iterations, 5 restarts); clusters matched to labels by the
-    Hungarian algorithm on 1 - IoU, unmatched clusters -> background; mIoU over labels present."""
+    Hungarian algorithm on 1 - IoU, unmatched clusters -> background; mIoU over labels present;
+    the figure: the mean of the per-batch means."""
     import faiss
     from scipy.optimize import linear_sum_assignment
     from sklearn.preprocessing import StandardScaler
 
-    scores, maps = [], []
+    scores, maps, batch_means = [], [], []
     for b in range(0, len(toks), batch):
+        first = len(scores)
         feats = torch.stack(toks[b:b + batch]).numpy()  # [bs, fs, N, D]
         bs, fs, n, d = feats.shape
         x = StandardScaler().fit_transform(feats.reshape(-1, d)).astype(np.float32)
@@ -294,7 +297,8 @@ def _timetuning_direct(toks, labs, batch, k, size):
                 pred = lut[ci]
                 scores.append(np.mean([np.sum((pred == v) & (gt == v)) / np.sum((pred == v) | (gt == v)) for v in lb]))
                 maps.append(pred.reshape(size, size))
-    return 100 * float(np.mean(scores)), scores
+        batch_means.append(np.mean(scores[first:]))
+    return 100 * float(np.mean(batch_means)), scores
 
 
 def test_paper_preset_equals_timetuning_steps_on_hand_made_tokens():
@@ -311,6 +315,11 @@ def test_paper_preset_equals_timetuning_steps_on_hand_made_tokens():
         r = video_segmentation(TokenNet(toks), clips, img_size=size, seed=1, pca_clips=batch, k=k)
         assert r["units"] == len(ref_frames) == 6
         assert r["miou"] == pytest.approx(ref, abs=0.01), (batch, k, r["miou"], ref)  # equal when measured
+    # batches of 2 clips (4 frames, then 2): the mean of per-batch means is not the mean over frames
+    ref, ref_frames = _timetuning_direct(toks, labs, 2, 4, size)
+    flat = video_segmentation(TokenNet(toks), clips, img_size=size, seed=1, pca_clips=2, k=4, aggregate="all")
+    assert flat["miou"] == pytest.approx(100 * np.mean(ref_frames), abs=0.01)
+    assert abs(flat["miou"] - ref) > 0.01
     # each setting matters on these tokens: K = labels present, PCA per clip, L2-normalised tokens
     paper = video_segmentation(TokenNet(toks), clips, img_size=size, seed=1)["miou"]
     for ours in (dict(k=None), dict(pca_clips=1), dict(normalize=True)):
@@ -318,8 +327,38 @@ def test_paper_preset_equals_timetuning_steps_on_hand_made_tokens():
         assert abs(paper - other) > 1, (ours, paper, other)
 
 
+class StdProbe(ColourNet):
+    """Records the input it is given (the normalised frames)."""
+
+    def forward_features(self, x):
+        self.seen = getattr(self, "seen", []) + [x.shape[-1]]
+        self.first = getattr(self, "first", x[0, 0, 0, 0].item())
+        return super().forward_features(x)
+
+
+def test_paper_preset_runs_the_dataset_mode_at_112_px_with_timetunings_std_and_float64_upsampling():
+    from mosic.evaluation.settings import VideoSettings
+
+    p = VideoSettings()
+    assert (p.dataset_img_size, p.aggregate, p.upsample_dtype, p.std) == (112, "batch", "float64", (0.228, 0.224, 0.225))
+    clips = FakeVideos([make_clip("a", [[(1, 0, 0, 32)], [(1, 8, 0, 32)]])])
+    net = StdProbe()
+    r = video_segmentation(net, clips, mode="dataset", img_size=64, niter=5, nredo=1)
+    assert net.seen == [112] and r["units"] == 1  # frames at 112 px, whatever img_size
+    assert net.first == pytest.approx((1 - 0.485) / 0.228, abs=1e-4)  # a red pixel's red channel, std 0.228
+    net = StdProbe()
+    video_segmentation(net, clips, mode="dataset", img_size=64, niter=5, nredo=1, dataset_img_size=None, std=None)
+    assert net.seen == [64] and net.first == pytest.approx((1 - 0.485) / 0.229, abs=1e-4)  # mosic's choices
+    x = torch.randn(1, 3, 3, 2, dtype=torch.float64)
+    assert upsample(x, 8, "float64").dtype == torch.float64 and upsample(x, 8, "float32").dtype == torch.float32
+
+
 def test_video_settings_checked():
     clips = FakeVideos([make_clip("a", [[(1, 0, 0, 32)]])])
+    with pytest.raises(MosicError, match="aggregate must be one of batch, all"):
+        video_segmentation(ColourNet(), clips, img_size=64, aggregate="frames")
+    with pytest.raises(MosicError, match="upsample_dtype"):
+        video_segmentation(ColourNet(), clips, img_size=64, upsample_dtype="half")
     with pytest.raises(MosicError, match="pca_clips"):
         video_segmentation(ColourNet(), clips, img_size=64, pca_clips=0)
     with pytest.raises(MosicError, match="k must be"):

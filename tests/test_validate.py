@@ -126,3 +126,28 @@ def test_rank_0_validates_alone_under_ddp(store, tmp_path):
     assert [x["step"] for x in read_curve(tmp_path / "ddp/log.jsonl")] == [0, 1, 2]
     rows = [json.loads(x) for x in (tmp_path / "ddp/log.jsonl").read_text().splitlines()]
     assert sum(x.get("kind") == "validation" for x in rows) == 3
+
+
+def test_the_incontext_memory_size_is_a_setting_and_its_images_default_to_what_holds_it(store, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from mosic.backbones import create_backbone
+    from mosic.evaluation import validation
+    from mosic.train.validate import Validator
+
+    assert validation.memory_images(102_400, 224, 14) == 400  # the official validation's memory at 224 px
+    assert validation.memory_images(10_240, 224, 14) == 40
+    official = load_pipeline("ytvos-official").train.validate_
+    assert (official.network, official.protocols, official.memory_size, official.memory_images) == (
+        "student", ("incontext",), 102_400, None)
+    seen = {}
+    monkeypatch.setattr(validation, "incontext_miou", lambda bb, train, val, size, dev, memory_size: seen.update(
+        images=len(train), memory=memory_size) or 50.0)
+    c, ts = settings(store, **{"validate.protocols": ["incontext"], "validate.memory_size": 40})
+    v = Validator(ts.validate_, c, tmp_path, 56, torch.device("cpu"), True)
+    bb = create_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=56, depth=1, embed_dim=48,
+                         num_heads=3, init_values=0.1)
+    row = v.run(SimpleNamespace(backbone=bb), 0, 0)
+    assert row["val_incontext"] == 50.0 and seen == {"images": 3, "memory": 40}  # 16 patches a 56 px image

@@ -1,9 +1,13 @@
 """The MoSiC model: a timm ViT backbone (last blocks trainable), an MLP head and L2-normalised
 prototypes. The teacher is an EMA copy of all three.
 
-Only the last ``train_blocks`` blocks train (selected by index from the end, so ViT-S/B/L all
-train their top blocks; the official code's substring match picks middle blocks of ViT-L). The
-frozen blocks run under ``torch.no_grad``: no activations are kept for them.
+Which blocks train (``train_blocks_rule``): ``"last"``: the last ``train_blocks`` blocks, by index
+from the end, so ViT-S/B/L all train their top blocks (``ytvos``); ``"official_names"``: the blocks
+whose parameter names contain ``blocks.10`` or ``blocks.11``, the official ``exp_mosic.py`` rule:
+the last two blocks of ViT-S/B, blocks 10-11 of 24 for ViT-L, as the paper's ViT-L figures were
+trained (``ytvos-official``). The blocks before the first trainable one run under
+``torch.no_grad`` (no activations kept); frozen blocks after a trainable one run with autograd,
+so gradients flow through them to the trainable blocks below.
 """
 
 from __future__ import annotations
@@ -45,6 +49,24 @@ class Head(nn.Module):
 
 
 PROTOTYPE_GRADS = ("raw", "normalized")
+TRAIN_BLOCK_RULES = ("last", "official_names")
+#: the substrings of the parameter names the official code trains (``exp_mosic.py``)
+OFFICIAL_TRAIN_NAMES = ("blocks.10", "blocks.11")
+
+
+def trainable_blocks(depth: int, train_blocks: int = 2, rule: str = "last") -> tuple[int, ...]:
+    """Indices of the blocks that train in a backbone of ``depth`` blocks (see the module's text)."""
+    if rule == "last":
+        if not 0 <= train_blocks <= depth:
+            raise MosicError(f"train_blocks={train_blocks}, but the backbone has {depth} blocks")
+        return tuple(range(depth - train_blocks, depth))
+    if rule == "official_names":
+        picked = tuple(i for i in range(depth) if any(s in f"blocks.{i}." for s in OFFICIAL_TRAIN_NAMES))
+        if not picked:
+            raise MosicError(f"model.train_blocks_rule=official_names trains blocks 10 and 11, but the backbone has "
+                             f"{depth} blocks: use train_blocks_rule=last")
+        return picked
+    raise MosicError(f"model.train_blocks_rule must be one of {', '.join(TRAIN_BLOCK_RULES)}, got {rule!r}")
 
 
 class MoSiCModel(nn.Module):
@@ -57,8 +79,8 @@ class MoSiCModel(nn.Module):
     the radial part before the optimiser sees it."""
 
     def __init__(self, backbone: nn.Module, num_prototypes: int = 100,
-                 head_hidden: Sequence[int] = (1024, 1024, 512), head_dim: int = 256, train_blocks: int = 2,
-                 prototype_grad: str = "raw"):
+                 head_hidden: Sequence[int] = (1024, 1024, 512), head_dim: int = 256,
+                 train_blocks: int | Sequence[int] = 2, prototype_grad: str = "raw", train_blocks_rule: str = "last"):
         super().__init__()
         if prototype_grad not in PROTOTYPE_GRADS:
             raise MosicError(f"prototype_grad must be one of {', '.join(PROTOTYPE_GRADS)}, got {prototype_grad!r}")
@@ -68,14 +90,17 @@ class MoSiCModel(nn.Module):
         self.head = Head(backbone.embed_dim, head_hidden, head_dim)
         self.prototypes = nn.Parameter(torch.randn(num_prototypes, head_dim))
         n = len(backbone.blocks)
-        if not 0 <= train_blocks <= n:
-            raise MosicError(f"train_blocks={train_blocks}, but the backbone has {n} blocks")
-        self.train_blocks = train_blocks
-        self.first_trainable = n - train_blocks
+        if isinstance(train_blocks, int):  # a count, picked by the rule; a sequence: the block indices
+            self.trainable = trainable_blocks(n, train_blocks, train_blocks_rule)
+        else:
+            self.trainable = tuple(sorted(set(int(i) for i in train_blocks)))
+            if any(not 0 <= i < n for i in self.trainable):
+                raise MosicError(f"train_blocks={list(train_blocks)}, but the backbone has blocks 0..{n - 1}")
+        self.first_trainable = self.trainable[0] if self.trainable else n
         for p in backbone.parameters():
             p.requires_grad_(False)
-        for blk in backbone.blocks[self.first_trainable:]:
-            for p in blk.parameters():
+        for i in self.trainable:
+            for p in backbone.blocks[i].parameters():
                 p.requires_grad_(True)
         # the final norm stays frozen, as in the published recipe
 

@@ -315,7 +315,7 @@ def setup(cfg: PipelineConfig, ts: TrainSettings, out: Path, resume: bool, ddp: 
 
     # -- model and optimiser ------------------------------------------------------------------
     student = MoSiCModel(backbone, m.num_prototypes, m.head_hidden, m.head_dim, m.train_blocks,
-                         prototype_grad=m.prototype_grad).to(device)
+                         prototype_grad=m.prototype_grad, train_blocks_rule=m.train_blocks_rule).to(device)
     student.normalize_prototypes()
     teacher = make_teacher(student)
     ema = TeacherEMA(student, teacher, ts.ema)

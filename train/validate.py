@@ -7,8 +7,10 @@ time the validation itself takes.
 
 - ``clustering``: K-means of the patch tokens (standardised, PCA 50; K = the classes, Hungarian
   matching), 20 iterations x 1 restart, one seed: :func:`mosic.evaluation.validation.clustering_miou`;
-- ``incontext``: a Hummingbird memory of ``memory_images`` training images (10,240 patches, one
-  augmented pass, k 30): :func:`mosic.evaluation.validation.incontext_miou`.
+- ``incontext``: a Hummingbird memory of ``memory_size`` patches (10,240; ``ytvos-official``:
+  102,400, as the official) from ``memory_images`` training images (None: as many as hold the
+  memory, 400 at 102,400 and 224 px), one augmented pass, k 30:
+  :func:`mosic.evaluation.validation.incontext_miou`.
 
 Evaluation is reached only through :mod:`mosic.evaluation.validation`, its interface for training.
 
@@ -64,7 +66,8 @@ class Validator:
                              "a held-out set, or --set validate.every=0 to train without validation") from None
         self.label = f"{kind}/{split}"
         self.val = validation.in_memory(val, vs.max_images) if main else None
-        self.train = validation.in_memory(train, vs.memory_images) if main and train is not None else None
+        self._train_set = train if main else None
+        self.train = None  # the memory's images, decoded at the first validation (their number needs the patch)
 
     def due(self, step: int, total: int) -> bool:
         e = self.vs.every
@@ -78,13 +81,17 @@ class Validator:
         t = time.perf_counter()
         row: dict[str, Any] = {"kind": "validation", "step": step, "epoch": epoch, "network": self.vs.network,
                                "data": self.label, "images": len(self.val)}
+        if self.train is None and self._train_set is not None:
+            n = self.vs.memory_images or validation.memory_images(self.vs.memory_size, self.img_size,
+                                                                  bb.patch_embed.patch_size[0])
+            self.train = validation.in_memory(self._train_set, n)
         try:
             with torch.autocast(self.device.type, enabled=False):
                 if "clustering" in self.vs.protocols:
                     row["val_clustering"] = validation.clustering_miou(bb, self.val, self.img_size, self.device)
                 if "incontext" in self.vs.protocols:
                     row["val_incontext"] = validation.incontext_miou(bb, self.train, self.val, self.img_size,
-                                                                     self.device)
+                                                                     self.device, self.vs.memory_size)
         finally:
             bb.train(was_training)
         row["val_seconds"] = time.perf_counter() - t

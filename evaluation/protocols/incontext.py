@@ -41,8 +41,10 @@ upsampled bilinearly, argmax.
 
 Scoring: ``val_resolution="input"`` (reference): val images and masks resized to img_size and
 scored there; ``"original"`` (mosic): predictions upsampled to each mask's own size.
-``matching="hungarian"`` (reference): predicted labels are assigned to ground-truth classes by the
-Hungarian algorithm on the overlap counts before the IoUs; ``"none"``: label c is class c.
+``matching="hungarian"`` (reference, ``eval_metrics.py``): predicted labels are assigned to
+ground-truth classes by the Hungarian algorithm on 1 - IoU before the IoUs;
+``"hungarian_overlap"`` (mosic's earlier rule): on the pixels in agreement, which can pick another
+assignment; ``"none"``: label c is class c.
 ``absent_classes="zero"`` (reference): a class neither present nor predicted scores 0 in the mean;
 ``"skip"``: it is left out. Ignore pixels are never scored. ``class_rows="reference"``: the mean
 divides by the reference's number of rows (ADE20K: 151, its ignored 'other' row scoring 0;

@@ -4,21 +4,29 @@ Video segmentation, per clip of F sorted frames (the data set picks them), as Ti
 evaluation runs it (``clustering.py``, ``my_utils.normalize_and_transform``; its replication
 script passes ``use_annotations=False``):
 
-1. frozen patch tokens of every frame resized to ``img_size`` (224 px by default), raw as the
-   backbone returns them (``normalize=True``: L2-normalised first, mosic's earlier variant);
+1. frozen patch tokens of every frame resized to ``img_size`` (224 px by default;
+   ``mode="dataset"``: ``dataset_img_size``, TimeTuning's 112 px, None: img_size), normalised with
+   ``std`` (TimeTuning's (0.228, 0.224, 0.225); None: the backbone's own), raw as the backbone
+   returns them (``normalize=True``: L2-normalised first, mosic's earlier variant);
 2. standardise each dimension and project onto the first ``pca_dim`` (50) principal components,
    fitted on the patches of a loader batch of ``pca_clips`` (16) consecutive clips
    (``pca_clips=1``: each clip on its own; ``mode="dataset"``: all clips);
 3. upsample the projected feature maps bilinearly to ``eval_size`` x ``eval_size`` pixels (the
-   input resolution by default) and resize the labels to it (nearest);
+   input resolution by default) in ``upsample_dtype`` (TimeTuning: float64) and resize the labels
+   to it (nearest);
 4. pixel-level K-means (faiss, 50 iterations, 5 restarts) with K = ``k`` (10) clusters, or, with
    ``k=None``, the number of ground-truth labels present (ignore pixels excepted) in the unit that
    is clustered: each frame (``mode="frame"``, F-clustering), each clip (``"clip"``) or the whole
    data set (``"dataset"``);
 5. Hungarian matching of clusters to labels on 1 - IoU; clusters left unmatched become background
    (label 0); IoU of every label present in the unit, background included, averaged;
-6. the figure is the mean of that mIoU over frames (``frame``), over clips (``clip``), or the single
-   data-set value (``dataset``); ignore pixels (255) are not scored.
+6. the figure: ``aggregate="batch"`` (TimeTuning): the mean over loader batches (``pca_clips``
+   clips) of each batch's mean mIoU over its frames (``frame``) or clips (``clip``); ``"all"``
+   (mosic's earlier rule): the mean over all frames or clips; the single data-set value
+   (``dataset``); ignore pixels (255) are not scored.
+
+TimeTuning's dataset-wise mode also multiplies its uint8 masks by 255 (``annotations *= 255``),
+which turns label 1 into 255, its ignore label: a bug, left out here (docs/recipes.md).
 
 Figures are percentages.
 """
@@ -63,12 +71,18 @@ def standardise_pca(x: torch.Tensor | np.ndarray, dim: int = 50) -> torch.Tensor
     return (x @ comps).float()
 
 
-def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Feature maps [B, h, w, D] -> bilinear (align_corners=False) [B, H, W, D]."""
+UPSAMPLE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+AGGREGATES = ("batch", "all")
+
+
+def upsample(maps: torch.Tensor, size: int | tuple[int, int], dtype: str = "float32") -> torch.Tensor:
+    """Feature maps [B, h, w, D] -> bilinear (align_corners=False) [B, H, W, D], computed in
+    ``dtype`` (one of :data:`UPSAMPLE_DTYPES`)."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     if tuple(maps.shape[1:3]) == size:
         return maps
-    x = F.interpolate(maps.permute(0, 3, 1, 2).float(), size=size, mode="bilinear", align_corners=False)
+    x = F.interpolate(maps.permute(0, 3, 1, 2).to(UPSAMPLE_DTYPES[dtype]), size=size, mode="bilinear",
+                      align_corners=False)
     return x.permute(0, 2, 3, 1).contiguous()
 
 
@@ -138,12 +152,12 @@ def cluster_clip(features: torch.Tensor, labels: np.ndarray, mode: str = "frame"
 
 def cluster_projected(x: torch.Tensor, labels: np.ndarray, mode: str = "frame", eval_size: int = 224,
                       niter: int = 50, nredo: int = 5, seed: int = 0, k: int | None = None,
-                      ignore_index: int = IGNORE) -> tuple[np.ndarray, list[float], np.ndarray]:
+                      ignore_index: int = IGNORE, upsample_dtype: str = "float32") -> tuple[np.ndarray, list[float], np.ndarray]:
     """:func:`cluster_clip` on features already standardised and projected [F, h, w, d]."""
     if mode not in ("frame", "clip"):
         raise MosicError(f"cluster_clip: mode must be 'frame' or 'clip', got {mode!r}")
     Fn = x.shape[0]
-    up = upsample(x, eval_size)  # [F, S, S, d]
+    up = upsample(x, eval_size, upsample_dtype)  # [F, S, S, d]
     gt = resize_labels_floor(labels, eval_size)
     clusters = np.zeros(gt.shape, np.int64)
     matched = np.full(gt.shape, ignore_index, np.int64)
@@ -179,7 +193,12 @@ def project_batch(features: Sequence[torch.Tensor], pca_dim: int = 50) -> list[t
 # the protocol
 # ------------------------------------------------------------------------------------------------
 def _check(mode: str, img_size: int, eval_size: int | None, pca_dim: int, niter: int, nredo: int,
-           k: int | None = None, pca_clips: int = 1) -> None:
+           k: int | None = None, pca_clips: int = 1, aggregate: str = "all", upsample_dtype: str = "float32") -> None:
+    if aggregate not in AGGREGATES:
+        raise MosicError(f"video segmentation: aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
+    if upsample_dtype not in UPSAMPLE_DTYPES:
+        raise MosicError(f"video segmentation: upsample_dtype must be one of {', '.join(UPSAMPLE_DTYPES)}, "
+                         f"got {upsample_dtype!r}")
     if mode not in MODES:
         raise MosicError(f"video segmentation: mode must be one of {', '.join(MODES)}, got {mode!r}")
     if img_size < 14:
@@ -214,52 +233,67 @@ def video_segmentation(backbone: torch.nn.Module, ds, mode: str = _P.mode, img_s
                        nredo: int = _P.nredo, seed: int = _P.seed, batch: int = _P.batch,
                        device: str | torch.device = "cpu", max_clips: int | None = _P.max_clips,
                        ignore_index: int = _P.ignore_index, progress: bool = False, k: int | None = _P.k,
-                       pca_clips: int = _P.pca_clips, normalize: bool = _P.normalize) -> dict:
+                       pca_clips: int = _P.pca_clips, normalize: bool = _P.normalize,
+                       dataset_img_size: int | None = _P.dataset_img_size, aggregate: str = _P.aggregate,
+                       upsample_dtype: str = _P.upsample_dtype,
+                       std: Sequence[float] | None = _P.std) -> dict:
     """Unsupervised video semantic segmentation of a ``VideoSegDataset`` (see the module doc).
-    Defaults: TimeTuning's (raw tokens, PCA per batch of 16 clips, K = 10); mosic's earlier
-    variant: ``normalize=True, pca_clips=1, k=None``.
+    Defaults: TimeTuning's (raw tokens, PCA per batch of 16 clips, K = 10, the mean of per-batch
+    means, float64 upsampling, std 0.228, the dataset-wise mode at 112 px); mosic's earlier
+    variant: ``normalize=True, pca_clips=1, k=None, aggregate="all", upsample_dtype="float32",
+    std=None, dataset_img_size=None``.
 
     Returns {"miou": percent, "mode", "units": frames/clips/1 scored, "clips", "per_clip":
     {video_id: percent}} (``per_clip`` is empty for ``dataset``)."""
-    _check(mode, img_size, eval_size, pca_dim, niter, nredo, k, pca_clips)
-    eval_size = eval_size or img_size
+    _check(mode, img_size, eval_size, pca_dim, niter, nredo, k, pca_clips, aggregate, upsample_dtype)
+    std = tuple(std) if std is not None else None
     idx = list(_clips(ds, max_clips))
     if mode == "dataset":
-        return _dataset_wise(backbone, ds, idx, img_size, eval_size, pca_dim, niter, nredo, seed, batch, device,
-                             ignore_index, progress, k, normalize)
+        size = dataset_img_size or img_size
+        return _dataset_wise(backbone, ds, idx, size, eval_size or size, pca_dim, niter, nredo, seed, batch, device,
+                             ignore_index, progress, k, normalize, upsample_dtype, std)
+    eval_size = eval_size or img_size
     scores: list[float] = []
+    batch_means: list[float] = []
     per_clip: dict[str, float] = {}
     bar = _bar(None, len(idx), f"video {mode}-clustering", progress) if progress else None
     for start in range(0, len(idx), pca_clips):
         samples = [ds[i] for i in idx[start:start + pca_clips]]
-        feats = [patch_features(backbone, s.frames, img_size, batch=batch, device=device, normalize=normalize)
+        feats = [patch_features(backbone, s.frames, img_size, batch=batch, device=device, normalize=normalize, std=std)
                  for s in samples]
+        in_batch: list[float] = []
         for s, x in zip(samples, project_batch(feats, pca_dim)):
-            _, sc, _ = cluster_projected(x, s.labels, mode, eval_size, niter, nredo, seed, k, ignore_index)
+            _, sc, _ = cluster_projected(x, s.labels, mode, eval_size, niter, nredo, seed, k, ignore_index,
+                                         upsample_dtype)
+            in_batch += sc  # its frames (frame) or the clip (clip)
             scores += sc
             if sc:
                 per_clip[str(s.video_id)] = 100 * float(np.mean(sc))
             if bar is not None:
                 bar.update(1)
+        if in_batch:
+            batch_means.append(float(np.mean(in_batch)))
     if bar is not None:
         bar.close()
     if not scores:
         raise MosicError("video segmentation: no clip has a scored (non-ignored) pixel")
-    return {"miou": 100 * float(np.mean(scores)), "mode": mode, "units": len(scores), "clips": len(idx),
+    miou = np.mean(batch_means) if aggregate == "batch" else np.mean(scores)
+    return {"miou": 100 * float(miou), "mode": mode, "units": len(scores), "clips": len(idx),
             "per_clip": per_clip}
 
 
 def _dataset_wise(backbone, ds, idx, img_size, eval_size, pca_dim, niter, nredo, seed, batch, device, ignore_index,
-                  progress, k=None, normalize=False) -> dict:
+                  progress, k=None, normalize=False, upsample_dtype="float32", std=None) -> dict:
     """All clips' pixels clustered together (memory: clips x F x eval_size^2 x pca_dim floats)."""
     feats, labels = [], []
     for i in _bar(idx, len(idx), "video dataset-clustering", progress):
         s = ds[i]
-        feats.append(patch_features(backbone, s.frames, img_size, batch=batch, device=device, normalize=normalize))
+        feats.append(patch_features(backbone, s.frames, img_size, batch=batch, device=device, normalize=normalize,
+                                    std=std))
         labels.append(resize_labels_floor(s.labels, eval_size))
     f = torch.cat(feats)
     N, h, w, D = f.shape
-    x = upsample(standardise_pca(f.reshape(-1, D), pca_dim).view(N, h, w, -1), eval_size)
+    x = upsample(standardise_pca(f.reshape(-1, D), pca_dim).view(N, h, w, -1), eval_size, upsample_dtype)
     gt = np.concatenate(labels)
     kk = k or max(1, len(present_labels(gt, ignore_index)))
     pred = cluster_pixels(x.reshape(-1, x.shape[-1]), kk, seed=seed, niter=niter, nredo=nredo).reshape(gt.shape)

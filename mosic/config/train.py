@@ -25,7 +25,10 @@ class ModelSettings(BaseModel):
     weights: str | None = Field(None, description="local weights: timm state dict or official DINOv3 / DINOv2 / DINO / EVA-02 / EVA-CLIP checkpoint")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model arguments")
     img_size: int = Field(224, ge=14)
-    train_blocks: int = Field(2, ge=0, description="train the last N blocks")
+    train_blocks: int = Field(2, ge=0, description="train the last N blocks (train_blocks_rule: last)")
+    train_blocks_rule: Literal["last", "official_names"] = Field(
+        "last", description="last: the last train_blocks blocks; official_names: the blocks whose parameter names "
+        "contain blocks.10 / blocks.11 (the official rule: blocks 10-11 of ViT-L's 24)")
     head_hidden: tuple[int, ...] = (1024, 1024, 512)
     head_dim: int = 256
     num_prototypes: int = Field(100, ge=2)
@@ -82,7 +85,10 @@ class ValidateSettings(BaseModel):
     split: str | None = Field(None, description="scored split; None: val (voc), validation (ade20k), valid (synthetic)")
     train_split: str | None = Field(None, description="in-context memory split; None: trainaug, training, train")
     max_images: int | None = Field(100, ge=1, description="validation images (a fixed draw); None: all")
-    memory_images: int | None = Field(100, ge=1, description="in-context memory images (a fixed draw)")
+    memory_size: int = Field(10_240, ge=1, description="in-context memory patches (the official validation: 102,400)")
+    memory_images: int | None = Field(None, ge=1, description="in-context memory images (a fixed draw); None: "
+                                      "enough to hold memory_size (memory_size / patches per image: 40 at 10,240 "
+                                      "and 224 px at patch 14, 400 at 102,400)")
     network: Literal["teacher", "student"] = Field("teacher", description="the backbone scored")
 
 
