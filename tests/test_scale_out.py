@@ -143,3 +143,54 @@ def test_a_preempted_slurm_training_job_requeues_itself_and_resumes_to_the_unint
         diff = max_weight_difference(a[key], b[key])
         print(f"max abs difference of the {key}'s weights, preempted and requeued vs uninterrupted: {diff:.3g}")
         assert diff == 0
+
+
+def test_precompute_shards_as_a_slurm_job_array_fill_the_store_of_one_process(tmp_path):
+    """mosic-precompute --slurm --shards 2 (submitit's local executor): two array tasks, --shard 0/2 and 1/2,
+    fill one store equal to a one-process run; their output is in STORES/slurm/; a re-run continues (here:
+    nothing is left to write)."""
+    import numpy as np
+
+    from mosic.data.synthetic import generate
+    from mosic.store_schema import StoreReader
+
+    root = tmp_path / "synthetic"
+    generate(root, videos=3, seed=2, num_frames=16, width=64, height=48)
+    base = [sys.executable, "-m", "mosic.precompute.cli", "--root", str(root), "--grid", "4", "-T", "4", "--step", "2",
+            "--clips-per-video", "2", "--clips-per-chunk", "2", "--device", "cpu", "--no-progress"]
+    subprocess.run([*base, "--store", str(tmp_path / "one.zarr")], check=True, capture_output=True, timeout=300)
+    stores = tmp_path / "stores"
+    array = [*base, "--stores", str(stores), "--slurm", "--shards", "2", "--set", "slurm.cluster=local"]
+    r = subprocess.run(array, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "submitted 2 shard(s)" in r.stdout and "complete: True" in r.stdout
+    logs = sorted((stores / "slurm").rglob("*_log.out"))
+    assert len(logs) == 2 and all("Job completed successfully" in p.read_text() for p in logs)
+    a = StoreReader(tmp_path / "one.zarr")
+    b = StoreReader(next(stores.glob("*.zarr")))
+    assert b.meta.complete and a.clips == b.clips and list(a.done) == list(b.done)
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a[i].tracks, b[i].tracks)
+    again = subprocess.run(array, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "complete: True" in again.stdout, again.stderr[-3000:]
+
+
+def test_slurm_options_say_what_to_do_in_one_line(tmp_path):
+    """Without submitit, --slurm names the extra to install; --slurm with --shard is refused (the array
+    splits the store itself); a second --slurm run into a run folder needs --resume."""
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "submitit.py").write_text("raise ImportError('not installed')\n")
+    env = dict(ENV, PYTHONPATH=str(block))
+    r = subprocess.run([sys.executable, "-m", "mosic.train.cli", "--slurm", "--out", str(tmp_path / "run")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "pip install 'mosic[slurm]'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "mosic.precompute.cli", "--slurm", "--shard", "0/2",
+                        "--stores", str(tmp_path / "stores")], env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "give --shards N instead of --shard" in r.stderr and "Traceback" not in r.stderr
+    run = tmp_path / "held"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints/latest.pt").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-m", "mosic.train.cli", "--slurm", "--out", str(run), "--set",
+                        "slurm.cluster=local"], env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "pass --resume to continue it" in r.stderr and "Traceback" not in r.stderr
