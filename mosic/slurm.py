@@ -9,7 +9,6 @@ submission and requeues the job, which then continues from what was saved."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,6 @@ def export_job_environment() -> None:
     from submitit.helpers import TorchDistributedEnvironment
 
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-    os.environ.setdefault("LOCAL_WORLD_SIZE", "1")
 
 
 def job_ids(jobs: list) -> str:

@@ -194,3 +194,16 @@ def test_slurm_options_say_what_to_do_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "mosic.train.cli", "--slurm", "--out", str(run), "--set",
                         "slurm.cluster=local"], env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "pass --resume to continue it" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_each_process_takes_the_gpu_of_its_local_rank_and_more_processes_than_gpus_are_refused():
+    """On every node LOCAL_RANK (not the global RANK) picks the GPU: the second node's first process
+    (RANK 8 of 16) takes GPU 0; a LOCAL_RANK past the node's GPUs is one line naming the fix."""
+    from mosic import MosicError
+    from mosic.train.distributed import local_rank
+
+    assert local_rank({"RANK": "8", "LOCAL_RANK": "0", "WORLD_SIZE": "16"}, gpus=8) == 0
+    assert local_rank({"RANK": "15", "LOCAL_RANK": "7", "WORLD_SIZE": "16"}, gpus=8) == 7
+    assert local_rank({"RANK": "1", "WORLD_SIZE": "2"}, gpus=0) == 0  # one process per node on CPUs
+    with pytest.raises(MosicError, match="start at most 2 processes per node"):
+        local_rank({"RANK": "3", "LOCAL_RANK": "2", "WORLD_SIZE": "4"}, gpus=2)
