@@ -152,7 +152,7 @@ def lines_when_piped(stream=None) -> bool:
 # the options every command that reads a pipeline shares
 # ------------------------------------------------------------------------------------------------
 #: the top-level keys of a pipeline in pipelines.yaml
-PIPELINE_SECTIONS = ("dataset", "clips", "tracker", "store", "stores", "train")
+PIPELINE_SECTIONS = ("dataset", "clips", "tracker", "store", "stores", "slurm", "train")
 
 SET_HELP = ("KEY=VALUE (repeatable): any setting by its dotted key in pipelines.yaml, e.g. tracker.name=oracle, "
             "clips.length=8, train.model.kwargs.depth=2 (train. may be left out); VALUE is read as YAML")
@@ -165,7 +165,7 @@ PIPELINE_HELP = "pipeline name in pipelines.yaml"
 def parse_pipeline_sets(sets: list[str]) -> dict:
     """``--set KEY=VALUE`` arguments -> dotted overrides for ``load_pipeline``, each checked strictly
     against the settings it names: pipeline fields (``dataset.``, ``clips.``, ``tracker.``, ``store.``,
-    ``stores``) against ``PipelineConfig``, ``train.`` fields against ``TrainSettings``. A key that
+    ``stores``, ``slurm.``) against ``PipelineConfig``, ``train.`` fields against ``TrainSettings``. A key that
     starts with none of the sections is a train setting (``loss.temperature=0.2`` is
     ``train.loss.temperature=0.2``)."""
     out: dict = {}

@@ -64,6 +64,14 @@ def run(
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
     print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
     list_pipelines: bool = typer.Option(False, "--list-pipelines", "--list", help=LIST_HELP),
+    slurm: bool = typer.Option(
+        False, "--slurm", help="submit the store's shards as one Slurm job array through submitit (pip install "
+        "'mosic[slurm]'), task i running --shard i/N of --shards N; a preempted shard requeues and continues. "
+        "Job output: STORES/slurm/. --set slurm.cluster=local runs the same tasks here and waits for them"),
+    shards: int = typer.Option(1, help="--slurm: array tasks (shards) to split the store over"),
+    partition: Optional[str] = typer.Option(None, help="--slurm: Slurm partition (slurm.partition)"),
+    account: Optional[str] = typer.Option(None, help="--slurm: Slurm account (slurm.account)"),
+    time_min: Optional[int] = typer.Option(None, "--time", help="--slurm: time limit per shard in minutes (slurm.time_min)"),
 ) -> None:
     from mosic.precompute.runner import Interrupted, precompute
 
@@ -91,6 +99,9 @@ def run(
             "clips.track_size": parse_size(track_size) if track_size else None,
             "stores": stores or None,
             "store.clips_per_chunk": clips_per_chunk,
+            "slurm.partition": partition,
+            "slurm.account": account,
+            "slurm.time_min": time_min,
             **parse_pipeline_sets(set_),
         },
     )
@@ -99,6 +110,9 @@ def run(
         cfg = cfg.model_copy(update={"clips": cfg.clips.model_copy(update={"stride": None})})
     if print_config:
         typer.echo(resolved_config(cfg, config))
+        return
+    if slurm:
+        _submit(cfg, shards, shard, store, retry_failed)
         return
     try:
         res = precompute(cfg, store=store, retry_failed=retry_failed, progress=progress, shard=_parse_shard(shard))
@@ -120,6 +134,21 @@ def run(
             where = f"clip {f.clip} " if f.clip is not None else ""
             typer.echo(f"  {f.video_id}: {where}{f.reason}", err=True)
         raise typer.Exit(1)
+
+
+def _submit(cfg, shards: int, shard: str | None, store: str | None, retry_failed: bool) -> None:
+    from mosic.slurm import import_submitit, job_ids
+
+    if shard:
+        raise MosicError("--slurm splits the store itself: give --shards N instead of --shard")
+    import_submitit()  # one line when missing, before the module that needs it is imported
+    from mosic.precompute.slurm import jobs_folder, submit_shards
+
+    jobs = submit_shards(cfg, shards, store=store, retry_failed=retry_failed)
+    typer.echo(f"submitted {len(jobs)} shard(s) as job {job_ids(jobs)}; output: {jobs_folder(cfg)}")
+    if cfg.slurm.cluster == "local":  # the local executor's processes end with this command: wait for them
+        results = [j.result() for j in jobs]
+        typer.echo(f"store: {results[0].store}; complete: {any(r.complete for r in results)}")
 
 
 def _parse_shard(text: str | None) -> tuple[int, int]:

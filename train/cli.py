@@ -2,6 +2,7 @@
 
 Single process: ``mosic-train --pipeline synthetic``.
 DDP: ``torchrun --nproc_per_node 8 -m mosic.train --pipeline ytvos`` (NCCL on GPUs, gloo on CPU).
+Slurm: ``mosic-train --pipeline ytvos --slurm --nodes 2 --gpus-per-node 8`` (one job through submitit).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from mosic.config import describe_pipelines, load_pipeline
 from mosic.devices import DEVICE_HELP, resolve_device
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+SLURM_HELP = ("submit the run as one Slurm job through submitit (pip install 'mosic[slurm]'): nodes x GPUs per "
+              "node processes; on preemption or at its time limit the job checkpoints, requeues and resumes. "
+              "Job output: RUN/slurm/. --set slurm.cluster=local runs the same job here and waits for it")
 
 
 def _parse_sets(sets: list[str]) -> dict:
@@ -69,6 +75,14 @@ def run(
     progress: bool = typer.Option(True, help="show a progress bar"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     list_pipelines: bool = typer.Option(False, "--list-pipelines", "--list", help=LIST_HELP),
+    slurm: bool = typer.Option(False, "--slurm", help=SLURM_HELP),
+    nodes: Optional[int] = typer.Option(None, help="--slurm: nodes of the job (slurm.nodes)"),
+    gpus_per_node: Optional[int] = typer.Option(
+        None, help="--slurm: GPUs per node, one process each (slurm.gpus_per_node)"),
+    partition: Optional[str] = typer.Option(None, help="--slurm: Slurm partition (slurm.partition)"),
+    account: Optional[str] = typer.Option(None, help="--slurm: Slurm account (slurm.account)"),
+    time_min: Optional[int] = typer.Option(
+        None, "--time", help="--slurm: time limit in minutes; at it the job checkpoints and requeues (slurm.time_min)"),
 ) -> None:
     from mosic.train.train import train
 
@@ -97,6 +111,11 @@ def run(
         "train.device": device,
         "train.precision": precision,
         "train.seed": seed,
+        "slurm.nodes": nodes,
+        "slurm.gpus_per_node": gpus_per_node,
+        "slurm.partition": partition,
+        "slurm.account": account,
+        "slurm.time_min": time_min,
         **_parse_sets(set_),
     }
     cfg = load_pipeline(pipeline, config, over)
@@ -109,10 +128,27 @@ def run(
 
     check_weights_file(ts.model.weights)  # before any data is read: the file itself (architecture: at loading)
     run_dir = out or Path(ts.out) / pipeline
+    if slurm:
+        _submit(cfg, ts, run_dir, resume)
+        return
     res = train(cfg, ts, run_dir, resume=resume, progress=progress)
     if res.get("backbone"):
         typer.echo(f"trained {res['steps']} steps on {res['store']}; final loss {res.get('loss', float('nan')):.4f}")
         typer.echo(f"run folder: {run_dir}  (log.jsonl, checkpoints/, backbone.pth)")
+
+
+def _submit(cfg, ts, run_dir: Path, resume: bool) -> None:
+    from mosic.slurm import import_submitit
+
+    import_submitit()  # one line when missing, before the module that needs it is imported
+    from mosic.train.slurm import submit_training
+
+    job = submit_training(cfg, ts, run_dir, resume=resume)
+    typer.echo(f"submitted training job {job.job_id} ({cfg.slurm.nodes} node(s) x {max(1, cfg.slurm.gpus_per_node)} "
+               f"process(es)); output: {job.paths.stdout.parent}")
+    if cfg.slurm.cluster == "local":  # the local executor's processes end with this command: wait for them
+        res = job.results()[0]  # one per process; rank 0's holds the exported backbone
+        typer.echo(f"trained {res['steps']} steps on {res['store']}; run folder: {run_dir}")
 
 
 def main() -> None:

@@ -1,5 +1,9 @@
-"""The process group of a training run: one process, or every process torchrun launched, and the
-global batch split over them."""
+"""The process group of a training run: one process, or every process torchrun launched (on one node
+or several) or a Slurm job started (:mod:`mosic.train.slurm`, which sets the same variables), and the
+global batch split over them.
+
+Every process reads its place from torchrun's variables: ``RANK`` (0 .. ``WORLD_SIZE`` - 1 over all
+nodes) orders the processes, ``LOCAL_RANK`` (0 .. processes on this node - 1) picks this node's GPU."""
 
 from __future__ import annotations
 
@@ -31,12 +35,22 @@ def launched_by_torchrun(env=os.environ) -> bool:
     return all(k in env for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
 
 
+def local_rank(env=os.environ, gpus: int = 0) -> int:
+    """This process's index on its node (``LOCAL_RANK``, 0 when absent, as for one process per node),
+    checked against the node's ``gpus`` when the run uses them."""
+    local = int(env.get("LOCAL_RANK", 0))
+    if gpus and local >= gpus:
+        raise MosicError(f"LOCAL_RANK is {local} but this node shows {gpus} GPU(s): start at most {gpus} "
+                         "processes per node (torchrun --nproc_per_node, slurm.gpus_per_node)")
+    return local
+
+
 def setup_distributed(device_pref: str) -> tuple[Dist, torch.device]:
     """A process group whenever torchrun launched the process, one process included (so that
     ``torchrun --nproc_per_node 1`` runs the same NCCL, DDP and all-reduce paths as K processes)."""
     if launched_by_torchrun():
         cuda = torch.cuda.is_available() and device_pref != "cpu"
-        local = int(os.environ.get("LOCAL_RANK", 0))
+        local = local_rank(os.environ, torch.cuda.device_count() if cuda else 0)
         if cuda:
             torch.cuda.set_device(local)
             dist.init_process_group(backend="nccl", device_id=torch.device("cuda", local))

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mosic import MosicError
 from mosic.config.strict import load_yaml, validation_line
+from mosic.config.slurm import SlurmSettings
 from mosic.config.train import TrainSettings
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -89,6 +90,7 @@ class PipelineConfig(BaseModel):
     tracker: TrackerSettings = TrackerSettings()
     store: StoreLayout = StoreLayout()
     train: TrainSettings = Field(TrainSettings(), description="training settings (mosic.config.train)")
+    slurm: SlurmSettings = Field(SlurmSettings(), description="Slurm jobs of --slurm (mosic.config.slurm)")
 
 
 def packaged_pipelines_file() -> Path:
