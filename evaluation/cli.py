@@ -131,7 +131,8 @@ def run(
                                "(small inputs, few epochs); same as --preset quick"),
     preset: str = typer.Option("paper", "--preset", help="paper (the reference implementations' settings) | quick"),
     name: Optional[str] = typer.Option(None, "--name", help="row name (default: model + weights)"),
-    out: Path = typer.Option(Path("results"), "--out", help="results table: writes OUT.json and OUT.md"),
+    out: Path = typer.Option(Path("results"), "--out", help="results table: writes OUT.json and OUT.md (under a lock "
+                             "on OUT, so concurrent runs keep every figure; an OUT.md mosic did not write is refused)"),
     merge: bool = typer.Option(False, "--merge", hidden=True, help="kept for old scripts: adding to the row is the default"),
     replace: bool = typer.Option(False, "--replace", help="drop the row's earlier figures instead of adding to them "
                                  "(other rows of the table stay)"),

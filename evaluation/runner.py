@@ -112,7 +112,7 @@ def weights_label(weights: Path | None, pretrained: bool, random: bool) -> str:
     """Where the weights came from; a weights file by its resolved path, so one file is one row
     however its path was typed."""
     if weights is not None:
-        return str(Path(weights).resolve())
+        return str(Path(weights).resolve() if Path(weights).exists() else weights)
     return "random" if random else "pretrained"
 
 
