@@ -27,12 +27,15 @@ from typing import List, Optional
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import friendly_errors, lines_when_piped, parse_model_kwargs, setup_logging
+from mosic.cli_common import friendly_errors, lines_when_piped, setup_logging
 from mosic.devices import DEVICE_HELP, resolve_device
 from mosic.evaluation import runner
-from mosic.evaluation.options import (RunBackbone, backbone_from_run, heldout_fraction, model_kwargs_with_sets,
-                                      parse_fractions, parse_protocols, parse_sets, split_list)
-from mosic.evaluation.results import cluster_visualisation, load_or_empty, markdown_table, save_results
+from mosic.evaluation.options import (backbone_from_run, check_model_kwargs, heldout_fraction,
+                                      model_kwargs_with_sets, parse_fractions, parse_protocols, parse_sets, split_list)
+from mosic.evaluation.pictures import cluster_visualisation
+from mosic.evaluation.results import load_or_empty, markdown_table, row_for_preset
+from mosic.evaluation.results_file import check_results_place
+from mosic.files import check_output_place
 from mosic.evaluation.settings import PRESETS, PROTOCOLS, VIDEO_MODES, resolve, settings_yaml
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
@@ -45,6 +48,20 @@ def _log(msg: str) -> None:
 
 def _warn(msg: str) -> None:
     typer.secho(msg, err=True, fg=typer.colors.RED)
+
+
+def js_md(out: Path) -> tuple[Path, Path]:
+    from mosic.evaluation.results_file import results_paths
+
+    return results_paths(out)
+
+
+def stopped_line(signame: str, state: runner.RunState, protocols: list[str], out: Path) -> str:
+    """What a stopped run kept and how to go on."""
+    done = ", ".join(state.figures) or "none"
+    left = [p for p in protocols if p not in state.finished]
+    return (f"stopped by {signame} during {state.current}: the figures that finished are in {out} ({done}); "
+            f"to go on, run the same command with --protocols {','.join(left)}")
 
 
 def preset_name(preset: str, quick: bool) -> str:
@@ -114,7 +131,8 @@ def run(
                                "(small inputs, few epochs); same as --preset quick"),
     preset: str = typer.Option("paper", "--preset", help="paper (the reference implementations' settings) | quick"),
     name: Optional[str] = typer.Option(None, "--name", help="row name (default: model + weights)"),
-    out: Path = typer.Option(Path("results"), "--out", help="results table: writes OUT.json and OUT.md"),
+    out: Path = typer.Option(Path("results"), "--out", help="results table: writes OUT.json and OUT.md (under a lock "
+                             "on OUT, so concurrent runs keep every figure; an OUT.md mosic did not write is refused)"),
     merge: bool = typer.Option(False, "--merge", hidden=True, help="kept for old scripts: adding to the row is the default"),
     replace: bool = typer.Option(False, "--replace", help="drop the row's earlier figures instead of adding to them "
                                  "(other rows of the table stay)"),
@@ -142,7 +160,9 @@ def run(
     preset = preset_name(preset, quick)
     protos = parse_protocols(protocols)
     user = parse_sets(sets)
-    mkw = model_kwargs_with_sets(bb.kwargs, user.pop("model", {}))
+    model_sets = user.pop("model", {})
+    mkw = model_kwargs_with_sets(bb.kwargs, model_sets)
+    check_model_kwargs(model, mkw, model_sets, model_kwargs)
     fracs = parse_fractions(fractions) if "incontext" in protos else []
     modes = split_list(video_modes)
     for m in modes:
@@ -174,13 +194,19 @@ def run(
         note = heldout_note(heldout, source)
     for p in protos:  # fail before any work if a protocol module is missing
         runner.protocol_function(p)
+    table = check_results_place(out)  # writable, and no file there that mosic did not write
+
 
     device = str(resolve_device(device))
     from mosic.backbones import preflight  # torch: not for --help
 
     preflight(model, weights, not random_init and weights is None, mkw)
     wlabel = runner.weights_label(weights, pretrained, random_init)
-    row_name = name or f"{model} ({wlabel})"
+    asked = name or f"{model} ({wlabel})"
+    row_name = row_for_preset(table, asked, preset, replace)
+    if row_name != asked:
+        typer.echo(f"row {asked!r} holds figures of preset {next(r for r in table if r['name'] == asked)['preset']}; "
+                   f"this {preset} run writes row {row_name!r} (--replace: write row {asked!r} afresh)", err=True)
     nets = runner.Backbones(model, weights, not random_init and weights is None, mkw, img_size, device)
     data = runner.open_data(protos, dataset, root, train_split, val_split, video_dataset, video_root, video_split,
                             video_frames, seed, heldout)
@@ -193,21 +219,23 @@ def run(
         fraction_draws=fraction_seeds or (1 if preset == "quick" else 5), ks=ks, video_modes=modes,
         video_frames=video_frames, heldout=heldout, syn_root=syn_root, syn_split=syn_split, out=out,
         row_name=row_name, model=model, weights_label=wlabel, provenance=provenance, replace=replace,
-        table=load_or_empty(out), log=_log, warn=_warn)
+        table=table, log=_log, warn=_warn)
+    runner.check_run(ctx)
     state = runner.RunState()
-    try:
-        runner.run_protocols(ctx, state)
-    except KeyboardInterrupt:
-        done = ", ".join(state.figures) or "none"
-        typer.secho(f"interrupted during {state.current}: the figures of the protocols that finished are in {out} "
-                    f"({done})", err=True, fg=typer.colors.YELLOW)
-        raise typer.Exit(130) from None
+    from mosic.stopping import stop_signals
+
+    with stop_signals() as stop:  # Ctrl-C and SIGTERM (a scheduler's stop) alike
+        try:
+            runner.run_protocols(ctx, state)
+        except KeyboardInterrupt:
+            typer.secho(stopped_line(stop.signame or "SIGINT", state, protos, out), err=True, fg=typer.colors.YELLOW)
+            raise typer.Exit(stop.exit_code) from None
 
     rows = load_or_empty(out)
+    js, md = js_md(out)
     typer.echo(markdown_table([r for r in rows if r["name"] == row_name]))
     if note:
         typer.echo(note)
-    js, md = save_results(rows, out)
     hub = run_dir / "hub" if run_dir is not None else None
     if hub is not None and (hub / "README.md").is_file():  # the run's model card shows its results
         from mosic.backbones import add_results_to_card  # torch: not for --help
@@ -216,6 +244,11 @@ def run(
         typer.echo(f"added the results to the model card {hub / 'README.md'}")
     if state.replaced:
         typer.echo(f"replaced {len(state.replaced)} earlier figure(s) of row {row_name!r}: {', '.join(state.replaced)}")
+    if state.superseded:
+        typer.echo(f"{len(state.superseded)} of them were computed with other settings ("
+                   + "; ".join(f"{s['figure']}: {', '.join(s['differences'] or ['not recorded'])[:200]}"
+                               for s in state.superseded)
+                   + f"): their earlier values are kept in {js} under the row's 'superseded'")
     kept = [k for r in rows if r["name"] == row_name for k in r.get("figures", {}) if k not in state.figures]
     if kept:
         typer.echo(f"kept {len(kept)} figure(s) of row {row_name!r} that this run did not compute "
@@ -246,6 +279,9 @@ def compare_cmd(
 ) -> None:
     from mosic.evaluation.results import compare, plot_gains
 
+    for place, what in ((out, "--out"), (plot, "--plot")):
+        if place is not None:
+            check_output_place(place, what)
     text = compare(a, b, a_row, b_row, allow_mismatch=allow_mismatch)
     typer.echo(text)
     if out is not None:
@@ -260,7 +296,10 @@ def compare_cmd(
                           "the labels so a class keeps its colour (--raw: cluster ids as found).")
 @friendly_errors
 def show(
-    model: str = typer.Option(..., "--model", help="timm model name"),
+    model: Optional[str] = typer.Option(None, "--model", help="timm model name (default with --run or a run's "
+                                        "backbone.pth: the run's model)"),
+    run_dir: Optional[Path] = typer.Option(None, "--run", help="a mosic-train run folder: its backbone.pth with the "
+                                           "model name and arguments of its config.json, as on run"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="backbone weights file"),
     pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (default without --weights/--no-pretrained)"),
     random_init: bool = typer.Option(False, "--no-pretrained", help="a random initialisation"),
@@ -288,27 +327,31 @@ def show(
     from mosic.evaluation.protocols.video import show_clusters
 
     random_init = random_init or random_alias
-    if sum([weights is not None, pretrained, random_init]) > 1:
-        raise MosicError("give only one of --weights PATH, --pretrained, --random")
+    if sum([weights is not None or run_dir is not None, pretrained, random_init]) > 1:
+        raise MosicError("give only one of --weights PATH (or --run DIR), --pretrained, --no-pretrained")
     if video_dataset not in VIDEO_KINDS:
         raise MosicError(f"--video-dataset must be one of {', '.join(VIDEO_KINDS)}, got {video_dataset!r}")
     if out.suffix.lower() not in (".gif", ".png"):
         raise MosicError(f"--out must end in .gif or .png, got {out}")
+    check_output_place(out, "--out")
+    bb = backbone_from_run(model, weights, run_dir, model_kwargs)
+    if bb.note:
+        typer.echo(bb.note, err=True)
+    model, weights = bb.model, bb.weights
+    check_model_kwargs(model, bb.kwargs, {}, model_kwargs)
     device = str(resolve_device(device))
     v = resolve("video", "quick" if quick else "paper")
     size = img_size or v.img_size
     split = video_split or VIDEO_SPLITS[video_dataset]
     heldout = None
     if video_dataset == "ytvos" and split == "heldout":
-        run = backbone_from_run(model, weights, None, model_kwargs) if weights is not None else RunBackbone(model, None, {})
-        heldout, source = heldout_fraction(holdout, run)
+        heldout, source = heldout_fraction(holdout, bb)
         typer.echo(heldout_note(heldout, source), err=True)
     vds = open_video_dataset(video_dataset, video_root, split, frames=video_frames, seed=seed, holdout=heldout)
     if clip >= len(vds):
         raise MosicError(f"--clip {clip}: {video_dataset} has {len(vds)} clips")
     sample = vds[clip]
-    nets = runner.Backbones(model, weights, not random_init and weights is None, parse_model_kwargs(model_kwargs), None,
-                     device)
+    nets = runner.Backbones(model, weights, not random_init and weights is None, bb.kwargs, None, device)
     size = nets.input_size(size)
     net = nets.get(size)
     maps, miou = show_clusters(net, sample, mode=mode, img_size=size, eval_size=eval_size or v.eval_size, k=k,

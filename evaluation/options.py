@@ -104,6 +104,38 @@ def model_kwargs_with_sets(kw: dict, sets: dict) -> dict:
     return kw
 
 
+def check_model_kwargs(model: str, kwargs: dict, sets: dict, model_kwargs: str | None) -> None:
+    """Before any work: timm builds ``model`` with ``kwargs`` (on the meta device: no weights, no
+    memory); otherwise one line naming the argument at fault as it was given (``--set
+    model.kwargs.KEY=VALUE``, ``--model-kwargs`` or the run's config.json)."""
+    from mosic.backbones import model_patch_size  # torch: not for --help
+
+    def builds(kw: dict) -> Exception | None:
+        try:
+            model_patch_size(model, **kw)
+        except MosicError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever timm raises on a bad argument
+            return e
+        return None
+
+    err = builds(kwargs)
+    if err is None:
+        return
+    culprits = [k for k in kwargs if builds({q: v for q, v in kwargs.items() if q != k}) is None] or list(kwargs)
+
+    def given(k: str) -> str:
+        if f"kwargs.{k}" in sets:
+            return f"--set model.kwargs.{k}={sets[f'kwargs.{k}']!r}"
+        if "kwargs" in sets:
+            return f"--set model.kwargs: {k}={kwargs[k]!r}"
+        return f"{'--model-kwargs' if model_kwargs is not None else 'model.kwargs of the run'}: {k}={kwargs[k]!r}"
+
+    where = "; ".join(given(k) for k in culprits) or "the model's arguments"
+    raise MosicError(f"{where}: timm cannot build {model} with it ({type(err).__name__}: {err}); give a value of "
+                     "the type the model takes")
+
+
 @dataclass(frozen=True)
 class RunBackbone:
     """The backbone to evaluate, with what a ``mosic-train`` run folder says about it."""

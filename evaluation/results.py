@@ -74,21 +74,56 @@ def upsert(rows: list[dict], row: dict, merge: bool = False) -> list[dict]:
 def add_to_table(rows: list[dict], row: dict, replace: bool = False) -> tuple[list[dict], list[str]]:
     """``rows`` with ``row``'s figures added to the row of the same name (kept in its place; a new
     row is appended). Only the figures ``row`` holds are replaced, with their settings and details;
-    the others stay. ``row["errors"]`` (protocol label -> message) replaces the old row's errors
-    of the same labels, and a label the new row has a figure or setting for loses its old error.
-    ``replace``: the old row is dropped first (its figures are not kept). Returns the rows and
-    the names of the old figures that were replaced."""
+    the others stay. An old figure computed with other settings than its replacement (another
+    preset, ``--set``, input size, data...) is not lost: it moves, with its settings, to the row's
+    ``superseded`` list (JSON only). ``row["errors"]`` (protocol label -> message) replaces the old
+    row's errors of the same labels, and a label the new row has a figure or setting for loses its
+    old error. ``replace``: the old row is dropped first (its figures are not kept). Returns the
+    rows and the names of the old figures that were replaced."""
     old = next((r for r in rows if r.get("name") == row["name"]), None)
     if old is None or replace:
         return upsert(rows, row), []
     replaced = [k for k in row.get("figures", {}) if k in old.get("figures", {})]
+    superseded = list(old.get("superseded") or [])
+    for k in replaced:
+        diff = settings_differences(old, row, k)
+        if diff is None and old.get("settings", {}).get(k) == row.get("settings", {}).get(k):
+            continue
+        if diff != []:
+            superseded.append({"figure": k, "value": old["figures"][k], "settings": old.get("settings", {}).get(k),
+                               "preset": old.get("preset"), "date": old.get("date"), "differences": diff})
     merged = upsert(rows, row, merge=True)
     new = next(r for r in merged if r.get("name") == row["name"])
     errors = {k: v for k, v in (old.get("errors") or {}).items()
               if not any(f == k or f.startswith(k + " ") for f in row.get("figures", {}))}
     errors.update(row.get("errors") or {})
     new["errors"] = errors
+    if superseded:
+        new["superseded"] = superseded
     return merged, replaced
+
+
+def superseded_since(before: list[dict], after: list[dict], name: str) -> list[dict]:
+    """The figures of row ``name`` that moved to its ``superseded`` list between two tables."""
+    def of(rows):
+        return next((r.get("superseded") or [] for r in rows if r.get("name") == name), [])
+
+    return of(after)[len(of(before)):]
+
+
+def row_for_preset(rows: list[dict], name: str, preset: str, replace: bool = False) -> str:
+    """The row a run of ``preset`` named ``name`` writes: ``name``, unless that row holds figures of
+    another preset; then ``name (preset)``, so figures of different presets never replace each
+    other (``replace``: the row ``name`` is written afresh)."""
+    old = next((r for r in rows if r.get("name") == name), None)
+    if replace or old is None or not old.get("figures") or old.get("preset") == preset:
+        return name
+    apart = f"{name} ({preset})"
+    other = next((r for r in rows if r.get("name") == apart), None)
+    if other is not None and other.get("figures") and other.get("preset") != preset:
+        raise MosicError(f"rows {name!r} and {apart!r} both hold figures of other presets than {preset}; "
+                         "give another --name, or --replace to write the row afresh")
+    return apart
 
 
 def _mixed(a, b):
@@ -107,24 +142,40 @@ def _json_default(o):
     return str(o)
 
 
-def _stem(out_stem: str | Path) -> Path:
+def stem_of(out_stem: str | Path) -> Path:
     p = Path(out_stem)
     return p.with_suffix("") if p.suffix in (".json", ".md") else p
 
 
 def save_results(rows: Sequence[dict], out_stem: str | Path) -> tuple[Path, Path]:
-    """Write ``<stem>.json`` and ``<stem>.md``; returns both paths."""
-    stem = _stem(out_stem)
+    """Write ``<stem>.json`` and ``<stem>.md``, each under a unique temporary name renamed over the
+    old file (a reader never sees half a file); returns both paths. Several writers of one table
+    share it through :func:`mosic.evaluation.results_file.add_row`, which holds its lock."""
+    stem = stem_of(out_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     for r in rows:
         if not r.get("name"):
             raise MosicError("every results row needs a name")
     js, md = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
-    tmp = js.with_name(js.name + ".tmp")
-    tmp.write_text(json.dumps({"version": FORMAT_VERSION, "rows": list(rows)}, indent=1, default=_json_default))
-    tmp.replace(js)
-    md.write_text(markdown_table(rows) + "\n")
+    _write_atomic(js, json.dumps({"version": FORMAT_VERSION, "rows": list(rows)}, indent=1, default=_json_default))
+    _write_atomic(md, markdown_table(rows) + "\n")
     return js, md
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_results(path: str | Path) -> list[dict]:
@@ -132,7 +183,7 @@ def load_results(path: str | Path) -> list[dict]:
     stem is read from the ``.json`` beside it). A missing file is an error."""
     p = Path(path)
     if p.suffix != ".json":
-        p = _stem(p).with_name(_stem(p).name + ".json")
+        p = stem_of(p).with_name(stem_of(p).name + ".json")
     if not p.is_file():
         raise MosicError(f"results file not found: {p}")
     try:
@@ -147,7 +198,7 @@ def load_results(path: str | Path) -> list[dict]:
 
 def load_or_empty(path: str | Path) -> list[dict]:
     p = Path(path)
-    js = p if p.suffix == ".json" else _stem(p).with_name(_stem(p).name + ".json")
+    js = p if p.suffix == ".json" else stem_of(p).with_name(stem_of(p).name + ".json")
     return load_results(js) if js.exists() else []
 
 
@@ -171,6 +222,10 @@ def _fmt(v, signed: bool = False) -> str:
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+#: how every table mosic writes begins (a file that does not is not replaced)
+TABLE_HEAD = "| model | backbone | weights | preset |"
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
@@ -380,66 +435,3 @@ def plot_gains(a, b, png: str | Path, a_row: str | None = None, b_row: str | Non
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return png
-
-
-# ------------------------------------------------------------------------------------------------
-# cluster pictures
-# ------------------------------------------------------------------------------------------------
-def palette(n: int, seed: int = 3) -> np.ndarray:
-    """n distinct-ish RGB colours [n, 3] uint8 (a fixed start, then seeded random)."""
-    base = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
-                     [0, 128, 128], [220, 190, 255], [170, 110, 40], [255, 250, 200], [128, 0, 0],
-                     [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128]], np.uint8)
-    if n <= len(base):
-        return base[:n]
-    rng = np.random.default_rng(seed)
-    return np.concatenate([base, rng.integers(0, 256, (n - len(base), 3), dtype=np.uint8)])
-
-
-def overlay(frame: np.ndarray, cluster_map: np.ndarray, alpha: float = 0.5, skip: Sequence[int] = (255,),
-            colours: np.ndarray | None = None) -> np.ndarray:
-    """One frame [H, W, 3] uint8 with cluster colours blended in (map resized nearest to the frame;
-    ids in ``skip`` left uncoloured)."""
-    from PIL import Image
-
-    frame = np.asarray(frame, np.uint8)
-    H, W = frame.shape[:2]
-    cm = np.asarray(cluster_map).astype(np.int64)
-    if cm.shape != (H, W):
-        cm = np.asarray(Image.fromarray(cm.astype(np.int32)).resize((W, H), Image.NEAREST)).astype(np.int64)
-    colours = palette(int(cm.max()) + 1) if colours is None else colours
-    out = frame.astype(np.float32)
-    mask = ~np.isin(cm, list(skip)) & (cm >= 0)
-    col = colours[np.clip(cm, 0, len(colours) - 1)].astype(np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * col[mask]
-    return out.round().clip(0, 255).astype(np.uint8)
-
-
-def cluster_visualisation(frames: np.ndarray, cluster_maps: np.ndarray, out: str | Path, alpha: float = 0.5,
-                          skip: Sequence[int] = (255,), duration_ms: int = 500) -> Path:
-    """Cluster colours over frames: ``out`` .png = frames on top, overlays below; .gif = an
-    animation of [frame | overlay]. frames [F, H, W, 3] uint8, cluster_maps [F, h, w] ints."""
-    from PIL import Image
-
-    frames = np.asarray(frames)
-    maps = np.asarray(cluster_maps)
-    if frames.ndim == 3:
-        frames, maps = frames[None], maps[None]
-    if frames.ndim != 4 or frames.shape[-1] != 3 or maps.ndim != 3 or len(maps) != len(frames):
-        raise MosicError(f"cluster_visualisation: need frames [F, H, W, 3] and maps [F, h, w], got "
-                         f"{frames.shape} and {maps.shape}")
-    out = Path(out)
-    if out.suffix.lower() not in (".png", ".gif"):
-        raise MosicError(f"cluster_visualisation: output must end in .png or .gif, got {out.name}")
-    valid = maps[~np.isin(maps, list(skip))]
-    colours = palette(int(valid.max()) + 1 if valid.size else 1)
-    overlays = [overlay(f, m, alpha, skip, colours) for f, m in zip(frames, maps)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".png":
-        img = np.concatenate([np.concatenate(list(frames), 1), np.concatenate(overlays, 1)], 0)
-        Image.fromarray(img.astype(np.uint8)).save(out)
-    else:
-        pics = [Image.fromarray(np.concatenate([f, o], 1).astype(np.uint8)) for f, o in zip(frames, overlays)]
-        pics[0].save(out, save_all=True, append_images=pics[1:], duration=duration_ms, loop=0)
-    return out

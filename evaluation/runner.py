@@ -26,7 +26,8 @@ import numpy as np
 from mosic import MosicError
 from mosic.evaluation.file_sets import fraction_seeds
 from mosic.evaluation.options import parse_ints
-from mosic.evaluation.results import add_to_table, make_row, save_results
+from mosic.evaluation.results import add_to_table, make_row, superseded_since
+from mosic.evaluation.results_file import add_row
 from mosic.evaluation.settings import PROTOCOLS, recorded, resolve
 from mosic.files import file_sha256
 
@@ -108,8 +109,10 @@ def backbone_provenance(model: str, weights: Path | None, pretrained: bool, rand
 
 
 def weights_label(weights: Path | None, pretrained: bool, random: bool) -> str:
+    """Where the weights came from; a weights file by its resolved path, so one file is one row
+    however its path was typed."""
     if weights is not None:
-        return str(weights)
+        return str(Path(weights).resolve() if Path(weights).exists() else weights)
     return "random" if random else "pretrained"
 
 
@@ -208,7 +211,9 @@ class RunState:
     step: int = 0
     total: int = 0
     current: str | None = None  # the protocol running
+    finished: list[str] = field(default_factory=list)  # the protocols that ran to their end (failed or not)
     replaced: list[str] = field(default_factory=list)  # earlier figures of the row that this run replaced
+    superseded: list[dict] = field(default_factory=list)  # those computed with other settings, kept in the row
 
 
 def count_steps(ctx: RunContext) -> int:
@@ -275,14 +280,27 @@ def record(state: RunState, figure: str, value: float | None, protocol: str, lab
 
 
 def save(ctx: RunContext, state: RunState) -> None:
-    """Write the table with this run's figures so far (the row of ``ctx.row_name``)."""
+    """Add this run's figures so far to the row of ``ctx.row_name`` in the table on disk (read,
+    merged and written under the table's lock, so other runs writing the same table keep theirs)."""
     details = {**state.details, "run_settings": state.run_settings, "img_size": ctx.img_size, "device": ctx.device,
                "seed": ctx.seed}
     row = make_row(ctx.row_name, ctx.model, ctx.weights_label, state.figures, settings=state.settings,
                    details=details, preset=ctx.preset, provenance=ctx.provenance)
     row["errors"] = dict(state.errors)
-    rows, state.replaced = add_to_table(ctx.table, row, replace=ctx.replace)
-    save_results(rows, ctx.out)
+    before = ctx.table
+    after, state.replaced = add_to_table(before, row, replace=ctx.replace)  # what this run changes, to say it
+    state.superseded = superseded_since(before, after, ctx.row_name)
+    add_row(ctx.out, row, replace=ctx.replace)
+
+
+def failed(ctx: RunContext, state: RunState, label: str, e: Exception) -> None:
+    """Record ``label``'s error (one line through ``ctx.warn``); the run goes on."""
+    if isinstance(e, MosicError):
+        state.errors[label] = str(e)
+    else:
+        state.errors[label] = f"{type(e).__name__}: {e}"
+        logging.getLogger("mosic.evaluation").debug("%s failed", label, exc_info=True)
+    ctx.warn(f"error: {label}: {state.errors[label]}; going on with the others")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -305,15 +323,10 @@ def kvalue(res: dict, k: int) -> float | None:
 
 
 def run_clustering(ctx: RunContext, state: RunState) -> dict[str, float]:
-    from mosic.evaluation.protocols.clustering import default_ks  # imports torch: deferred
-
     val = ctx.data.val_ds
-    C = val.num_classes
-    user = ctx.user.get("clustering", {})
-    rows = resolve("clustering", ctx.preset, None, user).class_rows
-    kk = parse_ints(ctx.ks, "--ks") if ctx.ks else ([C, 3 * C] if ctx.quick else
-                                                    default_ks(ctx.dataset, C, val.ignore_index, rows))
+    kk = clustering_ks(ctx)
     fixed: dict[str, Any] = {"ks": kk}
+    user = ctx.user.get("clustering", {})
     if ctx.seed and "seeds" not in user:  # --seed shifts the K-means seeds averaged
         fixed["seeds"] = [ctx.seed + s for s in resolve("clustering", ctx.preset, None, user).seeds]
     label = f"{ctx.dataset}/clustering"
@@ -326,17 +339,57 @@ def run_clustering(ctx: RunContext, state: RunState) -> dict[str, float]:
     return figures
 
 
+def clustering_ks(ctx: RunContext) -> list[int]:
+    """--ks, or the preset's: NeCo's K lists (the data set's rows and 500 for VOC, 151 for ADE20K; see
+    :func:`mosic.evaluation.protocols.clustering.default_ks`); --quick: the classes and 3x the classes."""
+    from mosic.evaluation.protocols.clustering import default_ks  # imports torch: deferred
+
+    val = ctx.data.val_ds
+    C = val.num_classes
+    if ctx.ks:
+        return parse_ints(ctx.ks, "--ks")
+    if ctx.quick:
+        return [C, 3 * C]
+    rows = resolve("clustering", ctx.preset, None, ctx.user.get("clustering", {})).class_rows
+    return default_ks(ctx.dataset, C, val.ignore_index, rows)
+
+
+def check_run(ctx: RunContext) -> None:
+    """What can be checked before any protocol runs: clustering's K values fit the patches."""
+    if "clustering" in ctx.protocols:
+        check_ks(ctx, ctx.data.val_ds, clustering_ks(ctx), ctx.user.get("clustering", {}))
+
+
+def check_ks(ctx: RunContext, val, ks: list[int], user: dict) -> None:
+    """Every K has at least K patches to cluster (one line naming --ks)."""
+    size = ctx.nets.input_size(resolve("clustering", ctx.preset, None, user).img_size)
+    grid = size // ctx.nets.patch
+    patches = len(val) * grid * grid
+    over = [k for k in ks if k > patches]
+    if over:
+        fit = [k for k in ks if k <= patches] or [min(patches, val.num_classes)]
+        raise MosicError(f"clustering: K = {', '.join(map(str, over))} needs as many patches, but {ctx.dataset} "
+                         f"{getattr(val, 'split', '')} gives {patches} ({len(val)} images x {grid} x {grid} at "
+                         f"{size} px); give K values that fit with --ks, e.g. --ks {','.join(map(str, fit))}")
+
+
 def run_incontext(ctx: RunContext, state: RunState) -> dict[str, float]:
     """Every fraction, each averaged over its draws (the reference's five lists where it has
-    them); the table is written after each fraction."""
+    them); the table is written after each fraction, and a fraction that fails is recorded as
+    failed while the others go on."""
     subsets = resolve("incontext", ctx.preset, None, ctx.user.get("incontext", {})).subsets
     figures = {}
     for text, frac in ctx.fractions:
         label = f"{ctx.dataset}/in-context {text}"
-        draws = fraction_seeds(ctx.dataset, ctx.data.train_ds.split, frac, ctx.fraction_draws, ctx.seed, subsets)
-        labels = [label if len(draws) == 1 else f"{label} seed {sd}" for sd in draws]
-        runs = [call_protocol(ctx, state, "incontext", lb, {"fraction": frac, "seed": sd}, ctx.data.train_ds,
-                              ctx.data.val_ds) for lb, sd in zip(labels, draws)]
+        try:
+            draws = fraction_seeds(ctx.dataset, ctx.data.train_ds.split, frac, ctx.fraction_draws, ctx.seed, subsets)
+            labels = [label if len(draws) == 1 else f"{label} seed {sd}" for sd in draws]
+            runs = [call_protocol(ctx, state, "incontext", lb, {"fraction": frac, "seed": sd}, ctx.data.train_ds,
+                                  ctx.data.val_ds) for lb, sd in zip(labels, draws)]
+        except Exception as e:  # noqa: BLE001 - one fraction's failure must not lose the others' figures
+            failed(ctx, state, label, e)
+            save(ctx, state)
+            continue
         figures[label] = float(np.mean([r["miou"] for r in runs]))
         record(state, label, figures[label], "incontext", labels[0], ctx.data.image_data, seed=draws,
                subsets_used=[r.get("subset") for r in runs], memory_ignore_used=runs[0].get("memory_ignore_used"),
@@ -346,14 +399,20 @@ def run_incontext(ctx: RunContext, state: RunState) -> dict[str, float]:
 
 
 def run_video(ctx: RunContext, state: RunState) -> dict[str, float]:
-    """Every clustering mode; the table is written after each."""
+    """Every clustering mode; the table is written after each, and a mode that fails is recorded
+    as failed while the others go on."""
     data = {"dataset": ctx.video_dataset, "val": data_info(ctx.data.video_ds), "frames": ctx.video_frames}
     if ctx.heldout is not None:
         data["holdout"] = ctx.heldout
     figures = {}
     for m in ctx.video_modes:
         label = f"{ctx.video_dataset}/video {m}"
-        res = call_protocol(ctx, state, "video", label, {"mode": m}, ctx.data.video_ds)
+        try:
+            res = call_protocol(ctx, state, "video", label, {"mode": m}, ctx.data.video_ds)
+        except Exception as e:  # noqa: BLE001 - one mode's failure must not lose the others' figures
+            failed(ctx, state, label, e)
+            save(ctx, state)
+            continue
         figures[label] = res["miou"]
         record(state, label, res["miou"], "video", label, dict(data))
         save(ctx, state)
@@ -382,7 +441,8 @@ RUNS: dict[str, tuple[Callable[[RunContext, RunState], dict[str, float]], Callab
 
 def run_protocols(ctx: RunContext, state: RunState) -> None:
     """Run the chosen protocols in the order of :data:`PROTOCOLS` (whatever the order asked), writing
-    the table after each. A protocol that fails is recorded in ``state.errors`` with its error
+    the table after each (and after each in-context fraction and video mode). A protocol (fraction,
+    mode) that fails is recorded in ``state.errors`` with its error
     (one line through ``ctx.warn``) and the others go on; an interruption propagates with
     ``state.current`` naming the protocol it stopped."""
     state.total = count_steps(ctx)
@@ -394,11 +454,7 @@ def run_protocols(ctx: RunContext, state: RunState) -> None:
         try:
             fn(ctx, state)
         except Exception as e:  # noqa: BLE001 - one failing protocol must not lose the others' figures
-            if isinstance(e, MosicError):
-                state.errors[label] = str(e)
-            else:
-                state.errors[label] = f"{type(e).__name__}: {e}"
-                logging.getLogger("mosic.evaluation").debug("protocol %s failed", p, exc_info=True)
-            ctx.warn(f"error: {label}: {state.errors[label]}; going on with the other protocols")
+            failed(ctx, state, label, e)
         save(ctx, state)
+        state.finished.append(p)
     state.current = None

@@ -55,9 +55,11 @@ def synthetic(
     over a textured background seen by a moving camera; they occlude each other and leave and
     re-enter the frame. Read it back with the "synthetic" frame source."""
     from mosic.data import synthetic as syn
+    from mosic.files import check_output_place
 
     width, height = _parse_size(size)
     try:
+        check_output_place(out / split, "--out")
         if not overwrite and syn.is_generated(
             out, videos, seed, split, frames, width, height, exact_length=exact_length
         ):
@@ -94,12 +96,14 @@ def voc(
     ImageSets/Segmentation/{train,val,trainval}.txt (valid -> val) and classes.txt, so that the
     image evaluation protocols read it with the plain "voc" reader."""
     from mosic.evaluation.datasets import export_synthetic_voc
+    from mosic.files import check_output_place
 
     splits = list(split) if split else [s for s in ("train", "valid") if (synthetic_dir / s).is_dir()]
     if not splits:
         _fail(f"{synthetic_dir} has neither a train nor a valid split (make one with: mosic-data synthetic --out {synthetic_dir} --videos N)")
     t0 = time.perf_counter()
     try:
+        check_output_place(out, "--out")
         counts = export_synthetic_voc(synthetic_dir, out, splits=splits, every=every, progress=not quiet)
     except MosicError as e:
         _fail(str(e))

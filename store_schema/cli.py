@@ -25,16 +25,48 @@ def _disk_bytes(path) -> int:
 _STORE_HELP = "the store (a .zarr folder, or a URL such as s3://bucket/stores/x.zarr)"
 
 
-@app.command(help="Print a store's spec, clip counts, visibility rate, size and failures.")
+def _list_stores(stores: list, as_json: bool) -> None:
+    """One line per store of a folder: name, completeness, data, clips, tracker, grid (JSON: a list)."""
+    from mosic.store_schema.reader import StoreReader
+
+    infos = []
+    for loc in stores:
+        try:
+            r = StoreReader(loc, allow_incomplete=True)
+        except MosicError as e:
+            infos.append({"path": str(loc), "name": loc.name, "error": str(e)})
+            continue
+        infos.append({**r.summary(), "spec": r.spec.model_dump(mode="json")})
+    if as_json:
+        typer.echo(json.dumps(infos, indent=2))
+        return
+    for i in infos:
+        if "error" in i:
+            typer.echo(f"{i['name']}  UNREADABLE: {i['error']}")
+            continue
+        sp, c = i["spec"], i["spec"]["clips"]
+        state = "complete" if i["complete"] else f"INCOMPLETE ({i['pending']} pending)"
+        typer.echo(f"{i['name']}  {state}: {i['done']} done, {i['failed']} failed of {i['clips']} clips, "
+                   f"{i['videos']} videos; {sp['dataset']['kind']} split={sp['dataset']['split']!r}; "
+                   f"T={c['length']} step={c['step']}; tracker {sp['tracker']['name']}; grid {sp['grid']}")
+    typer.echo(f"{len(infos)} store(s); `mosic-store inspect STORE` for one store's details")
+
+
+@app.command(help="Print a store's spec, clip counts, visibility rate, size and failures; given a folder of "
+                  "stores, list them with their specs and completeness.")
 @friendly_errors
 def inspect(
-    path: str = typer.Argument(..., help=_STORE_HELP),
+    path: str = typer.Argument(..., help=_STORE_HELP + ", or a folder of stores"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    from mosic.store_schema.location import is_remote
+    from mosic.store_schema.location import is_remote, list_stores
     from mosic.store_schema.reader import StoreReader
     from mosic.store_schema.spec import SCHEMA_VERSION
 
+    stores = [] if str(path).rstrip("/").endswith(".zarr") else list_stores(path)
+    if stores:
+        _list_stores(stores, as_json)
+        return
     r = StoreReader(path, allow_incomplete=True)
     info = r.summary()
     info["visibility_rate"] = r.visibility_rate()
@@ -83,9 +115,11 @@ def show(
     root: Optional[Path] = typer.Option(None, help="the data set's folder, if it moved"),
     fps: int = typer.Option(4, help="frames per second for .gif/.mp4"),
 ) -> None:
+    from mosic.files import check_output_place
     from mosic.precompute.visualize import draw_tracks, save_frames
     from mosic.store_schema.reader import StoreReader, open_frame_source
 
+    check_output_place(out, "--out")
     r = StoreReader(path, allow_incomplete=True)
     if not 0 <= clip < len(r):
         raise MosicError(f"--clip {clip}: store {path} has {len(r)} clips (0..{len(r) - 1})")
@@ -167,9 +201,19 @@ def cache_frames(
     root: Optional[str] = typer.Option(None, help="the data set root, if not where the store was made from"),
     workers: int = typer.Option(0, help="threads (0: one per core)"),
 ) -> None:
-    from mosic.store_schema.frame_cache import build_frame_cache, cache_side
+    from mosic.files import check_output_place
+    from mosic.store_schema.frame_cache import build_frame_cache, cache_dir_for, cache_side
+    from mosic.store_schema.location import is_remote
 
-    folder = build_frame_cache(path, side or cache_side(out_size), quality, root, progress=True,
+    side = side or cache_side(out_size)
+    if not is_remote(path):  # the cache goes beside the store: check that place before any work
+        try:
+            check_output_place(cache_dir_for(path, side), "the frame cache")
+        except MosicError as e:
+            raise MosicError(f"{str(e).removesuffix('; choose a writable place')}: the cache is written beside the store, so copy the store (with its frames' "
+                             "folder named by --root) to a writable place first; training reads the full-size "
+                             "frames without a cache") from None
+    folder = build_frame_cache(path, side, quality, root, progress=True,
                                workers=workers or os.cpu_count() or 1)
     meta = json.loads((folder / "cache.json").read_text())
     per = meta["bytes"] / max(1, meta["clips"])

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from mosic.evaluation.cli import app
 from mosic.evaluation.options import parse_fractions, parse_sets
-from mosic.evaluation.results import (cluster_visualisation, compare, load_results, make_row, markdown_table, pairs,
+from mosic.evaluation.pictures import cluster_visualisation
+from mosic.evaluation.results import (compare, load_results, make_row, markdown_table, pairs,
                                 plot_gains, save_results, upsert)
 from mosic import MosicError
 

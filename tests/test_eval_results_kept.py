@@ -77,12 +77,12 @@ def test_a_failing_protocol_is_recorded_and_the_others_go_on(syn, tmp_path):
              "--fractions", "1/128", "--ks", 6, "--video-dataset", "synthetic", "--video-root", syn)
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output
-    assert "error: voc/in-context: reference list 1_div_128/trainaug_128_42.txt names" in r.output
-    assert "--set incontext.subsets=random" in r.output and "going on with the other protocols" in r.output
+    assert "error: voc/in-context 1/128: reference list 1_div_128/trainaug_128_42.txt names" in r.output
+    assert "--set incontext.subsets=random" in r.output and "going on with the others" in r.output
     row = load_results(out.with_suffix(".json"))[0]
     assert set(row["figures"]) == {"voc/clustering K=6", "synthetic/video frame"}
-    assert "--set incontext.subsets=random" in row["errors"]["voc/in-context"]
-    assert "Failed (no figure):\n- tiny, voc/in-context: reference list" in out.with_suffix(".md").read_text()
+    assert "--set incontext.subsets=random" in row["errors"]["voc/in-context 1/128"]
+    assert "Failed (no figure):\n- tiny, voc/in-context 1/128: reference list" in out.with_suffix(".md").read_text()
     # the way out the error names: the in-context figure is added and its error cleared
     r = _run(*_base(syn, out), "--protocols", "incontext", "--dataset", "voc", "--root", voc, "--fractions", "1/128",
              "--set", "incontext.subsets=random")
@@ -90,6 +90,38 @@ def test_a_failing_protocol_is_recorded_and_the_others_go_on(syn, tmp_path):
     row = load_results(out.with_suffix(".json"))[0]
     assert set(row["figures"]) == {"voc/clustering K=6", "synthetic/video frame", "voc/in-context 1/128"}
     assert row["errors"] == {} and "Failed" not in out.with_suffix(".md").read_text()
+
+
+def test_an_in_context_fraction_that_fails_keeps_the_other_fractions_figures(syn, tmp_path):
+    voc = _voc_with_trainaug(syn, tmp_path)
+    out = tmp_path / "res"
+    r = _run(*_base(syn, out), "--protocols", "incontext", "--dataset", "voc", "--root", voc,
+             "--fractions", "1/128,1")
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    row = load_results(out.with_suffix(".json"))[0]
+    assert set(row["figures"]) == {"voc/in-context 1"}
+    assert set(row["errors"]) == {"voc/in-context 1/128"}
+    assert "reference list" in row["errors"]["voc/in-context 1/128"]
+
+
+def test_a_video_mode_that_fails_keeps_the_other_modes_figures(syn, tmp_path, monkeypatch):
+    import mosic.evaluation.protocols.video as video
+
+    real = video.video_segmentation
+
+    def no_clip_mode(*args, mode="frame", **kwargs):
+        if mode == "clip":
+            raise RuntimeError("out of memory")
+        return real(*args, mode=mode, **kwargs)
+
+    monkeypatch.setattr(video, "video_segmentation", no_clip_mode)
+    out = tmp_path / "res"
+    r = _run(*_base(syn, out), "--protocols", "video", "--video-dataset", "synthetic", "--video-root", syn,
+             "--video-modes", "clip,frame")
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    row = load_results(out.with_suffix(".json"))[0]
+    assert set(row["figures"]) == {"synthetic/video frame"}
+    assert row["errors"] == {"synthetic/video clip": "RuntimeError: out of memory"}
 
 
 def test_figures_are_on_disk_as_soon_as_their_protocol_finishes(syn, tmp_path, monkeypatch):
@@ -102,8 +134,9 @@ def test_figures_are_on_disk_as_soon_as_their_protocol_finishes(syn, tmp_path, m
     out = tmp_path / "res"
     r = _run(*_base(syn, out), "--protocols", "clustering,video", "--dataset", "synthetic", "--root", syn, "--ks", 6,
              "--video-dataset", "synthetic", "--video-root", syn)
-    assert r.exit_code == 130 and "interrupted during synthetic/video: the figures of the protocols that " \
-                                  "finished are in " in r.output and "(synthetic/clustering K=6)" in r.output, r.output
+    assert r.exit_code == 130 and "stopped by SIGINT during synthetic/video: the figures that finished are in " \
+        in r.output and "(synthetic/clustering K=6); to go on, run the same command with --protocols video" \
+        in r.output, r.output
     assert set(load_results(out.with_suffix(".json"))[0]["figures"]) == {"synthetic/clustering K=6"}
 
 

@@ -10,7 +10,7 @@ Image data sets (:func:`open_seg_dataset`, a :class:`SegDataset` of :class:`SegS
                standard names, or the names listed in ``<root>/classes.txt`` (one per line, index =
                class id) when that file exists, e.g. in a synthetic set exported with
                :func:`export_synthetic_voc`. ``root`` may also be a folder holding ``VOC2012/`` or
-               ``VOCdevkit/VOC2012/``.
+               ``VOCdevkit/VOC2012/`` (or another year, e.g. ``VOC2011``; the newest is taken).
 ``ade20k``     ADE20K SceneParsing (ADEChallengeData2016): ``<root>/images/<split>/*.jpg`` and
                ``<root>/annotations/<split>/<same name>.png`` (split: training | validation, also
                train | val). 150 classes. The raw annotation value 0 ("other", not one of the 150)

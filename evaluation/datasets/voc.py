@@ -18,12 +18,17 @@ VOC_CLASSES: tuple[str, ...] = (
 
 
 def _voc_root(root: Path) -> Path:
+    """``root`` itself, or the newest ``VOC20xx`` folder in it or in its ``VOCdevkit`` (VOC2012,
+    also VOC2011, VOC2010...), whichever holds ``JPEGImages``."""
     if not root.is_dir():
         raise MosicError(f"voc: data set root {root} does not exist (expected {root}/JPEGImages, SegmentationClass, ImageSets/Segmentation)")
-    for cand in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
+    years = sorted([*root.glob("VOC20[0-9][0-9]"), *root.glob("VOCdevkit/VOC20[0-9][0-9]")],
+                   key=lambda p: p.name, reverse=True)
+    for cand in (root, *years):
         if (cand / "JPEGImages").is_dir():
             return cand
-    raise MosicError(f"voc: no folder {root / 'JPEGImages'} (expected the VOC2012 folder with JPEGImages, SegmentationClass, ImageSets/Segmentation)")
+    raise MosicError(f"voc: no folder {root / 'JPEGImages'} (expected the VOC2012 folder, or a VOCdevkit holding "
+                     "one, with JPEGImages, SegmentationClass, ImageSets/Segmentation)")
 
 
 def _open_voc(root: Path, split: str) -> SegDataset:
