@@ -162,10 +162,18 @@ def backbone_from_run(model: str | None, weights: Path | None, run_dir: Path | N
         weights = run_dir / "backbone.pth"
         if not weights.is_file():
             raise MosicError(f"--run {run_dir}: no backbone.pth there (it is written when mosic-train finishes)")
-    if weights is not None and not Path(weights).is_file():
-        raise MosicError(f"weights file not found: {weights}")
+    folder_arch = None
+    if weights is not None:
+        from mosic.backbones import hub_source, split_copy  # torch: not for --help
+
+        source = hub_source(weights)  # a hub folder or hf-hub: id, else None
+        if source is None and not split_copy(weights)[0].is_file():
+            raise MosicError(f"weights file not found: {weights}")
+        if source is not None and source.startswith("local-dir:"):
+            folder_arch = json.loads((Path(weights) / "config.json").read_text()).get("architecture")
+        weights_file = split_copy(weights)[0] if source is None else Path(str(weights))
     kw = parse_model_kwargs(model_kwargs)
-    cfg_file = Path(weights).parent / "config.json" if weights is not None else None
+    cfg_file = weights_file.parent / "config.json" if weights is not None else None
     run_size = holdout = note = None
     if cfg_file is not None and cfg_file.is_file():
         try:
@@ -186,6 +194,7 @@ def backbone_from_run(model: str | None, weights: Path | None, run_dir: Path | N
                         f"(trained at {run_size} px)")
     else:
         cfg_file = None
+    model = model or folder_arch  # a hub folder names its architecture
     if model is None:
         raise MosicError("--model is missing: give the timm model name, or --run DIR (a mosic-train run folder)")
     return RunBackbone(model, weights, kw, run_size, holdout, cfg_file, note)

@@ -96,10 +96,17 @@ def backbone_provenance(model: str, weights: Path | None, pretrained: bool, rand
     import timm
     import torch
 
-    if weights is not None:
-        src = {"weights_file": Path(weights).name, "weights_sha256": file_sha256(Path(weights))}
-        init = Path(weights).parent / "backbone_init.pth"  # a training run's starting backbone, next to its result
-        if Path(weights).name != init.name and init.is_file():
+    if weights is not None and str(weights).startswith("hf-hub:"):
+        src = {"weights": str(weights)}  # the hub's repository (and revision) names the files
+    elif weights is not None:
+        from mosic.backbones import hub_source, split_copy
+
+        file, copy = split_copy(weights)
+        if hub_source(file) is not None:  # a hub folder: its weights file
+            file = Path(file) / "model.safetensors"
+        src = {"weights_file": file.name, "weights_sha256": file_sha256(file), **({"weights_copy": copy} if copy else {})}
+        init = file.parent / "backbone_init.pth"  # a training run's starting backbone, next to its result
+        if file.name != init.name and init.is_file():
             src["run_init_sha256"] = file_sha256(init)
     elif random:
         src = {"weights": "random", "init_seed": 0}
