@@ -104,7 +104,9 @@ def backbone_provenance(model: str, weights: Path | None, pretrained: bool, rand
         file, copy = split_copy(weights)
         if hub_source(file) is not None:  # a hub folder: its weights file
             file = Path(file) / "model.safetensors"
-        src = {"weights_file": file.name, "weights_sha256": file_sha256(file), **({"weights_copy": copy} if copy else {})}
+        src = {"weights_file": file.name, "weights_sha256": file_sha256(file)}
+        if copy:
+            src["weights_copy"] = copy
         init = file.parent / "backbone_init.pth"  # a training run's starting backbone, next to its result
         if file.name != init.name and init.is_file():
             src["run_init_sha256"] = file_sha256(init)

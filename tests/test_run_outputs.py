@@ -53,8 +53,8 @@ def test_a_run_writes_a_hub_folder_that_plain_timm_loads_into_its_backbone_pth(s
     # --weights takes the hub folder (its architecture from its config.json) and a FILE#COPY of a checkpoint
     torch.save({"student": exported, "teacher": exported}, tmp_path / "both.pth")
     for weights, name in ((hub, []), (f"{tmp_path / 'both.pth'}#teacher", ["--model", m.name])):
-        r = CliRunner().invoke(app, ["run", "--weights", str(weights), *name, "--protocols", "consistency", "--video-dataset",
-                                     "synthetic", "--video-root", str(Path(cfg.dataset.root)), "--video-split",
+        r = CliRunner().invoke(app, ["run", "--weights", str(weights), *name, "--protocols", "consistency",
+                                     "--video-dataset", "synthetic", "--video-root", str(Path(cfg.dataset.root)), "--video-split",
                                      "train", "--quick", "--out", str(tmp_path / "res2"), "--device", "cpu",
                                      "--model-kwargs", json.dumps(m.kwargs)])
         assert r.exit_code == 0, r.output
