@@ -54,8 +54,8 @@ def test_a_run_writes_a_hub_folder_that_plain_timm_loads_into_its_backbone_pth(s
     torch.save({"student": exported, "teacher": exported}, tmp_path / "both.pth")
     for weights, name in ((hub, []), (f"{tmp_path / 'both.pth'}#teacher", ["--model", m.name])):
         r = CliRunner().invoke(app, ["run", "--weights", str(weights), *name, "--protocols", "consistency",
-                                     "--video-dataset", "synthetic", "--video-root", str(Path(cfg.dataset.root)), "--video-split",
-                                     "train", "--quick", "--out", str(tmp_path / "res2"), "--device", "cpu",
+                                     "--video-dataset", "synthetic", "--video-root", str(Path(cfg.dataset.root)),
+                                     "--video-split", "train", "--quick", "--out", str(tmp_path / "res2"), "--device", "cpu",
                                      "--model-kwargs", json.dumps(m.kwargs)])
         assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "res2.json").read_text())["rows"]
