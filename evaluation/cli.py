@@ -79,6 +79,20 @@ def heldout_note(fraction: float, source: str) -> str:
 # ------------------------------------------------------------------------------------------------
 # commands
 # ------------------------------------------------------------------------------------------------
+# the backbone options of run and show, the same on both
+MODEL_OPT = typer.Option(None, "--model", help="timm model name, e.g. vit_small_patch14_dinov2 (default with --run, a "
+                         "run's backbone.pth or a hub folder: its model)")
+RUN_OPT = typer.Option(None, "--run", help="a mosic-train run folder: its backbone.pth with the model name and "
+                       "arguments of its config.json")
+WEIGHTS_OPT = typer.Option(None, "--weights", help="backbone weights: a file (timm state dict, mosic backbone.pth, an "
+                           "official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP checkpoint; FILE#NAME picks one of several "
+                           "copies), a Hugging Face / timm folder, or hf-hub:ORG/NAME")
+PRETRAINED_OPT = typer.Option(False, "--pretrained", help="the hub's weights (the default without "
+                              "--weights/--no-pretrained)")
+RANDOM_OPT = typer.Option(False, "--no-pretrained", help="a random initialisation (a baseline)")
+RANDOM_ALIAS_OPT = typer.Option(False, "--random", hidden=True, help="the same as --no-pretrained")
+
+
 @app.command("run", help="Evaluate one backbone with the chosen protocols and add its figures to its row of the "
                          "results table OUT.json / OUT.md (replacing only the figures it recomputes; --replace: "
                          "the row afresh). Each protocol's figures are written as soon as it finishes; a failing "
@@ -87,16 +101,12 @@ def heldout_note(fraction: float, source: str) -> str:
                          "needs a synthetic set (either one).")
 @friendly_errors
 def run(
-    model: Optional[str] = typer.Option(None, "--model", help="timm model name, e.g. vit_small_patch14_dinov2 "
-                                        "(default with --run or a run's backbone.pth: the run's model)"),
-    run_dir: Optional[Path] = typer.Option(None, "--run", help="a mosic-train run folder: evaluates its backbone.pth "
-                                           "with the model name and arguments of its config.json"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="backbone weights file (timm state dict, mosic "
-                                           "backbone.pth, or an official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP "
-                                           "checkpoint)"),
-    pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (the default without --weights/--no-pretrained)"),
-    random_init: bool = typer.Option(False, "--no-pretrained", help="a random initialisation (a baseline)"),
-    random_alias: bool = typer.Option(False, "--random", hidden=True, help="the same as --no-pretrained"),
+    model: Optional[str] = MODEL_OPT,
+    run_dir: Optional[Path] = RUN_OPT,
+    weights: Optional[Path] = WEIGHTS_OPT,
+    pretrained: bool = PRETRAINED_OPT,
+    random_init: bool = RANDOM_OPT,
+    random_alias: bool = RANDOM_ALIAS_OPT,
     model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="extra timm create_model arguments as a "
                                                "JSON object or YAML mapping (model.kwargs), e.g. '{\"depth\": 2, \"embed_dim\": 48, \"num_heads\": 3}'"),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=14, help="input size for every protocol "
@@ -296,14 +306,12 @@ def compare_cmd(
                           "the labels so a class keeps its colour (--raw: cluster ids as found).")
 @friendly_errors
 def show(
-    model: Optional[str] = typer.Option(None, "--model", help="timm model name (default with --run or a run's "
-                                        "backbone.pth: the run's model)"),
-    run_dir: Optional[Path] = typer.Option(None, "--run", help="a mosic-train run folder: its backbone.pth with the "
-                                           "model name and arguments of its config.json, as on run"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="backbone weights file"),
-    pretrained: bool = typer.Option(False, "--pretrained", help="the hub's weights (default without --weights/--no-pretrained)"),
-    random_init: bool = typer.Option(False, "--no-pretrained", help="a random initialisation"),
-    random_alias: bool = typer.Option(False, "--random", hidden=True, help="the same as --no-pretrained"),
+    model: Optional[str] = MODEL_OPT,
+    run_dir: Optional[Path] = RUN_OPT,
+    weights: Optional[Path] = WEIGHTS_OPT,
+    pretrained: bool = PRETRAINED_OPT,
+    random_init: bool = RANDOM_OPT,
+    random_alias: bool = RANDOM_ALIAS_OPT,
     model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="extra timm arguments (model.kwargs), as on run"),
     video_dataset: str = typer.Option(..., "--video-dataset", help="davis | ytvos | synthetic"),
     video_root: Path = typer.Option(..., "--video-root", help="video data set folder"),

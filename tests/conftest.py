@@ -32,6 +32,20 @@ def small_oracle_store(base, valid_videos: int = 0):
     return cfg, precompute(cfg, progress=False).store
 
 
+def oracle_store(root, stores, grid: int, length: int, step: int, clips_per_video: int, clips_per_chunk: int):
+    """The complete oracle store of the synthetic set at ``root`` (written into ``stores``) with these clip and
+    grid settings: precompute's result (``.store``, ``.done``)."""
+    from mosic.config import load_pipeline
+    from mosic.precompute.runner import precompute
+
+    over = {"dataset.root": str(root), "stores": str(stores), "tracker.name": "oracle", "tracker.grid": grid,
+            "clips.length": length, "clips.step": step, "clips.clips_per_video": clips_per_video,
+            "store.clips_per_chunk": clips_per_chunk}
+    res = precompute(load_pipeline("synthetic", overrides=over), progress=False)
+    assert res.complete and not res.failures
+    return res
+
+
 def tiny_eval_set(root):
     """A two-video synthetic set with train and valid splits (64 x 48, 20 frames) for evaluation tests."""
     from mosic.data.synthetic import generate

@@ -17,6 +17,7 @@ from mosic.backbones import IMAGENET_MEAN, IMAGENET_STD
 from mosic.train.augment import CropBox, apply_crop, map_tracks, normalize_frames, to_tensor
 from mosic.train.dataset import ClipDataset, collate_clips
 from mosic.train.loader import make_loader
+from conftest import oracle_store
 
 S = 64  # output size used here: small and quick
 REQUIRE = {"grid": 4, "clips.length": 4, "tracker.name": "oracle"}
@@ -31,11 +32,9 @@ def synth(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def store(synth, tmp_path_factory):
-    over = {"dataset.root": str(synth), "stores": str(tmp_path_factory.mktemp("stores")),
-            "tracker.name": "oracle", "tracker.grid": 4, "clips.length": 4, "clips.step": 2,
-            "clips.clips_per_video": 2, "store.clips_per_chunk": 2}
-    res = precompute(load_pipeline("synthetic", overrides=over), progress=False)
-    assert res.complete and res.done == 6
+    res = oracle_store(synth, tmp_path_factory.mktemp("stores"), grid=4, length=4, step=2, clips_per_video=2,
+                        clips_per_chunk=2)
+    assert res.done == 6
     return res.store
 
 

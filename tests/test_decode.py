@@ -15,6 +15,7 @@ from mosic.data.synthetic import generate
 from mosic.precompute.runner import precompute
 from mosic.train.augment import CropBox, apply_crop, map_tracks, max_reduction, reduce_box
 from mosic.train.dataset import ClipDataset
+from conftest import oracle_store
 
 S = 64
 
@@ -89,11 +90,9 @@ def big_store(tmp_path_factory):
     crops decode at 1/2 or 1/4."""
     root = tmp_path_factory.mktemp("data") / "synthetic"
     generate(root, videos=2, seed=2, num_frames=20, width=448, height=336)
-    over = {"dataset.root": str(root), "stores": str(tmp_path_factory.mktemp("stores")),
-            "tracker.name": "oracle", "tracker.grid": 8, "clips.length": 3, "clips.step": 4,
-            "clips.clips_per_video": 3, "store.clips_per_chunk": 4}
-    res = precompute(load_pipeline("synthetic", overrides=over), progress=False)
-    assert res.complete and res.done == 6
+    res = oracle_store(root, tmp_path_factory.mktemp("stores"), grid=8, length=3, step=4, clips_per_video=3,
+                        clips_per_chunk=4)
+    assert res.done == 6
     return res.store
 
 
