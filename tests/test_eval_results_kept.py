@@ -92,15 +92,20 @@ def test_a_failing_protocol_is_recorded_and_the_others_go_on(syn, tmp_path):
     assert row["errors"] == {} and "Failed" not in out.with_suffix(".md").read_text()
 
 
+def _one_failed(r, out, kept: set, failed: set) -> dict:
+    """The run exited 1 without a traceback, and its row keeps the figures ``kept`` and records ``failed``."""
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    row = load_results(out.with_suffix(".json"))[0]
+    assert set(row["figures"]) == kept and set(row["errors"]) == failed
+    return row
+
+
 def test_an_in_context_fraction_that_fails_keeps_the_other_fractions_figures(syn, tmp_path):
     voc = _voc_with_trainaug(syn, tmp_path)
     out = tmp_path / "res"
     r = _run(*_base(syn, out), "--protocols", "incontext", "--dataset", "voc", "--root", voc,
              "--fractions", "1/128,1")
-    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
-    row = load_results(out.with_suffix(".json"))[0]
-    assert set(row["figures"]) == {"voc/in-context 1"}
-    assert set(row["errors"]) == {"voc/in-context 1/128"}
+    row = _one_failed(r, out, kept={"voc/in-context 1"}, failed={"voc/in-context 1/128"})
     assert "reference list" in row["errors"]["voc/in-context 1/128"]
 
 
@@ -118,9 +123,7 @@ def test_a_video_mode_that_fails_keeps_the_other_modes_figures(syn, tmp_path, mo
     out = tmp_path / "res"
     r = _run(*_base(syn, out), "--protocols", "video", "--video-dataset", "synthetic", "--video-root", syn,
              "--video-modes", "clip,frame")
-    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
-    row = load_results(out.with_suffix(".json"))[0]
-    assert set(row["figures"]) == {"synthetic/video frame"}
+    row = _one_failed(r, out, kept={"synthetic/video frame"}, failed={"synthetic/video clip"})
     assert row["errors"] == {"synthetic/video clip": "RuntimeError: out of memory"}
 
 
