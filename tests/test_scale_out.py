@@ -207,3 +207,31 @@ def test_each_process_takes_the_gpu_of_its_local_rank_and_more_processes_than_gp
     assert local_rank({"RANK": "1", "WORLD_SIZE": "2"}, gpus=0) == 0  # one process per node on CPUs
     with pytest.raises(MosicError, match="start at most 2 processes per node"):
         local_rank({"RANK": "3", "LOCAL_RANK": "2", "WORLD_SIZE": "4"}, gpus=2)
+
+
+class Requeues:
+    """Stands for submitit's preemption handler: counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, signum, frame):
+        self.calls += 1
+
+
+def test_the_preemption_signal_becomes_the_loops_stop_while_the_loop_handles_stops_and_requeues_at_once_otherwise():
+    """While the training loop holds stop_signals (flag mode), the preemption signal sets its flag (the loop
+    saves at its step's end) and the requeue waits for requeue_now(); outside the loop it requeues at once."""
+    from mosic.stopping import stop_signals
+    from mosic.train.slurm import PreemptionRelay, preemption_signal
+
+    requeue = Requeues()
+    relay = PreemptionRelay(requeue)
+    with stop_signals(at_once=False) as stop:
+        relay(preemption_signal(), None)
+        assert stop.requested and stop.exit_code == 143 and relay.pending and requeue.calls == 0
+    relay.requeue_now()
+    assert requeue.calls == 1
+    outside = PreemptionRelay(requeue)
+    outside(preemption_signal(), None)
+    assert requeue.calls == 2 and not outside.pending
