@@ -6,8 +6,8 @@ A process works on a chunk only while it holds that chunk's claim: an operating-
 lease: the operating system drops it when its process ends, however it ends (a crash or ``kill -9``
 included), so a dead process's chunk is taken over at once, and nothing has to expire. A process first
 takes the free chunks, then waits for the chunks others hold and does whatever they left pending; so every
-process ends with the store complete, and the store is the same as one process's. The claims folder (empty
-lock files) stays: a process may still be waiting in it when another completes the store.
+process ends with the store complete, and the store is the same as one process's. The process that completes
+the store removes the claims folder.
 
 Object storage (``s3://``) has no such lock: processes on a remote store claim nothing, and should be given
 disjoint ``--shard I/N`` (two processes on a remote store without ``--shard`` both track every clip; the
@@ -16,6 +16,7 @@ store is still right, each chunk written whole by one of them).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -36,21 +37,29 @@ class ChunkClaims:
         return None if location.is_remote(store) else cls(Path(store))
 
     def _lock(self, start: int) -> FileLock:
-        self.folder.mkdir(parents=True, exist_ok=True)
         return FileLock(self.folder / f"chunk_{start:09d}.lock")
+
+    def _acquire(self, start: int, timeout: float) -> FileLock | None:
+        lock = self._lock(start)
+        while True:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire(timeout=timeout)
+                return lock
+            except FileNotFoundError:  # a process that completed the store removed the folder: again
+                continue
+            except Timeout:
+                return None
 
     def take(self, start: int) -> FileLock | None:
         """The claim of the chunk that starts at clip ``start`` if no other process holds it (release it when
         done), else None."""
-        lock = self._lock(start)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            return None
-        return lock
+        return self._acquire(start, timeout=0)
 
     def wait(self, start: int) -> FileLock:
         """The claim of the chunk that starts at clip ``start``, once the process that holds it lets it go."""
-        lock = self._lock(start)
-        lock.acquire()
-        return lock
+        return self._acquire(start, timeout=-1)
+
+    def remove(self) -> None:
+        """Delete the claims folder once the store is complete (a process still waiting in it makes it again)."""
+        shutil.rmtree(self.folder, ignore_errors=True)

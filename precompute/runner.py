@@ -189,6 +189,8 @@ def precompute(
     if bar is not None:
         bar.close()
     complete = writer.finalize()
+    if complete and claims is not None:
+        claims.remove()
     st = writer.status()
     failures = writer.failures()
     return PrecomputeResult(

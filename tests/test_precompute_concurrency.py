@@ -73,6 +73,7 @@ def test_two_precompute_runs_on_one_store_split_the_clips_and_write_what_one_run
     clips = results[0].clips
     assert results[0].written_now + results[1].written_now == clips  # not twice each clip
     assert min(r.written_now for r in results) > 0  # both worked
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [results[0].store.name]  # no claims left
     ref = precompute(cfg_for(synth, tmp_path / "one"), progress=False)
     assert_same_store(results[0].store, ref.store)
 
