@@ -235,7 +235,7 @@ def test_micro_batches_and_teacher_chunks_give_the_whole_batch_gradients(symmetr
     would not (checked: it moves the gradients far beyond the tolerance)."""
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel, make_teacher
-    from mosic.train.step import mosic_step
+    from mosic.train.step import monitors_from_sums, mosic_step
 
     torch.manual_seed(0)
     bb = create_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=56,
@@ -254,8 +254,8 @@ def test_micro_batches_and_teacher_chunks_give_the_whole_batch_gradients(symmetr
     def grads(**over):
         _, ts = settings_for_step(symmetric=symmetric, normalize=normalize, **over)
         student.zero_grad(set_to_none=True)
-        loss, mon = mosic_step(student, teacher, batch, ts, step=0, backward=lambda part: part.backward())
-        return loss, mon, {n: p_.grad.clone() for n, p_ in student.named_parameters() if p_.grad is not None}
+        loss, sums = mosic_step(student, teacher, batch, ts, step=0, backward=lambda part: part.backward())
+        return loss, monitors_from_sums(sums), {n: p_.grad.clone() for n, p_ in student.named_parameters() if p_.grad is not None}
 
     loss, mon, ref = grads(micro_batch=None, teacher_chunk=None)
     assert mon["points_per_clip"] == pytest.approx(float(batch["visibility"][:, 0].sum()) / B)
