@@ -74,6 +74,7 @@ def _train_and_compare(data: Path, stores: Path, out: Path, steps: int | None) -
 
 
     from mosic.config import load_pipeline
+    from mosic.train.run_log import read_log
     from mosic.train.train import train
 
     cfg = load_pipeline("synthetic", overrides={"dataset.root": str(data), "stores": str(stores),
@@ -85,9 +86,8 @@ def _train_and_compare(data: Path, stores: Path, out: Path, steps: int | None) -
     _banner(f"4. train: {m.name} {m.kwargs} at {m.img_size} px, random init, {ts.max_steps} steps on the lk store")
     t = time.perf_counter()
     res = train(cfg, ts, run_dir)
-    rows = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
-    lines = [r for r in rows if "loss" in r]
-    curve = [r for r in rows if r.get("kind") == "validation"]
+    lines = [r for r in read_log(run_dir, "train") if "loss" in r]
+    curve = read_log(run_dir, "validation")
     print(f"trained in {time.perf_counter() - t:.0f}s: loss {lines[0]['loss']:.3f} (step {lines[0]['step']}) -> "
           f"{lines[-1]['loss']:.3f} (step {lines[-1]['step']})")
     if curve:  # the in-training validation (validate.every): the teacher on the held-out split

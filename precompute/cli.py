@@ -114,11 +114,20 @@ def run(
     if slurm:
         _submit(cfg, shards, shard, store, retry_failed)
         return
-    try:
-        res = precompute(cfg, store=store, retry_failed=retry_failed, progress=progress, shard=_parse_shard(shard))
-    except Interrupted as e:
-        typer.secho(str(e), err=True, fg=typer.colors.YELLOW)
-        raise typer.Exit(130) from None
+    from mosic.files import check_output_place
+    from mosic.stopping import stop_signals
+    from mosic.store_schema.location import is_remote
+
+    where = store or cfg.stores
+    if not is_remote(where):  # before any work: one line when the store cannot be written there
+        check_output_place(where, "--store" if store else "--stores")
+    with stop_signals() as stop:  # Ctrl-C and SIGTERM alike: the chunks written are kept
+        try:
+            res = precompute(cfg, store=store, retry_failed=retry_failed, progress=progress,
+                             shard=_parse_shard(shard))
+        except Interrupted as e:
+            typer.secho(str(e), err=True, fg=typer.colors.YELLOW)
+            raise typer.Exit(stop.exit_code) from None
     fps = res.frames_tracked / res.seconds if res.seconds > 0 else 0.0
     typer.echo(
         f"store: {res.store}\n"

@@ -4,6 +4,11 @@ A re-run with the same settings opens the same store and only does clips that ar
 yet (and, by default, clips that failed before). Work is written a chunk of clips at a time, so a
 killed run loses at most the chunk in flight. A clip whose frames cannot be read, or whose
 tracks come back non-finite, is recorded as failed with the reason and the run goes on.
+
+Several processes started on one local store split its chunks (:mod:`mosic.precompute.claims`): each
+works on a chunk only while it holds the chunk's claim, takes the free ones first, then waits for those
+others hold and does what they left; ``--shard`` splits the chunks up front instead (any store, remote ones
+included).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from mosic import MosicError
 from mosic.config import PipelineConfig
 from mosic.data.base import ClipRef, FrameReadError, FrameSource, create_source, plan_clips
 from mosic.data.grid import grid_queries
+from mosic.precompute.claims import ChunkClaims
 from mosic.precompute.trackers.base import Tracker, create_tracker
 from mosic.store_schema import layout as L
 from mosic.store_schema import location
@@ -154,44 +160,28 @@ def precompute(
     todo = writer.todo(retry_failed=retry_failed, shard=shard)
     total = sum(len(idx) for _, _, idx in todo)
     T, N = spec.clips.length, spec.num_points
-    written = frames_tracked = 0
+    claims = ChunkClaims.of(path)
+    job = _Job(cfg, source, tracker, clips, writer, T, N, planned_status=writer.status())
 
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="clip", desc=f"tracking ({tracker.name})", dynamic_ncols=True)
-
-    def read(i: int):
-        try:
-            return i, source.read_clip(clips[i]), None
-        except FrameReadError as e:
-            return i, None, str(e)
-        except Exception as e:  # noqa: BLE001 - a decoder crash on one video must not stop the run
-            return i, None, f"video {clips[i].video_id!r}: {type(e).__name__}: {e}"
-
-    bs = max(1, tracker.batch_size)
     try:
         # Frames for the next batch are decoded in threads while the tracker works on this one.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for a, b, idx in todo:
-                work = _ChunkWork(writer, a, b, T, N)
-                batches = _batches_by_size([clips[i] for i in idx], list(idx), bs)
-                for got in _prefetch(pool, lambda ids: [read(i) for i in ids], batches):
-                    ok = []
-                    for i, frames, err in got:
-                        if err is not None:
-                            work.fail(i, clips[i], err)
-                        else:
-                            ok.append((i, frames))
-                    if ok:
-                        frames_tracked += _track_batch(tracker, cfg, clips, ok, work)
-                _write(writer, a, b, work)
-                written += int((work.status[idx - a] == L.DONE).sum())
-                if bar is not None:  # clips count once their chunk is on disk
-                    bar.update(len(idx))
-                if on_chunk is not None:
-                    on_chunk(a, b)
+            held_elsewhere = []
+            for a, b, idx in todo:  # the chunks no other process holds
+                claim = claims.take(a) if claims is not None else None
+                if claims is not None and claim is None:
+                    held_elsewhere.append((a, b, idx))
+                    continue
+                _claimed_chunk(job, pool, claim, a, b, idx, bar, on_chunk)
+            if held_elsewhere:
+                log.info("%d chunk(s) are being written by another process: waiting for them", len(held_elsewhere))
+            for a, b, idx in held_elsewhere:  # then what the others leave (a crashed one's chunk included)
+                _claimed_chunk(job, pool, claims.wait(a), a, b, idx, bar, on_chunk)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -199,17 +189,84 @@ def precompute(
     if bar is not None:
         bar.close()
     complete = writer.finalize()
+    if complete and claims is not None:
+        claims.remove()
     st = writer.status()
     failures = writer.failures()
     return PrecomputeResult(
-        store=path, clips=len(clips), written_now=written, done=int((st == L.DONE).sum()),
+        store=path, clips=len(clips), written_now=job.written, done=int((st == L.DONE).sum()),
         failed=int((st == L.FAILED).sum()), complete=complete,
-        seconds=time.perf_counter() - t0, frames_tracked=frames_tracked, failures=failures,
+        seconds=time.perf_counter() - t0, frames_tracked=job.frames_tracked, failures=failures,
     )
 
 
+@dataclass
+class _Job:
+    """What every chunk of one precompute run uses, and what it has done so far."""
+
+    cfg: PipelineConfig
+    source: FrameSource
+    tracker: Tracker
+    clips: list[ClipRef]
+    writer: StoreWriter
+    T: int
+    N: int
+    planned_status: np.ndarray  # every clip's status when the run planned its work
+    written: int = 0
+    frames_tracked: int = 0
+
+    def read(self, i: int):
+        try:
+            return i, self.source.read_clip(self.clips[i]), None
+        except FrameReadError as e:
+            return i, None, str(e)
+        except Exception as e:  # noqa: BLE001 - a decoder crash on one video must not stop the run
+            return i, None, f"video {self.clips[i].video_id!r}: {type(e).__name__}: {e}"
+
+    def read_batch(self, ids: list[int]) -> list:
+        return [self.read(i) for i in ids]
+
+
+def _claimed_chunk(job: _Job, pool: ThreadPoolExecutor, claim, a: int, b: int, planned: np.ndarray, bar,
+                   on_chunk) -> None:
+    """Track and write chunk ``a:b`` while holding its ``claim`` (None: nothing to claim, a remote store or a
+    shard): only the ``planned`` clips whose status is still what it was when the run planned them (another
+    process may have written the chunk meanwhile)."""
+    try:
+        idx = planned
+        if claim is not None:  # what another process wrote meanwhile is not done again
+            idx = planned[job.writer.status(a, b)[planned - a] == job.planned_status[planned]]
+        if len(idx):
+            _do_chunk(job, pool, a, b, idx)
+    finally:
+        if claim is not None:
+            claim.release()
+    if bar is not None:  # clips count once their chunk is on disk
+        bar.update(len(planned))
+    if on_chunk is not None:
+        on_chunk(a, b)
+
+
+def _do_chunk(job: _Job, pool: ThreadPoolExecutor, a: int, b: int, idx: np.ndarray) -> None:
+    """Track clips ``idx`` of chunk ``a:b`` and write the chunk."""
+    work = _ChunkWork(job.writer, a, b, job.T, job.N)
+    bs = max(1, job.tracker.batch_size)
+    batches = _batches_by_size([job.clips[i] for i in idx], list(idx), bs)
+    for got in _prefetch(pool, job.read_batch, batches):
+        ok = []
+        for i, frames, err in got:
+            if err is not None:
+                work.fail(i, job.clips[i], err)
+            else:
+                ok.append((i, frames))
+        if ok:
+            job.frames_tracked += _track_batch(job.tracker, job.cfg, job.clips, ok, work)
+    _write(job.writer, a, b, work)
+    job.written += int((work.status[idx - a] == L.DONE).sum())
+
+
 class Interrupted(KeyboardInterrupt):
-    """The run was stopped (Ctrl-C); the message says what was kept and how to go on."""
+    """The run was stopped (Ctrl-C or SIGTERM); the message says what was kept and how to go on."""
 
 
 def _interrupted_message(writer: StoreWriter, path) -> str:

@@ -13,6 +13,7 @@ import torch
 
 from mosic import MosicError
 from mosic.config import load_pipeline
+from mosic.stopping import StopFlag
 from mosic.train.train import NonFiniteLossError, train
 
 from conftest import SMALL_CLIPS, free_port, small_oracle_store
@@ -153,7 +154,8 @@ def test_global_batch_is_the_same_on_two_processes_one_process_and_micro_batches
     sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
             "--set", "model.num_prototypes=8", "--set", "checkpoint_every=3", *CLI_STORE,
-            "--set", "optim.warmup_steps=0", "--set", "teacher_chunk=1", "--set", "grid=2", "--set", "validate.every=0"]
+            "--set", "optim.warmup_steps=0", "--set", "teacher_chunk=1", "--set", "grid=2", "--set", "validate.every=0",
+            "--set", "log_every=1"]
     common = ["-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path), "--max-steps", "3",
               "--workers", "0", "--no-progress", "--batch-size", "4", *sets]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -179,6 +181,9 @@ def test_global_batch_is_the_same_on_two_processes_one_process_and_micro_batches
     logs = [json.loads(x) for x in (tmp_path / "ddp/log.jsonl").read_text().splitlines()]
     one = [json.loads(x) for x in (tmp_path / "one/log.jsonl").read_text().splitlines()]
     assert [x["points_per_clip"] for x in logs] == pytest.approx([x["points_per_clip"] for x in one])
+    # the logged loss and monitors are the global batch's, not rank 0's half of it
+    for k in ("loss", "usage_teacher", "usage_student", "visible", "valid_first"):
+        assert [x[k] for x in logs] == pytest.approx([x[k] for x in one], rel=1e-4, abs=1e-5), k
     # a global batch that does not split over the processes is refused
     bad = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", str(free_port()), *common[:-len(sets) - 2], "--batch-size", "3", *sets,
@@ -187,17 +192,17 @@ def test_global_batch_is_the_same_on_two_processes_one_process_and_micro_batches
 
 
 def test_killed_training_resumes_to_the_same_state(store, tmp_path):
-    """kill -9 a training run after a checkpoint, --resume it: the final state equals an
-    uninterrupted run's."""
+    """kill -9 a training run after a checkpoint and a logged step past it, --resume it: the final state
+    equals an uninterrupted run's, and the log holds each step once."""
     import signal
     import time
 
     cfg, path = store
     sets = ["--set", "model.img_size=56", "--set", "model.kwargs={depth: 2, embed_dim: 48, num_heads: 3}",
             "--set", "model.train_blocks=1", "--set", "model.head_hidden=[32]", "--set", "model.head_dim=16",
-            "--set", "model.num_prototypes=8", "--set", "checkpoint_every=1", "--set", "tracker.grid=4",
+            "--set", "model.num_prototypes=8", "--set", "checkpoint_every=2", "--set", "tracker.grid=4",
             "--set", "clips.length=4", "--set", "clips.step=2", "--set", "clips.clips_per_video=2",
-            "--set", "validate.every=0"]
+            "--set", "validate.every=0", "--set", "log_every=1"]
     base = [sys.executable, "-m", "mosic.train", "--pipeline", "synthetic-oracle", "--store", str(path),
             "--max-steps", "6", "--batch-size", "2", "--workers", "0", "--no-progress", *sets]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -205,17 +210,19 @@ def test_killed_training_resumes_to_the_same_state(store, tmp_path):
     run = tmp_path / "killed"
     p = subprocess.Popen([*base, "--out", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t = time.time()
-    while not (run / "checkpoints/step_0000002.pt").exists():
+    while len((run / "log.jsonl").read_text().splitlines() if (run / "log.jsonl").exists() else []) < 3:
         assert p.poll() is None and time.time() - t < 120, "the run ended before it could be killed"
         time.sleep(0.02)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     killed_at = torch.load(run / "checkpoints/latest.pt", weights_only=False)["step"]
     subprocess.run([*base, "--out", str(run), "--resume"], env=env, check=True, capture_output=True, timeout=300)
+    # the steps after the checkpoint were taken twice, and are logged once
+    assert [json.loads(x)["step"] for x in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
     a = torch.load(tmp_path / "ref/checkpoints/latest.pt", weights_only=False)
     b = torch.load(run / "checkpoints/latest.pt", weights_only=False)
-    # latest.pt is written right after step_0000002.pt, so the kill may land before it: step 1 or 2
-    assert 1 <= killed_at < 6 and a["step"] == b["step"] == 6
+    # killed after the row of step 3, past the step-2 checkpoint (or a later one)
+    assert 2 <= killed_at < 6 and a["step"] == b["step"] == 6
     for key in ("student", "teacher"):
         for k in a[key]:
             torch.testing.assert_close(a[key][k], b[key][k], rtol=0, atol=0, msg=f"{key}.{k}")
@@ -228,7 +235,7 @@ def test_micro_batches_and_teacher_chunks_give_the_whole_batch_gradients(symmetr
     would not (checked: it moves the gradients far beyond the tolerance)."""
     from mosic.backbones import create_backbone
     from mosic.train.model import MoSiCModel, make_teacher
-    from mosic.train.step import mosic_step
+    from mosic.train.step import monitors_from_sums, mosic_step
 
     torch.manual_seed(0)
     bb = create_backbone("vit_small_patch14_dinov2", pretrained=False, img_size=56,
@@ -247,8 +254,8 @@ def test_micro_batches_and_teacher_chunks_give_the_whole_batch_gradients(symmetr
     def grads(**over):
         _, ts = settings_for_step(symmetric=symmetric, normalize=normalize, **over)
         student.zero_grad(set_to_none=True)
-        loss, mon = mosic_step(student, teacher, batch, ts, step=0, backward=lambda part: part.backward())
-        return loss, mon, {n: p_.grad.clone() for n, p_ in student.named_parameters() if p_.grad is not None}
+        loss, sums = mosic_step(student, teacher, batch, ts, step=0, backward=lambda part: part.backward())
+        return loss, monitors_from_sums(sums), {n: p_.grad.clone() for n, p_ in student.named_parameters() if p_.grad is not None}
 
     loss, mon, ref = grads(micro_batch=None, teacher_chunk=None)
     assert mon["points_per_clip"] == pytest.approx(float(batch["visibility"][:, 0].sum()) / B)
@@ -436,10 +443,11 @@ def test_a_step_that_logs_nothing_reads_only_the_loss_back_from_the_device(store
     host = [batch["index"], *(s["step"] for s in run.optim.state.values())]
 
     reads = count_host_reads(monkeypatch, host)
-    loss, monitors = T.train_step(run, batch, monitors=False)
-    assert reads == [("item", ())] and monitors == {} and math.isfinite(loss)
+    loss, sums = T.train_step(run, batch, monitors=False)
+    assert reads == [("item", ())] and sums is None and math.isfinite(loss)
 
     reads.clear()  # a logging step reads its monitors: the count above is not blind
-    _, monitors = T.train_step(run, batch, monitors=True)
+    loss, sums = T.train_step(run, batch, monitors=True)
+    _, monitors, _ = T.exchange(run, loss, sums, StopFlag(at_once=False))
     assert len(reads) > 1 and set(monitors) == {"usage_teacher", "usage_student", "visible", "valid_first",
                                                 "points_per_clip"}

@@ -54,11 +54,20 @@ def latest_checkpoint(run_folder: Path) -> Path:
     return run_folder / "checkpoints" / "latest.pt"
 
 
-def write_checkpoint(ck: dict, run_folder: Path, step: int) -> None:
-    """``checkpoints/step_<step>.pt``, then ``checkpoints/latest.pt``, each written atomically."""
+def write_checkpoint(ck: dict, run_folder: Path, step: int, keep: int | None = None) -> None:
+    """``checkpoints/step_<step>.pt``, then ``checkpoints/latest.pt``, each written atomically; then, with
+    ``keep``, the step checkpoints but the last ``keep`` are deleted (``latest.pt`` is always kept)."""
     latest = latest_checkpoint(run_folder)
     atomic_save(ck, latest.with_name(f"step_{step:07d}.pt"))
     atomic_save(ck, latest)
+    if keep is not None:
+        for old in step_checkpoints(run_folder)[:-keep]:
+            old.unlink(missing_ok=True)
+
+
+def step_checkpoints(run_folder: Path) -> list[Path]:
+    """The run's ``checkpoints/step_<step>.pt`` files, oldest step first."""
+    return sorted(latest_checkpoint(run_folder).parent.glob("step_*.pt"))
 
 
 def export_backbone(model: MoSiCModel, path: Path) -> Path:

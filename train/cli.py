@@ -39,7 +39,8 @@ def _parse_sets(sets: list[str]) -> dict:
     "Settings come from the pipeline's `train:` section in pipelines.yaml; the options below and "
     "--set KEY=VALUE (any pipelines.yaml key, e.g. --set train.loss.symmetric=true or --set tracker.grid=8: "
     "pipeline fields select the store) override them. The run folder "
-    "gets config.json, log.jsonl, checkpoints/ and backbone.pth (a timm state dict).",
+    "gets config.json, log.jsonl, loss.png, checkpoints/ and backbone.pth (a timm state dict). "
+    "Ctrl-C or SIGTERM saves a checkpoint at the step reached and exits 130 or 143; --resume goes on.",
 )
 @friendly_errors
 def run(
@@ -69,7 +70,10 @@ def run(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     precision: Optional[str] = typer.Option(None, help="auto | fp32 | bf16 | fp16"),
     seed: Optional[int] = typer.Option(None),
-    resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint"),
+    resume: bool = typer.Option(False, help="continue the run in --out from its last checkpoint (with the run's settings)"),
+    changed_settings_ok: bool = typer.Option(
+        False, "--changed-settings-ok", help="with --resume: go on although the training settings differ from the "
+        "checkpoint's (it names them)"),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
     print_config: bool = typer.Option(False, "--print-config", help=PRINT_CONFIG_HELP),
     progress: bool = typer.Option(True, help="show a progress bar"),
@@ -84,7 +88,7 @@ def run(
     time_min: Optional[int] = typer.Option(
         None, "--time", help="--slurm: time limit in minutes; at it the job checkpoints and requeues (slurm.time_min)"),
 ) -> None:
-    from mosic.train.train import train
+    from mosic.train.train import TrainingStopped, train
 
     setup_logging(verbose)
     if list_pipelines:
@@ -131,7 +135,11 @@ def run(
     if slurm:
         _submit(cfg, ts, run_dir, resume)
         return
-    res = train(cfg, ts, run_dir, resume=resume, progress=progress)
+    try:
+        res = train(cfg, ts, run_dir, resume=resume, progress=progress, changed_settings_ok=changed_settings_ok)
+    except TrainingStopped as e:  # Ctrl-C or SIGTERM: the message says what is kept and how to go on
+        typer.secho(str(e), err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(e.exit_code) from None
     if res.get("backbone"):
         typer.echo(f"trained {res['steps']} steps on {res['store']}; final loss {res.get('loss', float('nan')):.4f}")
         typer.echo(f"run folder: {run_dir}  (log.jsonl, checkpoints/, backbone.pth)")

@@ -21,6 +21,7 @@ workers and after a resume.
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any, Iterator
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from mosic import MosicError
+from mosic.stopping import SIGNALS
 from mosic.train.dataset import ClipDataset, check_epoch, collate_clips
 
 log = logging.getLogger("mosic.train")
@@ -129,6 +131,14 @@ def shared_memory_check(need: int, path: str = "/dev/shm") -> str:
     return tmp.get_sharing_strategy()
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a loader worker: Ctrl-C (sent to the whole foreground process group) and SIGTERM (sent to every
+    process of a Slurm job) are the training process's to handle; the workers go on serving batches until it
+    stops them (:func:`mosic.stopping.stop_signals`)."""
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: ClipDataset,
     batch_size: int,
@@ -161,6 +171,7 @@ def make_loader(
         # no cv2.setNumThreads in workers: in a forked child it deadlocks once the parent's cv2
         # pool has gone idle (it destroys a condition variable the parent's threads waited on)
         kw["persistent_workers"] = True
+        kw["worker_init_fn"] = ignore_stop_signals
         kw["timeout"] = float(timeout)
         if prefetch_factor is not None:
             kw["prefetch_factor"] = prefetch_factor

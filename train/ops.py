@@ -35,6 +35,8 @@ __all__ = [
     "propagation_loss",
     "symmetric_loss",
     "cluster_usage_entropy",
+    "cluster_usage",
+    "usage_entropy",
     "pick_clip",
     "crop_grid",
     "select_grid_points",
@@ -369,18 +371,29 @@ def cluster_usage_entropy(q: Tensor, hard: bool = False, mask: Tensor | None = N
     Note: Sinkhorn's Q has near-uniform prototype marginals by construction, so its soft usage is
     ~1 whatever happens; hard=True on Q, or the student's softmax, are the informative monitors.
     """
+    return usage_entropy(cluster_usage(q, hard, mask))
+
+
+def cluster_usage(q: Tensor, hard: bool = False, mask: Tensor | None = None) -> Tensor:
+    """float [K]: the summed assignment per prototype of the rows :func:`cluster_usage_entropy` counts (on
+    q's device, nothing read back; sums of several processes add up to the usage of their union)."""
     K = q.shape[-1]
     q = q.detach().reshape(-1, K).float()
     keep = q.sum(dim=-1) > 0
     if mask is not None:
         keep = keep & mask.reshape(-1).to(keep.device).bool()
-    q = q[keep]
-    if q.shape[0] == 0:
-        return float("nan")
     if hard:
         q = F.one_hot(q.argmax(dim=-1), K).float()
-    p = q.sum(dim=0)
-    p = p / p.sum()
+    return (q * keep[:, None]).sum(dim=0)
+
+
+def usage_entropy(usage: Tensor) -> float:
+    """The normalised entropy of :func:`cluster_usage`'s sums (NaN when nothing was counted, 0 when K = 1)."""
+    K = usage.shape[-1]
+    total = float(usage.sum())
+    if total <= 0:
+        return float("nan")
+    p = usage.float() / total
     h = -(p * torch.log(p.clamp_min(1e-30))).sum()
     return float(h / math.log(K)) if K > 1 else 0.0
 

@@ -1,10 +1,16 @@
-"""Where a run's rows go: ``log.jsonl`` (every row, the record every reader uses), TensorBoard
+"""Where a run's rows go, and how they are read back: ``log.jsonl`` (every row, the record every reader uses,
+through :func:`read_log`), TensorBoard
 (``train.tensorboard``, ``RUN/tb/``) and Weights & Biases (``train.wandb.project``, ``RUN/wandb/``), the same
 scalars in both. Rank 0 only; the other ranks write nothing.
 
 Weights & Biases: the run's resolved settings are its config, and its run id is kept in ``RUN/wandb_id`` so a
 resumed run logs under the same wandb run. ``WANDB_MODE=offline`` (wandb's own variable) logs without a
 network and ``wandb sync RUN/wandb/offline-run-*`` uploads later; a missing package is one line.
+
+A resumed run goes on from its last checkpoint: :func:`cut_log` first drops the rows written after that
+checkpoint's step (the steps about to be taken again), so ``log.jsonl`` holds each step once; :func:`read_log`
+also keeps only the last row per (kind, step), for logs written before that rule. ``loss.png`` (the
+training loss) and ``validation.png`` are redrawn from the log this way.
 """
 
 from __future__ import annotations
@@ -22,6 +28,77 @@ from mosic.config import PipelineConfig
 log = logging.getLogger("mosic.train")
 
 WANDB_ID_FILE = "wandb_id"
+LOG_FILE = "log.jsonl"
+
+
+def read_log(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The rows of a run's ``log.jsonl`` (a run folder or the file), one per (kind, step): the last one
+    written, as a resumed run may have repeated steps; by step. ``kind``: only the rows of that kind
+    (``"train"``: the loss rows, which carry no kind; ``"validation"``). A damaged line is skipped."""
+    path = Path(path)
+    path = path / LOG_FILE if path.is_dir() else path
+    rows: dict[tuple[str, int], dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                key = (r.get("kind", "train"), int(r["step"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+            if kind is None or key[0] == kind:
+                rows.pop(key, None)  # re-inserted: the order is the order of the last writes
+                rows[key] = r
+    return sorted(rows.values(), key=lambda r: int(r["step"]))
+
+
+def cut_log(path: Path, step: int) -> int:
+    """Drop the rows of ``log.jsonl`` (a run folder or the file) after ``step``, the step a resumed run goes
+    on from (rewritten atomically). Returns how many rows were dropped."""
+    path = Path(path)
+    path = path / LOG_FILE if path.is_dir() else path
+    if not path.is_file():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            late = int(json.loads(line)["step"]) > step
+        except (ValueError, KeyError, TypeError):
+            late = False
+        if late:
+            dropped += 1
+        else:
+            keep.append(line + "\n")
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(keep))
+        tmp.replace(path)
+    return dropped
+
+
+def plot_loss(run: Path, png: Path | None = None) -> Path | None:
+    """Draw the training loss of the run in folder ``run`` (its ``log.jsonl``, read by :func:`read_log`) into
+    ``png`` (default ``run/loss.png``); None when there is no loss row yet."""
+    rows = [r for r in read_log(run, "train") if "loss" in r]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker="." if len(rows) < 50 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("training loss (global batch)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = Path(png) if png is not None else Path(run) / "loss.png"
+    tmp = png.with_name(f".{png.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(png)
+    return png
 
 
 def scalars(row: dict[str, Any]) -> dict[str, float]:
@@ -37,7 +114,7 @@ class RunLog:
 
     def __init__(self, closing: ExitStack, out: Path, cfg: PipelineConfig, main: bool):
         ts = cfg.train
-        self.file = closing.enter_context(open(out / "log.jsonl", "a")) if main else None
+        self.file = closing.enter_context(open(out / LOG_FILE, "a")) if main else None
         self.tb = _tensorboard(closing, out) if ts.tensorboard and main else None
         self.wandb = _wandb(closing, out, cfg) if ts.wandb.project is not None and main else None
 

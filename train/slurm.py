@@ -63,7 +63,7 @@ class TrainJob(Checkpointable):
         self.cfg, self.ts, self.out = cfg, ts, Path(out)
 
     def __call__(self) -> dict:
-        from mosic.train.train import train
+        from mosic.train.train import TrainingStopped, train
 
         export_job_environment()
         relay = PreemptionRelay(signal.getsignal(preemption_signal()))
@@ -71,7 +71,7 @@ class TrainJob(Checkpointable):
         resume = latest_checkpoint(self.out).exists()  # a requeued job continues its run
         try:
             res = train(self.cfg, self.ts, self.out, resume=resume, progress=False)
-        except (KeyboardInterrupt, SystemExit):
+        except (TrainingStopped, KeyboardInterrupt, SystemExit):  # the loop's stop: a checkpoint at the step reached
             if relay.pending:
                 relay.requeue_now()
             raise

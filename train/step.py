@@ -17,8 +17,9 @@ tracked points each (the G x G trajectories nearest to each crop's grid):
 
 The optimiser step and the teacher's EMA (5.) follow in the training loop (:mod:`mosic.train.train`).
 
-Nothing here reads a value back from the device (no ``.item()``, no data-dependent shape) except
-the monitors, which :func:`mosic_step` computes only when asked (the loop asks on logging steps).
+Nothing here reads a value back from the device (no ``.item()``, no data-dependent shape); the
+monitors' sums are computed only when asked (the loop asks on logging steps, all-reduces them with the
+loss and reads them back then).
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from mosic.config import TrainSettings
 from mosic.train.model import MoSiCModel, kept_tokens, random_keep_mask
-from mosic.train.ops import (cluster_usage_entropy, loss_normaliser, loss_weights, propagation_loss, sample_at_tracks,
-                            sinkhorn, symmetric_loss)
+from mosic.train.ops import (cluster_usage, loss_normaliser, loss_weights, propagation_loss, sample_at_tracks,
+                            sinkhorn, symmetric_loss, usage_entropy)
 
 
 def student_valid(tracks0: torch.Tensor, vis0: torch.Tensor, keep: torch.Tensor | None, size: int,
@@ -84,10 +84,10 @@ def teacher_assignments(teacher: MoSiCModel, frames: torch.Tensor, tracks: torch
 
 
 def mosic_step(student, teacher: MoSiCModel, batch: dict, ts: TrainSettings, step: int, rank: int = 0,
-               group=None, backward=None, no_sync=None, monitors: bool = True) -> tuple[torch.Tensor, dict]:
+               group=None, backward=None, no_sync=None, monitors: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One MoSiC step on this process's share of the global batch; returns the loss and, with
-    ``monitors``, the monitors of a log row (else an empty dict: they read values back from the
-    device and, under DDP, all-reduce).
+    ``monitors``, the sums behind a log row's monitors (:func:`monitor_sums`, on the device; the loop
+    all-reduces them with the loss on logging steps), else None.
 
     ``student`` may be the DDP wrapper of a MoSiCModel: its forward gives first-frame scores. The
     teacher's assignments and the loss normaliser are computed for the whole batch first; the
@@ -140,27 +140,36 @@ def mosic_step(student, teacher: MoSiCModel, batch: dict, ts: TrainSettings, ste
                 backward(loss)
                 total = total + loss.detach()
     if not monitors:
-        return total, {}
-    return total, step_monitors(q, torch.cat(ss_all), vis, valid, group)
+        return total, None
+    return total, monitor_sums(q, torch.cat(ss_all), vis, valid)
 
 
-def step_monitors(q: torch.Tensor, ss: torch.Tensor, vis: torch.Tensor, valid: torch.Tensor, group) -> dict:
-    """A log row's view of the step, as Python floats (read back from the device; under DDP,
-    ``points_per_clip`` is all-reduced, so every rank must call this at the same steps): cluster
-    usage (1 = even, 0 = collapse) of the teacher's labels ``q`` and the student's argmax ``ss``,
-    the visible fraction, the fraction valid on the first frame, and the trajectories per clip
-    inside the crop on the first frame (the points the loss reads before masking)."""
+def monitor_sums(q: torch.Tensor, ss: torch.Tensor, vis: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The sums behind a log row's monitors on this process's clips, one float vector on the device (nothing
+    read back): the teacher's and the student's hard cluster usage (K each), then (sum, count) of the visible
+    points, of the points valid on the first frame and of the trajectories per clip inside the first crop.
+    Sums of several processes (one all-reduce) are the global batch's; :func:`monitors_from_sums` reads them."""
+    per_clip = vis[:, 0].sum(1).float()
+
+    def sum_count(x: torch.Tensor) -> list[torch.Tensor]:
+        return [x.float().sum().to(q.device), torch.full((), float(x.numel()), device=q.device)]
+
+    return torch.cat([cluster_usage(q, hard=True, mask=vis), cluster_usage(ss, hard=True, mask=valid).to(q.device),
+                      torch.stack([*sum_count(vis), *sum_count(valid), *sum_count(per_clip)])])
+
+
+def monitors_from_sums(sums: torch.Tensor) -> dict:
+    """A log row's monitors, as Python floats, from :func:`monitor_sums` (this process's or all-reduced):
+    cluster usage (1 = even, 0 = collapse) of the teacher's labels and the student's argmax, the visible
+    fraction, the fraction valid on the first frame, and the trajectories per clip inside the crop on the
+    first frame (the points the loss reads before masking)."""
+    s = sums.detach().double().cpu()
+    K = (len(s) - 6) // 2
+    a = s[2 * K:]
     return {
-        "usage_teacher": cluster_usage_entropy(q, hard=True, mask=vis),
-        "usage_student": cluster_usage_entropy(ss, hard=True, mask=valid),
-        "visible": float(vis.float().mean()),
-        "valid_first": float(valid.float().mean()),
-        "points_per_clip": _global_mean(vis[:, 0].sum(1).float(), group),
+        "usage_teacher": usage_entropy(s[:K]),
+        "usage_student": usage_entropy(s[K:2 * K]),
+        "visible": float(a[0] / a[1].clamp_min(1)),
+        "valid_first": float(a[2] / a[3].clamp_min(1)),
+        "points_per_clip": float(a[4] / a[5].clamp_min(1)),
     }
-
-
-def _global_mean(x: torch.Tensor, group) -> float:
-    s = torch.stack([x.sum(), torch.tensor(float(x.numel()), device=x.device)])
-    if group is not None:
-        dist.all_reduce(s, group=group)
-    return float(s[0] / s[1].clamp_min(1))

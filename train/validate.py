@@ -23,7 +23,6 @@ run keeps its curve.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 
 from mosic import MosicError
 from mosic.evaluation import validation
+from mosic.train.run_log import read_log
 
 log = logging.getLogger("mosic.train")
 
@@ -99,18 +99,8 @@ class Validator:
 
 
 def read_curve(log_path: Path) -> list[dict]:
-    """The validation rows of a run's log.jsonl, one per step (the last one written: a resumed run
-    may repeat the steps after its last checkpoint), by step."""
-    rows: dict[int, dict] = {}
-    if Path(log_path).is_file():
-        for line in Path(log_path).read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r.get("kind") == "validation":
-                rows[int(r["step"])] = r
-    return [rows[s] for s in sorted(rows)]
+    """The validation rows of a run's log.jsonl, one per step, by step (:func:`mosic.train.run_log.read_log`)."""
+    return read_log(log_path, "validation")
 
 
 def plot_curve(log_path: Path, png: Path) -> Path | None:

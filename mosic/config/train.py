@@ -152,6 +152,8 @@ class TrainSettings(BaseModel):
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_every: int = Field(200, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, description="step checkpoints kept in RUN/checkpoints (the last ones; "
+                                  "latest.pt is always kept)")
     log_every: int = Field(10, ge=1)
     tensorboard: bool = False
     wandb: WandbSettings = Field(WandbSettings(), description="Weights & Biases logging (rank 0 only; files in the "
