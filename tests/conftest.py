@@ -61,3 +61,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """Three small synthetic videos (96 x 72, 30 frames) for the precompute tests; a test file may define its own."""
+    from mosic.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("data") / "synthetic"
+    generate(root, videos=3, seed=0, num_frames=30, width=96, height=72)
+    return root

@@ -8,20 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from mosic.config import load_pipeline
-from mosic.data.synthetic import generate
 from mosic.precompute.cli import app as precompute_app
 from mosic.precompute.runner import precompute
 from mosic.store_schema import StoreReader
 from mosic.store_schema.cli import app as store_app
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "synthetic"
-    generate(root, videos=3, seed=0, num_frames=30, width=96, height=72)
-    return root
 
 
 def cfg_for(root, stores, **over):

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 import mosic.precompute.runner as R
 from mosic.data.base import create_source
-from mosic.data.synthetic import generate
 from mosic.precompute.cli import app as precompute_app
 from mosic.precompute.claims import ChunkClaims
 from mosic.precompute.runner import precompute
@@ -25,13 +24,6 @@ from mosic.store_schema.writer import StoreWriter
 from test_precompute import cfg_for
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "synthetic"
-    generate(root, videos=3, seed=0, num_frames=30, width=96, height=72)
-    return root
 
 
 def slow_tracker(cfg, seconds: float):
