@@ -15,6 +15,7 @@ training loss) and ``validation.png`` are redrawn from the log this way.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -75,13 +76,24 @@ def cut_log(path: Path, step: int) -> int:
     return dropped
 
 
+@functools.cache
+def _warn_no_plot() -> None:
+    """Once per process: training goes on without matplotlib, the loss in log.jsonl only."""
+    log.warning("matplotlib is not installed: no loss.png (the loss is in log.jsonl); pip install matplotlib")
+
+
 def plot_loss(run: Path, png: Path | None = None) -> Path | None:
     """Draw the training loss of the run in folder ``run`` (its ``log.jsonl``, read by :func:`read_log`) into
-    ``png`` (default ``run/loss.png``); None when there is no loss row yet."""
+    ``png`` (default ``run/loss.png``); None when there is no loss row yet, or no matplotlib (GPU node images
+    often lack it: the loss is in log.jsonl all the same, and a warning says so once)."""
     rows = [r for r in read_log(run, "train") if "loss" in r]
     if not rows:
         return None
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        _warn_no_plot()
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
