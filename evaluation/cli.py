@@ -27,7 +27,7 @@ from typing import List, Optional
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import friendly_errors, lines_when_piped, setup_logging
+from mosic.cli_common import WEIGHTS_HELP, friendly_errors, lines_when_piped, setup_logging
 from mosic.devices import DEVICE_HELP, resolve_device
 from mosic.evaluation import runner
 from mosic.evaluation.options import (backbone_from_run, check_model_kwargs, heldout_fraction,
@@ -84,9 +84,7 @@ MODEL_OPT = typer.Option(None, "--model", help="timm model name, e.g. vit_small_
                          "run's backbone.pth or a hub folder: its model)")
 RUN_OPT = typer.Option(None, "--run", help="a mosic-train run folder: its backbone.pth with the model name and "
                        "arguments of its config.json")
-WEIGHTS_OPT = typer.Option(None, "--weights", help="backbone weights: a file (timm state dict, mosic backbone.pth, an "
-                           "official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP checkpoint; FILE#NAME picks one of several "
-                           "copies), a Hugging Face / timm folder, or hf-hub:ORG/NAME")
+WEIGHTS_OPT = typer.Option(None, "--weights", help=WEIGHTS_HELP)
 PRETRAINED_OPT = typer.Option(False, "--pretrained", help="the hub's weights (the default without "
                               "--weights/--no-pretrained)")
 RANDOM_OPT = typer.Option(False, "--no-pretrained", help="a random initialisation (a baseline)")

@@ -160,6 +160,9 @@ PRINT_CONFIG_HELP = "print the fully resolved settings this command would run wi
 LIST_HELP = "say which pipelines file is used, list its pipelines and exit"
 CONFIG_HELP = "pipelines file (default: $MOSIC_PIPELINES, else ./pipelines.yaml, else the packaged defaults)"
 PIPELINE_HELP = "pipeline name in pipelines.yaml"
+WEIGHTS_HELP = ("backbone weights: a file (timm state dict, mosic backbone.pth, an official DINOv3, DINOv2, DINO, "
+                "EVA-02 / EVA-CLIP checkpoint; FILE#NAME picks one of several copies), a Hugging Face / timm folder, "
+                "or hf-hub:ORG/NAME")
 
 
 def parse_pipeline_sets(sets: list[str]) -> dict:

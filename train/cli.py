@@ -13,7 +13,7 @@ from typing import List, Optional
 import typer
 
 from mosic import MosicError
-from mosic.cli_common import (CONFIG_HELP, LIST_HELP, PIPELINE_HELP, PRINT_CONFIG_HELP, SET_HELP,
+from mosic.cli_common import (CONFIG_HELP, LIST_HELP, PIPELINE_HELP, PRINT_CONFIG_HELP, SET_HELP, WEIGHTS_HELP,
                                friendly_errors, lines_when_piped, parse_model_kwargs,
                                parse_pipeline_sets, resolved_config, setup_logging)
 from mosic.config import describe_pipelines, load_pipeline
@@ -60,7 +60,7 @@ def run(
     micro_batch: Optional[int] = typer.Option(
         None, help="clips per student forward/backward on one process (gradient accumulation; same Sinkhorn batch)"),
     model: Optional[str] = typer.Option(None, help="timm model name"),
-    weights: Optional[Path] = typer.Option(None, help="backbone weights file: a timm state dict or an official DINOv3, DINOv2, DINO, EVA-02 / EVA-CLIP checkpoint"),
+    weights: Optional[Path] = typer.Option(None, help=WEIGHTS_HELP + " (model.weights)"),
     model_kwargs: Optional[str] = typer.Option(
         None, "--model-kwargs", help="extra timm create_model arguments as a mapping, e.g. '{depth: 2}' (model.kwargs)"),
     pretrained: Optional[bool] = typer.Option(
